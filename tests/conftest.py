@@ -1,0 +1,60 @@
+"""Shared fixtures. Real services are on loopback; each area of the suite uses its own Redis
+database number so parallel work never collides:
+
+    db 1: queue metrics (brokers, collector)     db 2: heartbeats / health checks
+    db 3: sandbox / end-to-end                   db 4: locks
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EVENTS_DIR = Path(__file__).parent / "events"
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """Load an AWS event fixture from tests/events/NAME(.json)."""
+    path = EVENTS_DIR / (name if name.endswith(".json") else f"{name}.json")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for queue names, key prefixes, table names."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never let a test reach AWS: fake credentials and a fixed region."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

@@ -1,0 +1,1 @@
+"""One module per ``celery-ecs`` sub-command: ``HELP``, ``configure(parser)``, ``run(args)``."""

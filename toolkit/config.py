@@ -1,0 +1,465 @@
+"""Settings: frozen dataclasses, environment variable names, and the ``celery-ecs.toml`` file.
+
+The environment is read here and nowhere else. Precedence, highest first: explicit arguments
+(command-line flags), the config file, the environment, the defaults below.
+
+A config file looks like this (every key is optional except where noted)::
+
+    environment = "production"          # required somewhere: file, --environment or ENVIRONMENT
+    namespace = "Celery"
+    high_resolution = false             # StorageResolution 1 on every metric
+    interval = 60                       # seconds between cycles for `collect --interval`
+
+    [broker]
+    url = "redis://redis.internal:6379/0"   # or set CELERY_ECS_BROKER_URL
+    global_keyprefix = ""
+    priority_steps = [0, 3, 6, 9]
+    separator = "\\u0006\\u0016"
+    visibility_timeout = 3600
+
+    [thresholds]                        # defaults for every queue
+    max_length = 1000
+    max_age = 600
+
+    [queues.emails]                     # per-queue overrides
+    max_length = 50
+
+    [[services]]                        # one per ECS worker service
+    cluster = "prod"
+    service = "worker-emails"
+    queues = ["emails"]
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from toolkit.errors import ConfigError
+
+# --- environment variable names (the contract in docs/configuration.md) -----------------------
+ENV_ENVIRONMENT = "ENVIRONMENT"
+ENV_CONFIG_FILE = "CELERY_ECS_CONFIG"
+ENV_BROKER_URL = "CELERY_ECS_BROKER_URL"
+ENV_BROKER_URL_FALLBACK = "CELERY_BROKER_URL"
+ENV_NAMESPACE = "CELERY_ECS_NAMESPACE"
+ENV_QUEUES = "CELERY_ECS_QUEUES"
+ENV_HIGH_RESOLUTION = "CELERY_ECS_HIGH_RESOLUTION"
+# alarm handler Lambda
+ENV_SLACK_WEBHOOK_URL = "SLACK_WEBHOOK_URL"
+ENV_SLACK_BOT_TOKEN = "SLACK_BOT_TOKEN"
+ENV_SLACK_CHANNEL = "SLACK_CHANNEL"
+ENV_SLACK_SECRET_ARN = "SLACK_SECRET_ARN"
+ENV_SLACK_API_URL = "SLACK_API_URL"
+ENV_REMEDIATION = "REMEDIATION"
+ENV_COOLDOWN_SECONDS = "COOLDOWN_SECONDS"
+ENV_MAX_REMEDIATIONS_PER_HOUR = "MAX_REMEDIATIONS_PER_HOUR"
+ENV_STATE_TABLE = "STATE_TABLE"
+ENV_REMEDIATING_METRICS = "REMEDIATING_METRICS"
+ENV_GRAFANA_URL = "GRAFANA_DASHBOARD_URL"
+# worker heartbeat
+ENV_HEARTBEAT_FILE = "CELERY_ECS_HEARTBEAT_FILE"
+ENV_READY_FILE = "CELERY_ECS_READY_FILE"
+ENV_HEARTBEAT_INTERVAL = "CELERY_ECS_HEARTBEAT_INTERVAL"
+ENV_ECS_METADATA_URI = "ECS_CONTAINER_METADATA_URI_V4"
+
+DEFAULT_CONFIG_FILE = "celery-ecs.toml"
+DEFAULT_NAMESPACE = "Celery"
+DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
+DEFAULT_SEPARATOR = "\x06\x16"
+DEFAULT_VISIBILITY_TIMEOUT = 3600
+DEFAULT_INTERVAL = 60.0
+
+RemediationMode = Literal["enabled", "dry-run", "off"]
+REMEDIATION_MODES: tuple[RemediationMode, ...] = ("enabled", "dry-run", "off")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    url: str
+    global_keyprefix: str = ""
+    priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
+    separator: str = DEFAULT_SEPARATOR
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    connect_timeout: float = 5.0
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower()
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a queue counts as critical in the CLI table (``None``: never)."""
+
+    max_length: int | None = None
+    max_age: float | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """One ECS service running one Celery worker, and the queues it consumes."""
+
+    cluster: str
+    service: str
+    queues: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str
+    broker: BrokerSettings | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    high_resolution: bool = False
+    interval: float = DEFAULT_INTERVAL
+    queues: tuple[str, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    queue_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    services: tuple[ServiceSettings, ...] = ()
+
+    def thresholds_for(self, queue: str) -> Thresholds:
+        return self.queue_thresholds.get(queue, self.thresholds)
+
+    def configured_queues(self) -> tuple[str, ...]:
+        """Queues named explicitly or by a worker service, in order, without repeats."""
+        seen: dict[str, None] = dict.fromkeys(self.queues)
+        for svc in self.services:
+            seen.update(dict.fromkeys(svc.queues))
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """Where the worker bootstep writes its liveness files."""
+
+    file: str = "/tmp/celery-ecs-heartbeat"
+    ready_file: str = "/tmp/celery-ecs-ready"
+    interval: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HeartbeatSettings:
+        env = os.environ if environ is None else environ
+        base = cls()
+        return cls(
+            file=env.get(ENV_HEARTBEAT_FILE) or base.file,
+            ready_file=env.get(ENV_READY_FILE) or base.ready_file,
+            interval=_float(env.get(ENV_HEARTBEAT_INTERVAL), ENV_HEARTBEAT_INTERVAL, base.interval),
+        )
+
+
+@dataclass(frozen=True)
+class AlarmHandlerSettings:
+    """What the alarm handler Lambda (and ``celery-ecs remediate``) reads from its environment."""
+
+    environment: str = ""
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_channel: str | None = None
+    slack_secret_arn: str | None = None
+    slack_api_url: str | None = None
+    remediation: RemediationMode = "off"
+    cooldown_seconds: int = 900
+    max_remediations_per_hour: int = 3
+    state_table: str | None = None
+    remediating_metrics: tuple[str, ...] = ("WorkerStuck",)
+    grafana_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlarmHandlerSettings:
+        env = os.environ if environ is None else environ
+        mode = (env.get(ENV_REMEDIATION) or "off").strip().lower()
+        if mode not in REMEDIATION_MODES:
+            raise ConfigError(
+                f"{ENV_REMEDIATION} must be one of {', '.join(REMEDIATION_MODES)}, got {mode!r}"
+            )
+        metrics = tuple(
+            m.strip() for m in (env.get(ENV_REMEDIATING_METRICS) or "WorkerStuck").split(",")
+        )
+        return cls(
+            environment=env.get(ENV_ENVIRONMENT, ""),
+            slack_webhook_url=env.get(ENV_SLACK_WEBHOOK_URL) or None,
+            slack_bot_token=env.get(ENV_SLACK_BOT_TOKEN) or None,
+            slack_channel=env.get(ENV_SLACK_CHANNEL) or None,
+            slack_secret_arn=env.get(ENV_SLACK_SECRET_ARN) or None,
+            slack_api_url=env.get(ENV_SLACK_API_URL) or None,
+            remediation=mode,  # type: ignore[arg-type]  # checked against REMEDIATION_MODES
+            cooldown_seconds=_int(env.get(ENV_COOLDOWN_SECONDS), ENV_COOLDOWN_SECONDS, 900),
+            max_remediations_per_hour=_int(
+                env.get(ENV_MAX_REMEDIATIONS_PER_HOUR), ENV_MAX_REMEDIATIONS_PER_HOUR, 3
+            ),
+            state_table=env.get(ENV_STATE_TABLE) or None,
+            remediating_metrics=tuple(m for m in metrics if m),
+            grafana_url=env.get(ENV_GRAFANA_URL) or None,
+        )
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _int(raw: object, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}")
+    try:
+        value = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _float(raw: object, name: str, default: float) -> float:
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name} must be a number, got {raw!r}")
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0 or value != value:
+        raise ConfigError(f"{name} must be a non-negative number, got {raw!r}")
+    return value
+
+
+def _bool(raw: object, name: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _str(raw: object, name: str) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name} must be a string, got {type(raw).__name__}")
+    return raw
+
+
+def _queue_list(raw: object, name: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items: Sequence[object] = [q for q in raw.split(",")]
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise ConfigError(f"{name} must be a list of queue names")
+    out = []
+    for item in items:
+        queue = _str(item, name).strip()
+        if not queue:
+            raise ConfigError(f"{name} contains an empty queue name")
+        out.append(queue)
+    return tuple(out)
+
+
+def _thresholds(raw: object, name: str) -> Thresholds:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    unknown = set(raw) - {"max_length", "max_age"}
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown keys: {', '.join(sorted(unknown))}")
+    length = raw.get("max_length")
+    age = raw.get("max_age")
+    return Thresholds(
+        max_length=None if length is None else _int(length, f"{name}.max_length", 0),
+        max_age=None if age is None else _float(age, f"{name}.max_age", 0.0),
+    )
+
+
+def _broker(raw: object, url_override: str | None, env_url: str | None) -> BrokerSettings | None:
+    table: dict[str, Any] = {}
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise ConfigError("[broker] must be a table")
+        table = raw
+        unknown = set(table) - {
+            "url", "global_keyprefix", "priority_steps", "separator", "visibility_timeout",
+            "connect_timeout",
+        }
+        if unknown:
+            raise ConfigError(f"[broker] has unknown keys: {', '.join(sorted(unknown))}")
+    url = url_override or (_str(table["url"], "broker.url") if "url" in table else None) or env_url
+    if not url:
+        return None
+    steps_raw = table.get("priority_steps", list(DEFAULT_PRIORITY_STEPS))
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ConfigError("broker.priority_steps must be a non-empty list of integers")
+    steps = tuple(sorted({_int(s, "broker.priority_steps", 0) for s in steps_raw}))
+    return BrokerSettings(
+        url=url,
+        global_keyprefix=_str(table.get("global_keyprefix", ""), "broker.global_keyprefix"),
+        priority_steps=steps,
+        separator=_str(table.get("separator", DEFAULT_SEPARATOR), "broker.separator"),
+        visibility_timeout=_int(
+            table.get("visibility_timeout"), "broker.visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT
+        ),
+        connect_timeout=_float(table.get("connect_timeout"), "broker.connect_timeout", 5.0),
+    )
+
+
+def _services(raw: object) -> tuple[ServiceSettings, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("[[services]] must be an array of tables")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"services[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        missing = {"cluster", "service", "queues"} - set(item)
+        if missing:
+            raise ConfigError(f"{where} is missing {', '.join(sorted(missing))}")
+        out.append(
+            ServiceSettings(
+                cluster=_str(item["cluster"], f"{where}.cluster"),
+                service=_str(item["service"], f"{where}.service"),
+                queues=_queue_list(item["queues"], f"{where}.queues"),
+            )
+        )
+    return tuple(out)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a TOML config file, turning every failure into a one-line :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+
+
+_TOP_KEYS = {
+    "environment", "namespace", "high_resolution", "interval", "queues", "broker", "thresholds",
+    "services",
+}
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    *,
+    environment: str | None = None,
+    broker_url: str | None = None,
+    namespace: str | None = None,
+    queues: Sequence[str] | None = None,
+    high_resolution: bool | None = None,
+    interval: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    require_broker: bool = True,
+) -> Settings:
+    """Build :class:`Settings` from flags (the keyword arguments), a file, and the environment.
+
+    ``config_file`` defaults to ``$CELERY_ECS_CONFIG``, then ``./celery-ecs.toml`` if it exists.
+    """
+    env = os.environ if environ is None else environ
+    path: str | os.PathLike[str] | None = config_file or env.get(ENV_CONFIG_FILE) or None
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"config file has unknown keys: {', '.join(sorted(unknown))}")
+
+    env_name = environment or (
+        _str(data["environment"], "environment") if "environment" in data else None
+    ) or env.get(ENV_ENVIRONMENT)
+    if not env_name:
+        raise ConfigError(
+            f"no environment name: pass --environment, set it in the config file or {ENV_ENVIRONMENT}"
+        )
+
+    env_url = env.get(ENV_BROKER_URL) or env.get(ENV_BROKER_URL_FALLBACK)
+    broker = _broker(data.get("broker"), broker_url, env_url)
+    if broker is None and require_broker:
+        raise ConfigError(
+            f"no broker URL: pass --broker, set [broker] url in the config file or {ENV_BROKER_URL}"
+        )
+
+    queue_tables = data.get("queues", {})
+    queue_names: tuple[str, ...] = ()
+    per_queue: dict[str, Thresholds] = {}
+    if isinstance(queue_tables, list):  # `queues = ["a", "b"]`
+        queue_names = _queue_list(queue_tables, "queues")
+    elif isinstance(queue_tables, dict):  # `[queues.a]` tables
+        for name, table in queue_tables.items():
+            per_queue[name] = _thresholds(table, f"queues.{name}")
+        queue_names = tuple(per_queue)
+    else:
+        raise ConfigError("queues must be a list of names or [queues.NAME] tables")
+    if queues:
+        queue_names = tuple(queues)
+    elif not queue_names and env.get(ENV_QUEUES):
+        queue_names = _queue_list(env[ENV_QUEUES], ENV_QUEUES)
+
+    defaults = _thresholds(data["thresholds"], "thresholds") if "thresholds" in data else Thresholds()
+    per_queue = {
+        q: replace(
+            defaults,
+            **{k: v for k, v in vars(t).items() if v is not None},
+        )
+        for q, t in per_queue.items()
+    }
+
+    if high_resolution is None:
+        if "high_resolution" in data:
+            high_resolution = _bool(data["high_resolution"], "high_resolution")
+        else:
+            high_resolution = _bool(env.get(ENV_HIGH_RESOLUTION, ""), ENV_HIGH_RESOLUTION)
+    ns = namespace or (
+        _str(data["namespace"], "namespace") if "namespace" in data else None
+    ) or env.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE
+    every = interval if interval is not None else _float(
+        data.get("interval"), "interval", DEFAULT_INTERVAL
+    )
+    if every <= 0:
+        raise ConfigError("interval must be greater than 0 seconds")
+
+    return Settings(
+        environment=env_name,
+        broker=broker,
+        namespace=ns,
+        high_resolution=high_resolution,
+        interval=every,
+        queues=queue_names,
+        thresholds=defaults,
+        queue_thresholds=per_queue,
+        services=_services(data.get("services")),
+    )

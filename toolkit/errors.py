@@ -1,0 +1,80 @@
+"""Exceptions raised by the toolkit.
+
+Every error the toolkit raises on purpose derives from :class:`ToolkitError`, so a caller (the
+CLI, a Lambda handler) can catch one class, print its one-line message and exit non-zero without
+a traceback. Messages never contain secrets: broker URLs are redacted before they are formatted.
+
+    ToolkitError
+    ├── ConfigError              bad settings, config file or command-line values
+    ├── BrokerError              anything about reading the broker
+    │   ├── UnsupportedBroker    URL scheme we have no reader for
+    │   ├── BrokerUnreachable    connection refused, DNS failure, timeout
+    │   └── BrokerAuthError      wrong password / not authorised
+    ├── PublishError             CloudWatch PutMetricData failed after retries
+    ├── AwsError                 any other AWS API failure, wrapped at the adapter boundary
+    ├── AlarmEventError          an alarm event we cannot parse (never remediated)
+    ├── RemediationError         ECS refused or failed a forced deployment
+    ├── SlackError               Slack unreachable or refused the message after retries
+    ├── LockError                task locks (toolkit.locks)
+    └── CheckpointError          checkpoint store (toolkit.checkpoints)
+
+Modules may define narrower subclasses of these next to the code that raises them.
+"""
+
+from __future__ import annotations
+
+
+class ToolkitError(Exception):
+    """Base class: an expected failure with a short, secret-free message."""
+
+
+class ConfigError(ToolkitError):
+    """Settings, config file or command-line values are wrong."""
+
+
+class BrokerError(ToolkitError):
+    """The broker could not be read."""
+
+
+class UnsupportedBroker(BrokerError):
+    """The broker URL has a scheme no reader handles."""
+
+
+class BrokerUnreachable(BrokerError):
+    """The broker did not answer (refused, unknown host, timeout)."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker refused our credentials."""
+
+
+class PublishError(ToolkitError):
+    """CloudWatch did not accept the metrics."""
+
+
+class AwsError(ToolkitError):
+    """An AWS API call failed; ``code`` carries the AWS error code when there is one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AlarmEventError(ToolkitError):
+    """An alarm event could not be understood."""
+
+
+class RemediationError(ToolkitError):
+    """A forced deployment could not be made."""
+
+
+class SlackError(ToolkitError):
+    """Slack did not accept a message."""
+
+
+class LockError(ToolkitError):
+    """A task lock operation failed."""
+
+
+class CheckpointError(ToolkitError):
+    """A checkpoint could not be stored or read."""
