@@ -37,7 +37,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from toolkit.errors import ConfigError
@@ -211,7 +211,7 @@ class AlarmHandlerSettings:
             slack_channel=env.get(ENV_SLACK_CHANNEL) or None,
             slack_secret_arn=env.get(ENV_SLACK_SECRET_ARN) or None,
             slack_api_url=env.get(ENV_SLACK_API_URL) or None,
-            remediation=mode,  # type: ignore[arg-type]  # checked against REMEDIATION_MODES
+            remediation=cast(RemediationMode, mode),  # checked against REMEDIATION_MODES
             cooldown_seconds=_int(env.get(ENV_COOLDOWN_SECONDS), ENV_COOLDOWN_SECONDS, 900),
             max_remediations_per_hour=_int(
                 env.get(ENV_MAX_REMEDIATIONS_PER_HOUR), ENV_MAX_REMEDIATIONS_PER_HOUR, 3
@@ -228,11 +228,11 @@ class AlarmHandlerSettings:
 def _int(raw: object, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise ConfigError(f"{name} must be an integer, got {raw!r}")
     try:
-        value = int(raw)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        value = int(raw)
+    except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
@@ -242,11 +242,11 @@ def _int(raw: object, name: str, default: int) -> int:
 def _float(raw: object, name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ConfigError(f"{name} must be a number, got {raw!r}")
     try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        value = float(raw)
+    except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if value < 0 or value != value:
         raise ConfigError(f"{name} must be a non-negative number, got {raw!r}")
@@ -403,7 +403,8 @@ def load_settings(
     ) or env.get(ENV_ENVIRONMENT)
     if not env_name:
         raise ConfigError(
-            f"no environment name: pass --environment, set it in the config file or {ENV_ENVIRONMENT}"
+            "no environment name: pass --environment, set it in the config file or "
+            f"{ENV_ENVIRONMENT}"
         )
 
     env_url = env.get(ENV_BROKER_URL) or env.get(ENV_BROKER_URL_FALLBACK)
@@ -413,30 +414,7 @@ def load_settings(
             f"no broker URL: pass --broker, set [broker] url in the config file or {ENV_BROKER_URL}"
         )
 
-    queue_tables = data.get("queues", {})
-    queue_names: tuple[str, ...] = ()
-    per_queue: dict[str, Thresholds] = {}
-    if isinstance(queue_tables, list):  # `queues = ["a", "b"]`
-        queue_names = _queue_list(queue_tables, "queues")
-    elif isinstance(queue_tables, dict):  # `[queues.a]` tables
-        for name, table in queue_tables.items():
-            per_queue[name] = _thresholds(table, f"queues.{name}")
-        queue_names = tuple(per_queue)
-    else:
-        raise ConfigError("queues must be a list of names or [queues.NAME] tables")
-    if queues:
-        queue_names = tuple(queues)
-    elif not queue_names and env.get(ENV_QUEUES):
-        queue_names = _queue_list(env[ENV_QUEUES], ENV_QUEUES)
-
-    defaults = _thresholds(data["thresholds"], "thresholds") if "thresholds" in data else Thresholds()
-    per_queue = {
-        q: replace(
-            defaults,
-            **{k: v for k, v in vars(t).items() if v is not None},
-        )
-        for q, t in per_queue.items()
-    }
+    queue_names, defaults, per_queue = _queue_config(data, queues, env)
 
     if high_resolution is None:
         if "high_resolution" in data:
@@ -463,3 +441,32 @@ def load_settings(
         queue_thresholds=per_queue,
         services=_services(data.get("services")),
     )
+
+
+def _queue_config(
+    data: Mapping[str, Any], queues: Sequence[str] | None, env: Mapping[str, str]
+) -> tuple[tuple[str, ...], Thresholds, dict[str, Thresholds]]:
+    """Queue names (flags > file > environment) and their thresholds."""
+    queue_tables = data.get("queues", {})
+    queue_names: tuple[str, ...] = ()
+    per_queue: dict[str, Thresholds] = {}
+    if isinstance(queue_tables, list):  # `queues = ["a", "b"]`
+        queue_names = _queue_list(queue_tables, "queues")
+    elif isinstance(queue_tables, dict):  # `[queues.a]` tables
+        for name, table in queue_tables.items():
+            per_queue[name] = _thresholds(table, f"queues.{name}")
+        queue_names = tuple(per_queue)
+    else:
+        raise ConfigError("queues must be a list of names or [queues.NAME] tables")
+    if queues:
+        queue_names = tuple(queues)
+    elif not queue_names and env.get(ENV_QUEUES):
+        queue_names = _queue_list(env[ENV_QUEUES], ENV_QUEUES)
+    defaults = Thresholds()
+    if "thresholds" in data:
+        defaults = _thresholds(data["thresholds"], "thresholds")
+    merged = {
+        q: replace(defaults, **{k: v for k, v in vars(t).items() if v is not None})
+        for q, t in per_queue.items()
+    }
+    return queue_names, defaults, merged

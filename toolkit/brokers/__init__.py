@@ -1,0 +1,39 @@
+"""Broker readers: the real Celery backlog, one small adapter per broker, chosen by URL scheme.
+
+    reader = open_reader(BrokerSettings(url="redis://localhost:6379/0"))
+    reading = reader.read(["celery", "emails"])
+"""
+
+from __future__ import annotations
+
+from toolkit.brokers.base import BrokerReader, BrokerReading, QueueReading
+from toolkit.config import BrokerSettings, redact_url
+from toolkit.errors import UnsupportedBroker
+
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+
+__all__ = [
+    "AMQP_SCHEMES",
+    "REDIS_SCHEMES",
+    "BrokerReader",
+    "BrokerReading",
+    "QueueReading",
+    "open_reader",
+]
+
+
+def open_reader(settings: BrokerSettings) -> BrokerReader:
+    """Return the reader for ``settings.url``'s scheme; :class:`UnsupportedBroker` otherwise."""
+    scheme = settings.scheme
+    if scheme in REDIS_SCHEMES:
+        from toolkit.brokers.redis import RedisReader
+
+        return RedisReader.from_settings(settings)
+    if scheme in AMQP_SCHEMES:
+        from toolkit.brokers.rabbitmq import RabbitMQReader
+
+        return RabbitMQReader(settings)
+    known = ", ".join(f"{s}://" for s in sorted(REDIS_SCHEMES | AMQP_SCHEMES))
+    shown = f"{scheme}://" if scheme else redact_url(settings.url) or "an empty URL"
+    raise UnsupportedBroker(f"unsupported broker URL scheme {shown} (supported: {known})")

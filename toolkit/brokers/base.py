@@ -1,0 +1,50 @@
+"""What every broker reader returns, and the protocol it implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class QueueReading:
+    """One queue as the broker sees it right now.
+
+    ``oldest_enqueued_at`` is the publish stamp (epoch seconds) of the oldest ready message,
+    ``None`` when the queue is empty or its oldest message carries no stamp. ``consumers`` is
+    ``None`` when the broker cannot tell (Redis has no consumer registry). ``exists`` is False for
+    a queue the broker does not know (RabbitMQ); Redis cannot tell an empty queue from an unknown
+    one, so there it is always True.
+    """
+
+    queue: str
+    length: int
+    oldest_enqueued_at: float | None = None
+    consumers: int | None = None
+    exists: bool = True
+
+
+@dataclass(frozen=True)
+class BrokerReading:
+    """The result of one read: every queue asked for, in order, plus broker-wide figures."""
+
+    queues: tuple[QueueReading, ...]
+    unacked: int | None = None
+    round_trips: int = 1
+
+
+class BrokerReader(Protocol):
+    """A broker adapter: a handful of primitives, chosen by URL scheme (see ``open_reader``)."""
+
+    kind: str
+
+    def read(self, queues: Sequence[str]) -> BrokerReading:
+        """Read every queue in one go (one round trip where the broker allows it)."""
+        ...
+
+    def discover_queues(self) -> list[str]:
+        """Queues the broker knows of, for when none are configured."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,109 @@
+"""RabbitMQ reader: ready messages and consumers per queue, by passive declare.
+
+A passive ``queue.declare`` answers ``(name, message_count, consumer_count)`` without creating
+anything. For a queue that does not exist RabbitMQ answers 404 and closes the channel; the reader
+reports the queue as missing (logged once per queue per process, not a crash) and carries on with
+a new channel. One connection is opened per read and closed after it.
+
+``message_count`` counts ready messages only (unacknowledged deliveries are not included). The
+age of the oldest message cannot be read without consuming it, so ``QueueAge`` is not reported
+for RabbitMQ. AMQP has no way to list queues; discovery returns Celery's default queue and the
+collector adds the queues named in the configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from toolkit.brokers.base import BrokerReading, QueueReading
+from toolkit.config import BrokerSettings
+from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE = "celery"
+
+
+class RabbitMQReader:
+    kind = "rabbitmq"
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self._reported_missing: set[str] = set()
+
+    def read(self, queues: Sequence[str]) -> BrokerReading:
+        from amqp.exceptions import NotFound
+
+        # kombu ships partial annotations; treat its connection as dynamic
+        connection_cls: Any = importlib.import_module("kombu").Connection
+        readings: list[QueueReading] = []
+        conn: Any = connection_cls(
+            self.settings.url.replace("pyamqp://", "amqp://", 1),
+            connect_timeout=self.settings.connect_timeout,
+            transport_options={"max_retries": 0},
+        )
+        try:
+            with self._errors():
+                conn.connect()
+                channel: Any = conn.channel()
+                for queue in queues:
+                    try:
+                        _, messages, consumers = channel.queue_declare(queue=queue, passive=True)
+                    except NotFound:
+                        self._report_missing(queue)
+                        readings.append(QueueReading(queue, 0, None, 0, exists=False))
+                        channel = conn.channel()  # the broker closed the old one
+                        continue
+                    readings.append(QueueReading(queue, int(messages), None, int(consumers)))
+        finally:
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001 - closing a dead connection must not mask the error
+                log.debug("error while closing the AMQP connection", exc_info=True)
+        return BrokerReading(queues=tuple(readings), unacked=None, round_trips=len(queues) + 1)
+
+    def discover_queues(self) -> list[str]:
+        return [DEFAULT_QUEUE]
+
+    def close(self) -> None:
+        return None
+
+    def _report_missing(self, queue: str) -> None:
+        if queue not in self._reported_missing:
+            self._reported_missing.add(queue)
+            log.info("queue %r does not exist on %s", queue, self.settings.safe_url)
+
+    def _errors(self) -> _AmqpErrors:
+        return _AmqpErrors(self.settings.safe_url)
+
+
+class _AmqpErrors:
+    def __init__(self, safe_url: str) -> None:
+        self.safe_url = safe_url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if exc is None:
+            return False
+        from amqp.exceptions import AccessRefused, AMQPError
+
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, AccessRefused) or "ACCESS_REFUSED" in msg:
+            raise BrokerAuthError(
+                f"RabbitMQ at {self.safe_url} refused our credentials"
+            ) from exc
+        if isinstance(exc, OSError | socket.timeout | TimeoutError | ConnectionError):
+            raise BrokerUnreachable(f"cannot reach RabbitMQ at {self.safe_url}: {msg}") from exc
+        if isinstance(exc, AMQPError):
+            raise BrokerError(f"RabbitMQ at {self.safe_url} failed: {msg}") from exc
+        from kombu.exceptions import OperationalError
+
+        if isinstance(exc, OperationalError):
+            raise BrokerUnreachable(f"cannot reach RabbitMQ at {self.safe_url}: {msg}") from exc
+        return False

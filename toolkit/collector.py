@@ -1,0 +1,237 @@
+"""One collection cycle: broker -> samples -> publisher; and the loop that repeats it.
+
+:func:`run_cycle` never raises for expected failures: a broker that cannot be read or a
+CloudWatch that refuses the metrics become entries in ``CycleResult.errors`` and a
+``CollectorErrors`` sample, so the loop carries on and alarms can see the collector struggling.
+A completed cycle publishes ``CollectorHeartbeat`` = 1; its absence is what the
+"collector stopped" alarm watches (missing data treated as breaching).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from toolkit.brokers.base import BrokerReader, BrokerReading
+from toolkit.config import Settings
+from toolkit.errors import ToolkitError
+from toolkit.metrics import (
+    COLLECTOR_ERRORS,
+    COLLECTOR_HEARTBEAT,
+    QUEUE_AGE,
+    QUEUE_CONSUMERS,
+    QUEUE_LENGTH,
+    UNACKED_MESSAGES,
+    PublishReport,
+    Sample,
+)
+
+log = logging.getLogger(__name__)
+
+QueueState = Literal["ok", "critical", "missing"]
+
+
+class Publisher(Protocol):
+    def publish(self, samples: Sequence[Sample]) -> PublishReport: ...
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    queue: str
+    length: int
+    age: float | None
+    consumers: int | None
+    state: QueueState
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    environment: str
+    queues: tuple[QueueStatus, ...] = ()
+    unacked: int | None = None
+    samples: tuple[Sample, ...] = ()
+    errors: tuple[str, ...] = ()
+    published: PublishReport | None = None
+    round_trips: int = 0
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def critical(self) -> tuple[QueueStatus, ...]:
+        return tuple(q for q in self.queues if q.state == "critical")
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+def queue_statuses(reading: BrokerReading, settings: Settings, now: float) -> list[QueueStatus]:
+    """Turn a broker reading into per-queue statuses against the configured thresholds."""
+    out = []
+    for q in reading.queues:
+        age = None if q.oldest_enqueued_at is None else max(0.0, now - q.oldest_enqueued_at)
+        if not q.exists:
+            out.append(QueueStatus(q.queue, 0, None, None, "missing", ("queue does not exist",)))
+            continue
+        limits = settings.thresholds_for(q.queue)
+        reasons = []
+        if limits.max_length is not None and q.length > limits.max_length:
+            reasons.append(f"length {q.length} > {limits.max_length}")
+        if limits.max_age is not None and age is not None and age > limits.max_age:
+            reasons.append(f"oldest task waiting {age:.0f}s > {limits.max_age:.0f}s")
+        state: QueueState = "critical" if reasons else "ok"
+        out.append(QueueStatus(q.queue, q.length, age, q.consumers, state, tuple(reasons)))
+    return out
+
+
+def queue_samples(
+    environment: str, statuses: Sequence[QueueStatus], unacked: int | None
+) -> list[Sample]:
+    """The metrics one reading yields. Missing queues publish nothing (they are not 0)."""
+    env = ("Environment", environment)
+    samples: list[Sample] = []
+    for q in statuses:
+        if q.state == "missing":
+            continue
+        dims = (env, ("Queue", q.queue))
+        samples.append(Sample(QUEUE_LENGTH, q.length, "Count", dims))
+        if q.age is not None:
+            samples.append(Sample(QUEUE_AGE, round(q.age, 3), "Seconds", dims))
+        if q.consumers is not None:
+            samples.append(Sample(QUEUE_CONSUMERS, q.consumers, "Count", dims))
+    if unacked is not None:
+        samples.append(Sample(UNACKED_MESSAGES, unacked, "Count", (env,)))
+    return samples
+
+
+def collector_sample(environment: str, name: str, value: float) -> Sample:
+    return Sample(name, value, "Count", (("Environment", environment),))
+
+
+# -- one cycle ---------------------------------------------------------------------------------
+
+
+class QueueSource:
+    """Which queues a cycle reads: the configured ones, else discovered, refreshed now and then."""
+
+    def __init__(self, settings: Settings, rediscover_every: float = 300.0) -> None:
+        self.settings = settings
+        self.rediscover_every = rediscover_every
+        self._cached: list[str] | None = None
+        self._cached_at = 0.0
+
+    def queues(self, reader: BrokerReader, now: float) -> list[str]:
+        if self.settings.queues:
+            return list(self.settings.queues)
+        configured = list(self.settings.configured_queues())
+        if self._cached is None or now - self._cached_at >= self.rediscover_every:
+            self._cached = reader.discover_queues()
+            self._cached_at = now
+        merged = dict.fromkeys(configured)
+        merged.update(dict.fromkeys(self._cached))
+        return list(merged)
+
+
+def run_cycle(
+    reader: BrokerReader,
+    settings: Settings,
+    publisher: Publisher | None,
+    *,
+    source: QueueSource | None = None,
+    clock: Callable[[], float] = time.time,
+) -> CycleResult:
+    """Read the broker once, build the samples, publish them (unless ``publisher`` is None)."""
+    started = time.perf_counter()
+    now = clock()
+    env = settings.environment
+    errors: list[str] = []
+    statuses: list[QueueStatus] = []
+    unacked = None
+    round_trips = 0
+    samples: list[Sample] = []
+    try:
+        names = (source or QueueSource(settings)).queues(reader, now)
+        reading = reader.read(names)
+        round_trips = reading.round_trips
+        unacked = reading.unacked
+        statuses = queue_statuses(reading, settings, now)
+        samples = queue_samples(env, statuses, unacked)
+        samples.append(collector_sample(env, COLLECTOR_HEARTBEAT, 1))
+    except ToolkitError as exc:
+        errors.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the loop must outlive surprises; keep the trace
+        log.exception("unexpected error while reading the broker")
+        errors.append(f"unexpected {type(exc).__name__} while reading the broker")
+    if errors:
+        samples.append(collector_sample(env, COLLECTOR_ERRORS, len(errors)))
+    else:
+        samples.append(collector_sample(env, COLLECTOR_ERRORS, 0))
+    published = None
+    if publisher is not None:
+        try:
+            published = publisher.publish(samples)
+        except ToolkitError as exc:
+            errors.append(str(exc))
+    for err in errors:
+        log.debug("collection cycle for %s: %s", env, err)
+    return CycleResult(
+        environment=env,
+        queues=tuple(statuses),
+        unacked=unacked,
+        samples=tuple(samples),
+        errors=tuple(errors),
+        published=published,
+        round_trips=round_trips,
+        duration=time.perf_counter() - started,
+    )
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    """Runs cycles every ``interval`` seconds until stopped (SIGTERM/SIGINT or :meth:`stop`)."""
+
+    reader: BrokerReader
+    settings: Settings
+    publisher: Publisher | None
+    on_cycle: Callable[[CycleResult], None] = lambda result: None
+    max_cycles: int | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> int:
+        """Returns the number of cycles that had errors."""
+        source = QueueSource(self.settings)
+        interval = self.settings.interval
+        failed = cycles = 0
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            result = run_cycle(self.reader, self.settings, self.publisher, source=source)
+            cycles += 1
+            failed += 0 if result.ok else 1
+            self.on_cycle(result)
+            if self.max_cycles is not None and cycles >= self.max_cycles:
+                break
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # a slow cycle: skip the missed ticks instead of bursting
+                next_at = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+        return failed
