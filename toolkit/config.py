@@ -37,7 +37,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from toolkit.errors import ConfigError
@@ -211,7 +211,7 @@ class AlarmHandlerSettings:
             slack_channel=env.get(ENV_SLACK_CHANNEL) or None,
             slack_secret_arn=env.get(ENV_SLACK_SECRET_ARN) or None,
             slack_api_url=env.get(ENV_SLACK_API_URL) or None,
-            remediation=cast(RemediationMode, mode),  # checked against REMEDIATION_MODES
+            remediation=mode,  # narrowed by the membership check above
             cooldown_seconds=_int(env.get(ENV_COOLDOWN_SECONDS), ENV_COOLDOWN_SECONDS, 900),
             max_remediations_per_hour=_int(
                 env.get(ENV_MAX_REMEDIATIONS_PER_HOUR), ENV_MAX_REMEDIATIONS_PER_HOUR, 3
@@ -311,7 +311,8 @@ def _broker(raw: object, url_override: str | None, env_url: str | None) -> Broke
         }
         if unknown:
             raise ConfigError(f"[broker] has unknown keys: {', '.join(sorted(unknown))}")
-    url = url_override or (_str(table["url"], "broker.url") if "url" in table else None) or env_url
+    file_url = _str(table["url"], "broker.url") if "url" in table else None
+    url = url_override or file_url or env_url
     if not url:
         return None
     steps_raw = table.get("priority_steps", list(DEFAULT_PRIORITY_STEPS))

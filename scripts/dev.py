@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Developer entry point: `python3 scripts/dev.py demo` and `python3 scripts/dev.py test`.
+
+Needs only Python 3.11+. Creates `.venv` beside the project on first use and reinstalls the
+project's dependencies when pyproject.toml changes; otherwise reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".celery-ecs-installed"
+
+
+def log(msg: str) -> None:
+    print(f"[dev] {msg}", flush=True)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
+    if not PY.exists():
+        log(f"creating {VENV.relative_to(ROOT)}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == want:
+        return
+    log("installing the project and its dev dependencies into .venv (first run takes a minute)")
+    pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "-e", f"{ROOT}[dev]"], check=True, cwd=ROOT)
+    STAMP.write_text(want)
+
+
+def run(cmd: list[str], **kw: object) -> int:
+    log("$ " + " ".join(cmd))
+    return subprocess.run(cmd, cwd=ROOT, **kw).returncode  # type: ignore[call-overload,no-any-return]
+
+
+def test(extra: list[str]) -> int:
+    """Lint, type-check, template-check, then the whole pytest suite. First failure wins."""
+    steps: list[tuple[str, list[str]]] = [
+        ("ruff", [str(BIN / "ruff"), "check", "toolkit", "lambdas", "tests", "benchmarks",
+                  "scripts"]),
+        ("mypy", [str(BIN / "mypy")]),
+    ]
+    templates = sorted(str(p) for p in (ROOT / "cloudformation").rglob("*.yaml"))
+    if templates:
+        steps.append(("cfn-lint", [str(BIN / "cfn-lint"), *templates]))
+    failed = []
+    for name, cmd in steps:
+        if run(cmd) != 0:
+            failed.append(name)
+    rc = run([str(PY), "-m", "pytest", *extra])
+    if rc == 5:
+        log("pytest collected no tests: that is a failure")
+    if rc != 0:
+        failed.append("pytest")
+    if failed:
+        log("FAILED: " + ", ".join(failed))
+        return 1
+    log("all checks passed")
+    return 0
+
+
+def demo(extra: list[str]) -> int:
+    return run([str(BIN / "celery-ecs"), "sandbox", *extra])
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"demo", "test", "setup"}:
+        print("usage: python3 scripts/dev.py demo|test|setup [args...]", file=sys.stderr)
+        return 2
+    ensure_venv()
+    command, extra = argv[0], argv[1:]
+    if command == "setup":
+        return 0
+    return demo(extra) if command == "demo" else test(extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

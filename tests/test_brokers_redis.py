@@ -1,0 +1,187 @@
+"""The Redis reader against the real Redis (db 1), fed by a real Celery app, and fakeredis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+from celery import Celery
+from kombu import Connection
+
+import toolkit
+from toolkit.brokers import open_reader
+from toolkit.brokers.redis import RedisReader
+from toolkit.config import BrokerSettings
+from toolkit.errors import BrokerAuthError, BrokerUnreachable, UnsupportedBroker
+from toolkit.stamp import HEADER
+
+URL = "redis://127.0.0.1:6379/1"
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(URL)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis, unique: str) -> Iterator[str]:
+    p = f"t{unique}:"
+    yield p
+    keys = list(client.scan_iter(match=f"{p}*"))
+    if keys:
+        client.delete(*keys)
+
+
+def celery_app(prefix: str) -> Celery:
+    app = Celery("producer", broker=URL, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    toolkit.install(app)
+    return app
+
+
+def test_lengths_sum_every_priority_list(client: redis.Redis, prefix: str) -> None:
+    app = celery_app(prefix)
+    for priority in range(10):  # every priority lands in one of the steps 0, 3, 6, 9
+        for _ in range(priority + 1):
+            app.send_task("jobs.resize", args=[priority], queue="images", priority=priority)
+    for _ in range(7):
+        app.send_task("jobs.send", queue="emails")
+    # the messages really are spread over several lists
+    assert client.llen(f"{prefix}images") > 0
+    assert client.llen(f"{prefix}images\x06\x169") > 0
+    reader = RedisReader(client, global_keyprefix=prefix)
+    reading = reader.read(["images", "emails", "never-used"])
+    assert [(q.queue, q.length) for q in reading.queues] == [
+        ("images", sum(range(1, 11))), ("emails", 7), ("never-used", 0)
+    ]
+    assert reading.round_trips == 1
+    assert reading.unacked == 0
+    assert reading.queues[2].oldest_enqueued_at is None
+
+
+def test_oldest_stamp_is_the_first_published(client: redis.Redis, prefix: str) -> None:
+    app = celery_app(prefix)
+    before = time.time()
+    app.send_task("jobs.a", queue="q", priority=9)  # oldest, in the highest priority list
+    time.sleep(0.05)
+    for p in (0, 3, 6):
+        app.send_task("jobs.b", queue="q", priority=p)
+    raw = client.lindex(f"{prefix}q\x06\x169", -1)
+    assert raw is not None and HEADER.encode() in raw
+    oldest = RedisReader(client, global_keyprefix=prefix).read(["q"]).queues[0].oldest_enqueued_at
+    assert oldest is not None
+    assert before - 0.01 <= oldest <= before + 0.05
+
+
+def test_unstamped_messages_have_no_age(client: redis.Redis, prefix: str) -> None:
+    app = Celery("plain", broker=URL, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    from toolkit.stamp import uninstall
+
+    uninstall()
+    try:
+        app.send_task("jobs.a", queue="plain")
+    finally:
+        toolkit.install(app)
+    reading = RedisReader(client, global_keyprefix=prefix).read(["plain"])
+    assert reading.queues[0].length == 1
+    assert reading.queues[0].oldest_enqueued_at is None
+
+
+def test_unacked_counts_reserved_messages(client: redis.Redis, prefix: str) -> None:
+    app = celery_app(prefix)
+    for _ in range(3):
+        app.send_task("jobs.a", queue="work")
+    with Connection(URL, transport_options={"global_keyprefix": prefix}) as conn:
+        queue = conn.SimpleQueue("work")
+        reserved = [queue.get(timeout=2) for _ in range(2)]  # not acked
+        reading = RedisReader(client, global_keyprefix=prefix).read(["work"])
+        assert reading.queues[0].length == 1
+        assert reading.unacked == 2
+        for message in reserved:
+            message.ack()
+        queue.close()
+    assert RedisReader(client, global_keyprefix=prefix).read(["work"]).unacked == 0
+
+
+def test_discovery_finds_bound_queues_and_skips_internal(client: redis.Redis, prefix: str) -> None:
+    app = celery_app(prefix)
+    app.send_task("jobs.a", queue="alpha")
+    app.send_task("jobs.b", queue="beta")
+    client.sadd(f"{prefix}_kombu.binding.celery.pidbox", "\x06\x16\x06\x16node.celery.pidbox")
+    assert RedisReader(client, global_keyprefix=prefix).discover_queues() == ["alpha", "beta"]
+    # another prefix sees nothing: discovery honours global_keyprefix
+    assert RedisReader(client, global_keyprefix=prefix + "other:").discover_queues() == []
+
+
+def test_open_reader_by_scheme_and_errors(prefix: str) -> None:
+    reader = open_reader(BrokerSettings(url=URL, global_keyprefix=prefix))
+    assert reader.kind == "redis"
+    assert reader.read(["x"]).queues[0].length == 0
+    with pytest.raises(UnsupportedBroker, match=r"sqs://"):
+        open_reader(BrokerSettings(url="sqs://key:secret@"))
+    dead = open_reader(BrokerSettings(url="redis://:hunter2@127.0.0.1:1/0", connect_timeout=1))
+    with pytest.raises(BrokerUnreachable) as err:
+        dead.read(["x"])
+    assert "hunter2" not in str(err.value) and "127.0.0.1:1" in str(err.value)
+
+
+def test_wrong_password_is_an_auth_error(client: redis.Redis, unique: str) -> None:
+    user = f"celery-ecs-{unique}"
+    client.execute_command("ACL", "SETUSER", user, "on", ">right-pass", "~*", "+@all")
+    try:
+        reader = open_reader(BrokerSettings(url=f"redis://{user}:wrong-pass@127.0.0.1:6379/1"))
+        with pytest.raises(BrokerAuthError) as err:
+            reader.read(["x"])
+        assert "wrong-pass" not in str(err.value)
+        good = open_reader(BrokerSettings(url=f"redis://{user}:right-pass@127.0.0.1:6379/1"))
+        assert good.read(["x"]).queues[0].length == 0
+    finally:
+        client.execute_command("ACL", "DELUSER", user)
+
+
+# --- fakeredis: logic that does not depend on the server -------------------------------------
+
+
+def fake_message(stamp: float | None) -> str:
+    headers = "{}" if stamp is None else '{"%s": %s}' % (HEADER, stamp)
+    return '{"body": "e30=", "headers": %s, "properties": {}}' % headers
+
+
+@pytest.mark.parametrize("use_script", [True, False])
+def test_script_and_pipeline_agree(use_script: bool) -> None:
+    r = fakeredis.FakeRedis()
+    r.lpush("q", fake_message(50.0), fake_message(60.0))
+    r.lpush("q\x06\x166", fake_message(40.5))
+    r.lpush("q\x06\x169", fake_message(None))
+    r.hset("unacked", mapping={"a": "1", "b": "2"})
+    reader = RedisReader(r, use_script=use_script)
+    reading = reader.read(["q", "empty"])
+    assert [(q.length, q.oldest_enqueued_at) for q in reading.queues] == [(4, 40.5), (0, None)]
+    assert reading.unacked == 2
+
+
+def test_queue_names_with_odd_bytes_round_trip() -> None:
+    r = fakeredis.FakeRedis()
+    odd = "caf\u00e9 \u2603 \udcff"  # non-ASCII and a byte that is not UTF-8
+    raw_key = odd.encode("utf-8", "surrogateescape")
+    r.lpush(raw_key, fake_message(1.0))
+    r.sadd("_kombu.binding." + "x", b"\x06\x16\x06\x16" + raw_key)
+    reader = RedisReader(r)
+    assert reader.discover_queues() == [odd]
+    assert reader.read([odd]).queues[0].length == 1
+
+
+def test_custom_separator_and_steps() -> None:
+    r = fakeredis.FakeRedis()
+    r.lpush("q:5", fake_message(None))
+    r.lpush("q", fake_message(None))
+    r.lpush("q\x06\x163", fake_message(None))  # not a list of this configuration
+    reader = RedisReader(r, priority_steps=(0, 5), separator=":")
+    assert reader.read(["q"]).queues[0].length == 2
