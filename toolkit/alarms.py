@@ -1,0 +1,474 @@
+"""Parse CloudWatch alarm events into one read-only :class:`AlarmEvent`.
+
+Three delivery shapes reach the alarm handler (see the design page):
+
+1. SNS: ``Records[].Sns.Message`` is a JSON *string* with ``AlarmName``, ``NewStateValue``,
+   ``OldStateValue``, ``NewStateReason``, ``StateChangeTime`` and ``Trigger`` (absent for composite
+   alarms; metric-math alarms carry ``Trigger.Metrics`` instead of ``Trigger.MetricName``).
+2. EventBridge: ``detail-type`` "CloudWatch Alarm State Change" with ``detail.alarmName``,
+   ``detail.state``, ``detail.previousState`` and ``detail.configuration.metrics[]``.
+3. Lambda alarm action: ``source`` "aws.cloudwatch", ``alarmArn`` and ``alarmData`` (the same
+   inner structure as the EventBridge ``detail``).
+
+Anything else raises :class:`~toolkit.errors.AlarmEventError` (or returns ``None`` from
+:func:`try_parse_event`). Parsing never performs I/O and never trusts a field's type.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Literal
+from urllib.parse import quote
+
+from toolkit.errors import AlarmEventError
+
+AlarmState = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+EventSource = Literal["sns", "eventbridge", "lambda"]
+AlarmKind = Literal["metric", "math", "composite"]
+
+ALARM_STATES: tuple[AlarmState, ...] = ("OK", "ALARM", "INSUFFICIENT_DATA")
+EVENTBRIDGE_DETAIL_TYPE = "CloudWatch Alarm State Change"
+SERVICE_DIMENSIONS = ("ClusterName", "ServiceName")
+
+__all__ = [
+    "ALARM_STATES",
+    "AlarmEvent",
+    "AlarmKind",
+    "AlarmState",
+    "EventSource",
+    "MetricRef",
+    "parse_event",
+    "parse_timestamp",
+    "try_parse_event",
+]
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    """The metric an alarm watches: namespace, name and dimensions (sorted name/value pairs)."""
+
+    namespace: str
+    name: str
+    dimensions: tuple[tuple[str, str], ...] = ()
+
+    def dimension(self, name: str) -> str | None:
+        for key, value in self.dimensions:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    """One alarm state change, whatever shape it arrived in."""
+
+    source: EventSource
+    kind: AlarmKind
+    name: str
+    state: AlarmState
+    previous_state: AlarmState | None = None
+    reason: str = ""
+    timestamp: datetime | None = None
+    arn: str | None = None
+    region: str | None = None
+    account: str | None = None
+    description: str | None = None
+    metric: MetricRef | None = None
+    threshold: float | None = None
+    datapoints: tuple[float, ...] = ()
+    alarm_rule: str | None = None
+
+    @property
+    def cluster(self) -> str | None:
+        return self.metric.dimension("ClusterName") if self.metric else None
+
+    @property
+    def service(self) -> str | None:
+        return self.metric.dimension("ServiceName") if self.metric else None
+
+    @property
+    def queue(self) -> str | None:
+        return self.metric.dimension("Queue") if self.metric else None
+
+    @property
+    def current_value(self) -> float | None:
+        """The most recent datapoint AWS reported with the state change, when it did."""
+        return self.datapoints[0] if self.datapoints else None
+
+    @property
+    def alarm_key(self) -> str:
+        """Identifies the alarm across its state changes (Slack threads hang off this)."""
+        return self.arn or f"{self.region or '?'}:{self.account or '?'}:{self.name}"
+
+    @property
+    def dedup_key(self) -> str:
+        """Identical for every delivery of the same state change (SNS, retries, both routes)."""
+        when = self.timestamp.isoformat() if self.timestamp else self.reason[:200]
+        return f"{self.alarm_key}|{self.state}|{when}"
+
+    @property
+    def console_url(self) -> str | None:
+        if not self.region:
+            return None
+        host = (
+            "console.amazonaws.cn" if self.region.startswith("cn-") else "console.aws.amazon.com"
+        )
+        return (
+            f"https://{self.region}.{host}/cloudwatch/home?region={self.region}"
+            f"#alarmsV2:alarm/{quote(self.name, safe='')}"
+        )
+
+
+# --- timestamps ---------------------------------------------------------------------------------
+
+_TS = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
+    r"(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def parse_timestamp(raw: object) -> datetime | None:
+    """Parse the timestamp formats CloudWatch uses, returning an aware UTC datetime or ``None``.
+
+    Handles ``2024-01-01T12:00:00.000+0000`` (SNS, alarm data), ``2024-01-01T12:00:00Z``
+    (EventBridge), ``+00:00`` offsets, missing milliseconds or seconds, and the stray spaces some
+    documented examples carry (``12: 36: 15.490+0000``). Epoch seconds/milliseconds are accepted.
+    """
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        value = float(raw)
+        if value != value or abs(value) > 1e14:
+            return None
+        if value > 1e11:  # milliseconds
+            value /= 1000.0
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(raw, str):
+        return None
+    text = re.sub(r"\s+", "", raw) if "T" in raw else raw.strip()
+    match = _TS.match(text)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, frac, tz = match.groups()
+    micros = int((frac or "0")[:6].ljust(6, "0"))
+    tzinfo: timezone = UTC
+    if tz and tz not in ("Z", "z", "UTC"):
+        sign = -1 if tz[0] == "-" else 1
+        digits = tz[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        if offset >= timedelta(hours=24):
+            return None
+        tzinfo = timezone(sign * offset)
+    try:
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros,
+            tzinfo=tzinfo,
+        )
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC)
+
+
+# --- small typed getters ------------------------------------------------------------------------
+
+
+def _map(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def _text(container: Mapping[str, Any] | None, key: str) -> str | None:
+    if container is None:
+        return None
+    value = container.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _state(value: object) -> AlarmState | None:
+    if isinstance(value, str):
+        for state in ALARM_STATES:
+            if value == state:
+                return state
+    return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _region_from_arn(arn: str | None) -> str | None:
+    parts = arn.split(":") if arn else []
+    return parts[3] if len(parts) > 5 and parts[0] == "arn" and parts[3] else None
+
+
+def _account_from_arn(arn: str | None) -> str | None:
+    parts = arn.split(":") if arn else []
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[4] else None
+
+
+def _dims_from_pairs(raw: object) -> tuple[tuple[str, str], ...]:
+    """SNS style: ``[{"name": "ClusterName", "value": "prod"}]`` (either key case)."""
+    out: dict[str, str] = {}
+    if isinstance(raw, list):
+        for item in raw:
+            item_map = _map(item)
+            if item_map is None:
+                continue
+            name = _text(item_map, "name") or _text(item_map, "Name")
+            value = item_map.get("value", item_map.get("Value"))
+            if name and isinstance(value, str):
+                out[name] = value
+    return tuple(sorted(out.items()))
+
+
+def _dims_from_mapping(raw: object) -> tuple[tuple[str, str], ...]:
+    """EventBridge / Lambda style: ``{"ClusterName": "prod"}``."""
+    raw_map = _map(raw)
+    if raw_map is None:
+        return _dims_from_pairs(raw)
+    pairs = ((k, v) for k, v in raw_map.items() if isinstance(k, str) and isinstance(v, str))
+    return tuple(sorted(pairs))
+
+
+def _pick(metrics: list[MetricRef]) -> MetricRef | None:
+    """Of a metric-math alarm's inputs, prefer the one naming an ECS service."""
+    for metric in metrics:
+        if all(metric.dimension(d) for d in SERVICE_DIMENSIONS):
+            return metric
+    return metrics[0] if metrics else None
+
+
+_DATAPOINT = re.compile(r"\[\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*\(")
+
+
+def _datapoints(reason: str, reason_data: object) -> tuple[tuple[float, ...], float | None]:
+    """Recent datapoints and threshold from ``reasonData`` (a JSON string), else from the text."""
+    if isinstance(reason_data, str) and reason_data:
+        try:
+            data = json.loads(reason_data)
+        except ValueError:
+            data = None
+        data_map = _map(data)
+        if data_map is not None:
+            points = data_map.get("recentDatapoints")
+            numbers = (_number(p) for p in (points if isinstance(points, list) else []))
+            values = tuple(v for v in numbers if v is not None)
+            threshold = _number(data_map.get("threshold"))
+            if values or threshold is not None:
+                return values, threshold
+    match = _DATAPOINT.search(reason)
+    if match:
+        value = _number(match.group(1))
+        return ((value,) if value is not None else ()), None
+    return (), None
+
+
+# --- the three shapes ---------------------------------------------------------------------------
+
+
+def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
+    name = _text(message, "AlarmName")
+    state = _state(message.get("NewStateValue"))
+    if name is None or state is None:
+        raise AlarmEventError("SNS message is not a CloudWatch alarm notification")
+    arn = _text(message, "AlarmArn")
+    reason = _text(message, "NewStateReason") or ""
+    trigger = _map(message.get("Trigger"))
+    kind: AlarmKind = "composite"
+    metric: MetricRef | None = None
+    threshold: float | None = None
+    if trigger is not None:
+        threshold = _number(trigger.get("Threshold"))
+        metric_name = _text(trigger, "MetricName")
+        if metric_name:
+            kind = "metric"
+            metric = MetricRef(
+                namespace=_text(trigger, "Namespace") or "",
+                name=metric_name,
+                dimensions=_dims_from_pairs(trigger.get("Dimensions")),
+            )
+        elif isinstance(trigger.get("Metrics"), list):
+            kind = "math"
+            found = []
+            for item in trigger["Metrics"]:
+                item_map = _map(item)
+                stat = _map(item_map.get("MetricStat")) if item_map else None
+                inner = _map(stat.get("Metric")) if stat else None
+                if inner is not None and _text(inner, "MetricName"):
+                    found.append(
+                        MetricRef(
+                            namespace=_text(inner, "Namespace") or "",
+                            name=_text(inner, "MetricName") or "",
+                            dimensions=_dims_from_pairs(inner.get("Dimensions")),
+                        )
+                    )
+            metric = _pick(found)
+    points, parsed_threshold = _datapoints(reason, None)
+    return AlarmEvent(
+        source="sns",
+        kind=kind,
+        name=name,
+        state=state,
+        previous_state=_state(message.get("OldStateValue")),
+        reason=reason,
+        timestamp=parse_timestamp(message.get("StateChangeTime")),
+        arn=arn,
+        region=_region_from_arn(arn),
+        account=_text(message, "AWSAccountId") or _account_from_arn(arn),
+        description=_text(message, "AlarmDescription"),
+        metric=metric,
+        threshold=threshold if threshold is not None else parsed_threshold,
+        datapoints=points,
+        alarm_rule=_text(message, "AlarmRule"),
+    )
+
+
+def _from_alarm_data(
+    data: Mapping[str, Any],
+    *,
+    source: EventSource,
+    arn: str | None,
+    region: str | None,
+    account: str | None,
+    time: object,
+) -> AlarmEvent:
+    name = _text(data, "alarmName")
+    state_map = _map(data.get("state"))
+    state = _state(state_map.get("value")) if state_map else None
+    if name is None or state_map is None or state is None:
+        raise AlarmEventError(f"{source} event has no alarm name or valid state")
+    previous = _map(data.get("previousState"))
+    config = _map(data.get("configuration"))
+    reason = _text(state_map, "reason") or ""
+    kind: AlarmKind = "composite"
+    metric: MetricRef | None = None
+    raw_metrics = config.get("metrics") if config else None
+    if isinstance(raw_metrics, list) and raw_metrics:
+        found = []
+        has_expression = False
+        for item in raw_metrics:
+            item_map = _map(item)
+            if item_map is None:
+                continue
+            if _text(item_map, "expression"):
+                has_expression = True
+            stat = _map(item_map.get("metricStat"))
+            inner = _map(stat.get("metric")) if stat else None
+            if inner is not None and _text(inner, "name"):
+                found.append(
+                    MetricRef(
+                        namespace=_text(inner, "namespace") or "",
+                        name=_text(inner, "name") or "",
+                        dimensions=_dims_from_mapping(inner.get("dimensions")),
+                    )
+                )
+        if found or has_expression:
+            kind = "math" if has_expression or len(found) > 1 else "metric"
+            metric = _pick(found)
+    points, threshold = _datapoints(reason, state_map.get("reasonData"))
+    return AlarmEvent(
+        source=source,
+        kind=kind,
+        name=name,
+        state=state,
+        previous_state=_state(previous.get("value")) if previous else None,
+        reason=reason,
+        timestamp=parse_timestamp(state_map.get("timestamp")) or parse_timestamp(time),
+        arn=arn,
+        region=region or _region_from_arn(arn),
+        account=account or _account_from_arn(arn),
+        description=_text(config, "description"),
+        metric=metric,
+        threshold=threshold,
+        datapoints=points,
+        alarm_rule=_text(config, "alarmRule"),
+    )
+
+
+def _sns_records(event: Mapping[str, Any]) -> tuple[AlarmEvent, ...]:
+    records = event.get("Records")
+    if not isinstance(records, list) or not records:
+        raise AlarmEventError("event has an empty Records list")
+    alarms = []
+    for record in records:
+        record_map = _map(record)
+        sns = _map(record_map.get("Sns")) if record_map else None
+        body = _text(sns, "Message")
+        if body is None:
+            continue
+        try:
+            message = json.loads(body)
+        except ValueError:
+            continue
+        message_map = _map(message)
+        if message_map is None:
+            continue
+        try:
+            alarms.append(_from_sns_message(message_map))
+        except AlarmEventError:
+            continue
+    if not alarms:
+        raise AlarmEventError("no SNS record holds a CloudWatch alarm notification")
+    return tuple(alarms)
+
+
+def parse_event(event: object) -> tuple[AlarmEvent, ...]:
+    """Every alarm state change in ``event`` (SNS may batch records); raise if there is none."""
+    event_map = _map(event)
+    if event_map is None:
+        raise AlarmEventError(f"event is a {type(event).__name__}, not an object")
+    if "Records" in event_map:
+        return _sns_records(event_map)
+    if event_map.get("detail-type") == EVENTBRIDGE_DETAIL_TYPE:
+        detail = _map(event_map.get("detail"))
+        if detail is None:
+            raise AlarmEventError("EventBridge alarm event without a detail object")
+        resources = event_map.get("resources")
+        arn = next(
+            (r for r in resources if isinstance(r, str) and ":alarm:" in r), None
+        ) if isinstance(resources, list) else None
+        return (
+            _from_alarm_data(
+                detail,
+                source="eventbridge",
+                arn=arn,
+                region=_text(event_map, "region"),
+                account=_text(event_map, "account"),
+                time=event_map.get("time"),
+            ),
+        )
+    if event_map.get("source") == "aws.cloudwatch" and "alarmData" in event_map:
+        data = _map(event_map.get("alarmData"))
+        if data is None:
+            raise AlarmEventError("Lambda alarm action without an alarmData object")
+        return (
+            _from_alarm_data(
+                data,
+                source="lambda",
+                arn=_text(event_map, "alarmArn"),
+                region=_text(event_map, "region"),
+                account=_text(event_map, "accountId"),
+                time=event_map.get("time"),
+            ),
+        )
+    raise AlarmEventError("not a CloudWatch alarm event (SNS, EventBridge or Lambda action)")
+
+
+def try_parse_event(event: object) -> tuple[AlarmEvent, ...] | None:
+    """Like :func:`parse_event` but ``None`` for anything unrecognised."""
+    try:
+        return parse_event(event)
+    except AlarmEventError:
+        return None

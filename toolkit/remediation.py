@@ -1,0 +1,491 @@
+"""Guarded ``UpdateService(forceNewDeployment=True)`` for stuck Celery worker services.
+
+A forced deployment happens only when every guard passes, in this order (cheap checks first, the
+ones needing ECS after):
+
+1. the alarm is in ALARM, watches a remediating metric (``WorkerStuck`` by default) and its
+   dimensions name the ECS ``ClusterName`` and ``ServiceName``;
+2. ``REMEDIATION`` is not ``off``;
+3. the service exists, is ACTIVE and carries the tag ``celery-ecs:remediate=true``;
+4. no deployment is in progress (one deployment only, not ``IN_PROGRESS``);
+5. its last deployment (and our last forced one, kept in a service tag) is older than
+   ``COOLDOWN_SECONDS``;
+6. fewer than ``MAX_REMEDIATIONS_PER_HOUR`` forced deployments happened in the last hour;
+7. ``REMEDIATION`` is ``enabled`` (``dry-run`` stops here and reports what it would do).
+
+Guards 1 and 3 to 6 are pure functions over frozen dataclasses; :class:`Remediator` does the I/O.
+Every call returns a :class:`Decision` with a code and a reason in words.
+
+What holds without ``STATE_TABLE``: a duplicate delivery of the same alarm cannot deploy twice,
+because the first deployment resets the ECS deployment ``createdAt`` (guard 5) and shows as in
+progress (guard 4). The hourly limit counts services of the *same cluster* whose
+``celery-ecs:remediated-at`` tag is recent, plus this container's own record; concurrent containers
+may each pass it once before the other's tag lands. With ``STATE_TABLE`` the limit is one
+conditionally-written ledger, exact across containers and clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from toolkit.alarms import AlarmEvent
+from toolkit.config import AlarmHandlerSettings, RemediationMode
+from toolkit.state import REMEDIATION_WINDOW, MemoryStateStore, StateStore
+
+# mypy-boto3-ecs is not installed in every environment: type the client loosely.
+ECSClient = Any
+
+__all__ = [
+    "OPT_IN_TAG",
+    "REMEDIATED_AT_TAG",
+    "Decision",
+    "DeploymentInfo",
+    "RemediationPolicy",
+    "Remediator",
+    "ServiceSnapshot",
+    "Target",
+    "check_rate",
+    "check_service",
+    "log_decision",
+    "target_from_alarm",
+]
+
+log = logging.getLogger(__name__)
+
+OPT_IN_TAG = "celery-ecs:remediate"
+REMEDIATED_AT_TAG = "celery-ecs:remediated-at"
+
+Action = Literal["deployed", "dry-run", "skipped", "failed"]
+DecisionCode = Literal[
+    "not-alarm",
+    "not-remediating-metric",
+    "no-target",
+    "remediation-off",
+    "service-not-found",
+    "not-opted-in",
+    "deployment-in-progress",
+    "cooldown",
+    "rate-limit",
+    "dry-run",
+    "deployed",
+    "ecs-error",
+    "state-error",
+]
+# Codes that say "this alarm is not about remediation at all": logged, not posted to Slack.
+IRRELEVANT: frozenset[str] = frozenset({"not-alarm", "not-remediating-metric"})
+
+
+@dataclass(frozen=True)
+class RemediationPolicy:
+    mode: RemediationMode = "off"
+    cooldown_seconds: int = 900
+    max_per_hour: int = 3
+    remediating_metrics: tuple[str, ...] = ("WorkerStuck",)
+
+    @classmethod
+    def from_settings(cls, settings: AlarmHandlerSettings) -> RemediationPolicy:
+        return cls(
+            mode=settings.remediation,
+            cooldown_seconds=settings.cooldown_seconds,
+            max_per_hour=settings.max_remediations_per_hour,
+            remediating_metrics=settings.remediating_metrics,
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    cluster: str
+    service: str
+
+    def __str__(self) -> str:
+        return f"{self.cluster}/{self.service}"
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    id: str
+    status: str  # PRIMARY | ACTIVE | INACTIVE
+    rollout_state: str | None  # COMPLETED | IN_PROGRESS | FAILED (None for old/CODE_DEPLOY)
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    """What the guards need to know about one ECS service (from DescribeServices)."""
+
+    target: Target
+    status: str = "ACTIVE"
+    arn: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    deployments: tuple[DeploymentInfo, ...] = ()
+
+    def tag(self, key: str) -> str | None:
+        return next((v for k, v in self.tags if k == key), None)
+
+    @property
+    def opted_in(self) -> bool:
+        return (self.tag(OPT_IN_TAG) or "").strip().lower() == "true"
+
+    @property
+    def last_remediated_at(self) -> datetime | None:
+        raw = self.tag(REMEDIATED_AT_TAG)
+        if raw and raw.isdigit():
+            return datetime.fromtimestamp(int(raw), tz=UTC)
+        return None
+
+    @property
+    def last_deployment_at(self) -> datetime | None:
+        stamps = [d.created_at for d in self.deployments if d.created_at is not None]
+        if self.last_remediated_at is not None:
+            stamps.append(self.last_remediated_at)
+        return max(stamps) if stamps else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One remediation decision, taken or not, with its reason in words."""
+
+    action: Action
+    code: DecisionCode
+    reason: str
+    target: Target | None = None
+    alarm: str | None = None
+    mode: RemediationMode = "off"
+    at: datetime | None = None
+    retryable: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def performed(self) -> bool:
+        return self.action == "deployed"
+
+    @property
+    def ok(self) -> bool:
+        """Performed, or a dry run whose guards all passed."""
+        return self.action in ("deployed", "dry-run")
+
+    @property
+    def relevant(self) -> bool:
+        """Worth telling humans about (the alarm was a remediation candidate)."""
+        return self.code not in IRRELEVANT
+
+    def to_log(self) -> dict[str, Any]:
+        return {
+            "event": "remediation_decision",
+            "action": self.action,
+            "code": self.code,
+            "reason": self.reason,
+            "cluster": self.target.cluster if self.target else None,
+            "service": self.target.service if self.target else None,
+            "alarm": self.alarm,
+            "mode": self.mode,
+            "at": self.at.isoformat() if self.at else None,
+            "retryable": self.retryable,
+            **({"details": dict(self.details)} if self.details else {}),
+        }
+
+    def line(self) -> str:
+        where = f" {self.target}" if self.target else ""
+        return f"{self.action}{where}: {self.reason}"
+
+
+def log_decision(decision: Decision, logger: logging.Logger = log) -> None:
+    """One structured JSON log line per decision (CloudWatch Logs Insights can filter on it)."""
+    level = logging.WARNING if decision.action == "failed" else logging.INFO
+    logger.log(level, json.dumps(decision.to_log(), sort_keys=True, default=str))
+
+
+# --- pure guards --------------------------------------------------------------------------------
+
+
+def _minutes(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
+
+
+def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | Decision:
+    """Guard 1: a remediating alarm in ALARM whose dimensions name an ECS service."""
+    base = {"alarm": alarm.name, "mode": policy.mode}
+    if alarm.state != "ALARM":
+        return Decision("skipped", "not-alarm", f"alarm is {alarm.state}, not ALARM", **base)  # type: ignore[arg-type]
+    metric = alarm.metric.name if alarm.metric else None
+    if metric is None or metric not in policy.remediating_metrics:
+        what = f"metric {metric}" if metric else f"a {alarm.kind} alarm without a metric"
+        return Decision(
+            "skipped",
+            "not-remediating-metric",
+            f"{what} is not a remediating metric ({', '.join(policy.remediating_metrics)})",
+            **base,  # type: ignore[arg-type]
+        )
+    if not alarm.cluster or not alarm.service:
+        return Decision(
+            "skipped",
+            "no-target",
+            "the alarm's dimensions do not name both ClusterName and ServiceName",
+            **base,  # type: ignore[arg-type]
+        )
+    return Target(alarm.cluster, alarm.service)
+
+
+def check_service(
+    snapshot: ServiceSnapshot, policy: RemediationPolicy, now: datetime
+) -> tuple[DecisionCode, str] | None:
+    """Guards 3 to 5 on a described service; ``None`` when they all pass."""
+    if snapshot.status != "ACTIVE":
+        return "service-not-found", f"service status is {snapshot.status}"
+    if not snapshot.opted_in:
+        return "not-opted-in", f"service has no {OPT_IN_TAG}=true tag"
+    live = [d for d in snapshot.deployments if d.status in ("PRIMARY", "ACTIVE")]
+    in_progress = [d for d in live if d.rollout_state == "IN_PROGRESS"]
+    if len(live) > 1 or in_progress:
+        return "deployment-in-progress", (
+            f"a deployment is in progress ({len(live)} active deployments"
+            + (f", rollout {in_progress[0].id} IN_PROGRESS" if in_progress else "")
+            + ")"
+        )
+    last = snapshot.last_deployment_at
+    if last is not None:
+        age = (now - last).total_seconds()
+        if age < policy.cooldown_seconds:
+            return "cooldown", (
+                f"last deployment was {_minutes(age)} ago, cooldown is "
+                f"{_minutes(policy.cooldown_seconds)}"
+            )
+    return None
+
+
+def check_rate(recent: int, policy: RemediationPolicy) -> tuple[DecisionCode, str] | None:
+    """Guard 6: the hourly limit on forced deployments."""
+    if recent >= policy.max_per_hour:
+        return "rate-limit", (
+            f"{recent} forced deployments in the last hour, limit is {policy.max_per_hour}"
+        )
+    return None
+
+
+def snapshot_from_ecs(target: Target, service: Mapping[str, Any]) -> ServiceSnapshot:
+    """Build a :class:`ServiceSnapshot` from one DescribeServices ``services[]`` entry."""
+    deployments = []
+    for raw in service.get("deployments") or []:
+        created = raw.get("createdAt")
+        deployments.append(
+            DeploymentInfo(
+                id=str(raw.get("id", "")),
+                status=str(raw.get("status", "")),
+                rollout_state=raw.get("rolloutState"),
+                created_at=created if isinstance(created, datetime) else None,
+            )
+        )
+    tags = tuple((str(t.get("key")), str(t.get("value", ""))) for t in service.get("tags") or [])
+    return ServiceSnapshot(
+        target=target,
+        status=str(service.get("status", "ACTIVE")),
+        arn=service.get("serviceArn"),
+        tags=tags,
+        deployments=tuple(deployments),
+    )
+
+
+# --- I/O ----------------------------------------------------------------------------------------
+
+_RETRYABLE = {
+    "ThrottlingException", "ServerException", "ServiceUnavailableException", "RequestLimitExceeded",
+}
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__
+
+
+class Remediator:
+    """Runs the guards against ECS and, when they all pass, forces a new deployment."""
+
+    def __init__(
+        self,
+        policy: RemediationPolicy,
+        ecs: ECSClient | None = None,
+        *,
+        state: StateStore | None = None,
+        ecs_factory: Callable[[], ECSClient] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.policy = policy
+        self._ecs = ecs
+        self._ecs_factory = ecs_factory
+        self.state: StateStore = state if state is not None else MemoryStateStore()
+        self.clock = clock
+
+    @property
+    def ecs(self) -> ECSClient:
+        if self._ecs is None:
+            if self._ecs_factory is not None:
+                self._ecs = self._ecs_factory()
+            else:
+                import boto3
+
+                self._ecs = boto3.client("ecs")
+        return self._ecs
+
+    def is_candidate(self, alarm: AlarmEvent) -> bool:
+        return isinstance(target_from_alarm(alarm, self.policy), Target)
+
+    def remediate_alarm(self, alarm: AlarmEvent, now: datetime | None = None) -> Decision:
+        target = target_from_alarm(alarm, self.policy)
+        if isinstance(target, Decision):
+            return _stamp(target, now or self.clock())
+        return self.remediate(target, now=now, alarm=alarm.name)
+
+    def remediate(
+        self,
+        target: Target,
+        *,
+        now: datetime | None = None,
+        alarm: str | None = None,
+        mode: RemediationMode | None = None,
+    ) -> Decision:
+        now = now or self.clock()
+        mode = mode or self.policy.mode
+
+        def decide(action: Action, code: DecisionCode, reason: str, **kw: Any) -> Decision:
+            return Decision(action, code, reason, target, alarm, mode, now, **kw)
+
+        if mode == "off":
+            return decide(
+                "skipped", "remediation-off", "automatic remediation is off (REMEDIATION=off)"
+            )
+        try:
+            snapshot = self._describe(target)
+        except Exception as exc:  # noqa: BLE001 - any ECS failure becomes a decision
+            code = _error_code(exc)
+            if code == "ClusterNotFoundException":
+                return decide("skipped", "service-not-found", f"cluster {target.cluster} not found")
+            return decide(
+                "failed", "ecs-error", f"DescribeServices failed: {code}",
+                retryable=_is_retryable(exc),
+            )
+        if snapshot is None:
+            return decide("skipped", "service-not-found", "service not found in the cluster")
+        refused = check_service(snapshot, self.policy, now)
+        if refused is not None:
+            return decide("skipped", *refused)
+        try:
+            recent = self._recent(target, now)
+        except Exception as exc:  # noqa: BLE001
+            return decide(
+                "failed", "state-error", f"could not count recent remediations: {_error_code(exc)}",
+                retryable=True,
+            )
+        refused = check_rate(recent, self.policy)
+        if refused is not None:
+            return decide("skipped", *refused)
+        if mode == "dry-run":
+            return decide("dry-run", "dry-run", "all guards pass: would force a new deployment")
+        try:
+            reserved = self.state.reserve_remediation(str(target), now, self.policy.max_per_hour)
+        except Exception as exc:  # noqa: BLE001
+            return decide(
+                "failed", "state-error", f"could not record the remediation: {_error_code(exc)}",
+                retryable=True,
+            )
+        if not reserved:
+            return decide(
+                "skipped", "rate-limit", f"hourly limit of {self.policy.max_per_hour} reached"
+            )
+        return self._deploy(target, snapshot, now, decide)
+
+    # -- helpers --
+
+    def _describe(self, target: Target) -> ServiceSnapshot | None:
+        response = self.ecs.describe_services(
+            cluster=target.cluster, services=[target.service], include=["TAGS"]
+        )
+        services = response.get("services") or []
+        if not services:
+            return None
+        return snapshot_from_ecs(target, services[0])
+
+    def _recent(self, target: Target, now: datetime) -> int:
+        recorded = self.state.recent_remediations(now)
+        if self.state.durable:
+            return recorded
+        return max(recorded, self._tagged_in_cluster(target.cluster, now))
+
+    def _tagged_in_cluster(self, cluster: str, now: datetime) -> int:
+        """Services of ``cluster`` whose remediated-at tag falls within the last hour."""
+        since = now - REMEDIATION_WINDOW
+        arns: list[str] = []
+        for page in self.ecs.get_paginator("list_services").paginate(cluster=cluster):
+            arns.extend(page.get("serviceArns", []))
+        count = 0
+        for i in range(0, len(arns), 10):
+            described = self.ecs.describe_services(
+                cluster=cluster, services=arns[i : i + 10], include=["TAGS"]
+            )
+            for svc in described.get("services", []):
+                snap = snapshot_from_ecs(Target(cluster, svc.get("serviceName", "")), svc)
+                at = snap.last_remediated_at
+                if at is not None and at > since:
+                    count += 1
+        return count
+
+    def _deploy(
+        self,
+        target: Target,
+        snapshot: ServiceSnapshot,
+        now: datetime,
+        decide: Callable[..., Decision],
+    ) -> Decision:
+        try:
+            response = self.ecs.update_service(
+                cluster=target.cluster, service=target.service, forceNewDeployment=True
+            )
+        except Exception as exc:  # noqa: BLE001
+            return decide(
+                "failed", "ecs-error", f"UpdateService failed: {_error_code(exc)}",
+                retryable=_is_retryable(exc),
+            )
+        details: dict[str, Any] = {}
+        deployments = response.get("service", {}).get("deployments", [])
+        primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+        if primary:
+            details["deployment"] = primary.get("id")
+        arn = snapshot.arn or response.get("service", {}).get("serviceArn")
+        if arn:
+            try:
+                stamp = str(int(now.timestamp()))
+                self.ecs.tag_resource(
+                    resourceArn=arn, tags=[{"key": REMEDIATED_AT_TAG, "value": stamp}]
+                )
+            except Exception as exc:  # noqa: BLE001 - the deployment happened; the tag is a bonus
+                details["tag_error"] = _error_code(exc)
+        return decide(
+            "deployed", "deployed", "forced a new deployment (all guards passed)", details=details
+        )
+
+
+def _is_retryable(exc: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError
+
+    if isinstance(exc, BotoCoreError):  # endpoint unreachable, timeouts
+        return True
+    return _error_code(exc) in _RETRYABLE
+
+
+def _stamp(decision: Decision, now: datetime) -> Decision:
+    return replace(decision, at=now)
+
+
+def summarize(decisions: Iterable[Decision]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in decisions:
+        out[d.action] = out.get(d.action, 0) + 1
+    return out
+

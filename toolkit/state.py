@@ -1,0 +1,262 @@
+"""Alarm handler state: de-duplication claims, Slack thread timestamps and the remediation ledger.
+
+Two backends implement the same small :class:`StateStore` protocol:
+
+* :class:`MemoryStateStore` lives as long as the Lambda container. It is the fallback when no
+  ``STATE_TABLE`` is configured: duplicates reaching the *same* warm container are caught, others
+  are not (ECS-derived cooldown still prevents a second deployment; see ``toolkit.remediation``).
+* :class:`DynamoStateStore` uses one DynamoDB table (partition key ``pk`` of type S, TTL attribute
+  ``expires_at``). Claims are conditional puts, so exactly one of several concurrent deliveries
+  wins; the remediation ledger is one item updated with optimistic locking (``version``), so the
+  hourly limit holds across concurrent containers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from toolkit.errors import AwsError
+
+# mypy-boto3-dynamodb is not installed in every environment: type the client loosely.
+DynamoDBClient = Any
+
+__all__ = ["DynamoStateStore", "MemoryStateStore", "StateStore", "REMEDIATION_WINDOW"]
+
+REMEDIATION_WINDOW = timedelta(hours=1)
+LEDGER_KEY = "ledger#remediations"
+
+
+class StateStore(Protocol):
+    """Claims, threads and the remediation ledger.
+
+    ``durable`` says whether the state outlives one Lambda container.
+    """
+
+    durable: bool
+
+    def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
+        """Record ``key``; True only for the first caller (until the TTL passes)."""
+
+    def release(self, key: str) -> None:
+        """Forget a claim (used when the work it guarded failed and must be retried)."""
+
+    def get_thread(self, alarm_key: str) -> str | None:
+        """The Slack ``ts`` of the last ALARM message for this alarm."""
+
+    def put_thread(self, alarm_key: str, ts: str, now: datetime, ttl: timedelta) -> None: ...
+
+    def recent_remediations(self, now: datetime, window: timedelta = REMEDIATION_WINDOW) -> int:
+        """How many forced deployments were recorded in ``window`` before ``now``."""
+
+    def reserve_remediation(
+        self, target: str, now: datetime, limit: int, window: timedelta = REMEDIATION_WINDOW
+    ) -> bool:
+        """Atomically record a forced deployment of ``target`` if under ``limit`` are recent."""
+
+
+class MemoryStateStore:
+    """In-process state (one Lambda container, one CLI run, or a test)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claims: dict[str, datetime] = {}
+        self._threads: dict[str, str] = {}
+        self._ledger: list[tuple[datetime, str]] = []
+
+    def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
+        with self._lock:
+            expires = self._claims.get(key)
+            if expires is not None and expires > now:
+                return False
+            self._claims[key] = now + ttl
+            if len(self._claims) > 10_000:  # bound memory in a long-lived container
+                self._claims = {k: v for k, v in self._claims.items() if v > now}
+            return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._claims.pop(key, None)
+
+    def get_thread(self, alarm_key: str) -> str | None:
+        return self._threads.get(alarm_key)
+
+    def put_thread(self, alarm_key: str, ts: str, now: datetime, ttl: timedelta) -> None:
+        self._threads[alarm_key] = ts
+
+    def recent_remediations(self, now: datetime, window: timedelta = REMEDIATION_WINDOW) -> int:
+        with self._lock:
+            return sum(1 for at, _ in self._ledger if at > now - window)
+
+    def reserve_remediation(
+        self, target: str, now: datetime, limit: int, window: timedelta = REMEDIATION_WINDOW
+    ) -> bool:
+        with self._lock:
+            self._ledger = [(at, t) for at, t in self._ledger if at > now - window]
+            if len(self._ledger) >= limit:
+                return False
+            self._ledger.append((now, target))
+            return True
+
+
+def _epoch(when: datetime) -> int:
+    return int(when.timestamp())
+
+
+class DynamoStateStore:
+    """State in a DynamoDB table with a string partition key ``pk`` and TTL on ``expires_at``."""
+
+    durable = True
+
+    def __init__(
+        self,
+        table: str,
+        client: DynamoDBClient | None = None,
+        *,
+        client_factory: Callable[[], DynamoDBClient] | None = None,
+    ) -> None:
+        self.table = table
+        self._client = client
+        self._factory = client_factory
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            if self._factory is not None:
+                self._client = self._factory()
+            else:
+                import boto3
+
+                self._client = boto3.client("dynamodb")
+        return self._client
+
+    def _wrap(self, exc: Exception, what: str) -> AwsError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        reason = code or type(exc).__name__
+        return AwsError(f"DynamoDB {what} on table {self.table} failed: {reason}", code)
+
+    def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": f"claim#{key}"},
+                    "claimed_at": {"N": str(_epoch(now))},
+                    "expires_at": {"N": str(_epoch(now + ttl))},
+                },
+                # TTL deletion lags by up to days: an expired item counts as absent.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(_epoch(now))}},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise self._wrap(exc, "PutItem") from exc
+        except BotoCoreError as exc:
+            raise self._wrap(exc, "PutItem") from exc
+        return True
+
+    def release(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"claim#{key}"}})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "DeleteItem") from exc
+
+    def get_thread(self, alarm_key: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            item = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": f"thread#{alarm_key}"}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "GetItem") from exc
+        ts = (item or {}).get("ts", {}).get("S")
+        return ts or None
+
+    def put_thread(self, alarm_key: str, ts: str, now: datetime, ttl: timedelta) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": f"thread#{alarm_key}"},
+                    "ts": {"S": ts},
+                    "expires_at": {"N": str(_epoch(now + ttl))},
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "PutItem") from exc
+
+    def _ledger(self) -> tuple[list[tuple[int, str]], int | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            item = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": LEDGER_KEY}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "GetItem") from exc
+        if not item:
+            return [], None
+        entries = []
+        for raw in item.get("entries", {}).get("L", []):
+            text: Any = raw.get("S", "")
+            at, _, target = str(text).partition("|")
+            if at.isdigit():
+                entries.append((int(at), target))
+        return entries, int(item.get("version", {}).get("N", "0"))
+
+    def recent_remediations(self, now: datetime, window: timedelta = REMEDIATION_WINDOW) -> int:
+        entries, _ = self._ledger()
+        since = _epoch(now - window)
+        return sum(1 for at, _ in entries if at > since)
+
+    def reserve_remediation(
+        self, target: str, now: datetime, limit: int, window: timedelta = REMEDIATION_WINDOW
+    ) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        since = _epoch(now - window)
+        for _attempt in range(8):
+            entries, version = self._ledger()
+            recent = [(at, t) for at, t in entries if at > since]
+            if len(recent) >= limit:
+                return False
+            recent.append((_epoch(now), target))
+            condition: dict[str, Any]
+            if version is None:
+                condition = {"ConditionExpression": "attribute_not_exists(pk)"}
+            else:
+                condition = {
+                    "ConditionExpression": "version = :v",
+                    "ExpressionAttributeValues": {":v": {"N": str(version)}},
+                }
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={
+                        "pk": {"S": LEDGER_KEY},
+                        "entries": {"L": [{"S": f"{at}|{t}"} for at, t in recent]},
+                        "version": {"N": str((version or 0) + 1)},
+                        "expires_at": {"N": str(_epoch(now + 2 * window))},
+                    },
+                    **condition,
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                    continue  # someone else wrote the ledger: read it again
+                raise self._wrap(exc, "PutItem") from exc
+            except BotoCoreError as exc:
+                raise self._wrap(exc, "PutItem") from exc
+            return True
+        return False  # persistent contention: refuse rather than risk exceeding the limit
