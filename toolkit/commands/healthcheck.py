@@ -1,0 +1,77 @@
+"""``celery-ecs healthcheck ping|heartbeat``: the ECS container probe.
+
+Kept import-light: the heartbeat mode imports only :mod:`toolkit.healthcheck` (stdlib), and the
+ping mode imports kombu lazily. See ``docs/healthcheck.md`` for which mode to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit import healthcheck
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "exit status: 0 healthy, 1 unhealthy, 2 misconfigured"
+    modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
+
+    ping = modes.add_parser(
+        "ping",
+        help="ping this worker's node through the broker (no app import)",
+        description="Ping one Celery node through the broker's control channel.",
+    )
+    ping.add_argument(
+        "--broker",
+        metavar="URL",
+        help=f"broker URL (default: ${healthcheck.ENV_BROKER_URL}, "
+        f"then ${healthcheck.ENV_BROKER_URL_FALLBACK})",
+    )
+    ping.add_argument(
+        "--node", metavar="NAME", help="node to ping (default: celery@$HOSTNAME)"
+    )
+    ping.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_positive_float,
+        default=healthcheck.DEFAULT_PING_TIMEOUT,
+        help=f"seconds to wait for the reply (default: {healthcheck.DEFAULT_PING_TIMEOUT:g})",
+    )
+
+    beat = modes.add_parser(
+        "heartbeat",
+        help="check the age of the heartbeat file written by toolkit.heartbeat",
+        description="Check the age of the worker's heartbeat file (stdlib only, ~30 ms).",
+    )
+    beat.add_argument(
+        "--file",
+        metavar="PATH",
+        help=f"heartbeat file (default: ${healthcheck.ENV_HEARTBEAT_FILE}, "
+        f"then {healthcheck.DEFAULT_HEARTBEAT_FILE})",
+    )
+    beat.add_argument(
+        "--max-age",
+        metavar="S",
+        type=_positive_float,
+        default=healthcheck.DEFAULT_MAX_AGE,
+        help=f"oldest acceptable heartbeat in seconds (default: {healthcheck.DEFAULT_MAX_AGE:g})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.mode == "heartbeat":
+        result = healthcheck.check_heartbeat(args.file, args.max_age)
+    else:
+        broker = args.broker or healthcheck.default_broker_url()
+        result = healthcheck.ping(broker, args.node, args.timeout)
+    print(result.line, flush=True)
+    return result.exit_code

@@ -1,0 +1,271 @@
+"""Container probe for ECS health checks: ``heartbeat`` and ``ping`` modes.
+
+This module imports only the standard library at import time: ``celery-ecs healthcheck
+heartbeat`` runs every 30 s in every container, so it must cost a few tens of milliseconds, not
+the seconds a probe importing the user's Celery app costs. ``kombu`` is imported inside
+:func:`ping` only.
+
+Exit codes (the ECS ``CMD`` contract: 0 healthy, anything else unhealthy):
+
+    0  healthy          the worker proved it is alive
+    1  unhealthy        stale/absent/future heartbeat, no ping reply, broker unreachable
+    2  misconfigured    missing or malformed broker URL, wrong credentials, bad arguments
+
+Both probe functions return a :class:`ProbeResult` and never raise for expected failures.
+
+It can run without the ``celery-ecs`` console script: ``python -m toolkit.healthcheck heartbeat``
+takes the same arguments as ``celery-ecs healthcheck heartbeat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Any, Literal
+
+Status = Literal["healthy", "unhealthy", "misconfigured"]
+
+EXIT_CODES: dict[str, int] = {"healthy": 0, "unhealthy": 1, "misconfigured": 2}
+
+# These mirror toolkit.config (ENV_HEARTBEAT_FILE, HeartbeatSettings().file, ENV_BROKER_URL,
+# ENV_BROKER_URL_FALLBACK). They are repeated here so that the heartbeat probe does not import
+# toolkit.config (tomllib, dataclasses, pathlib); tests/test_healthcheck.py keeps them in sync.
+ENV_HEARTBEAT_FILE = "CELERY_ECS_HEARTBEAT_FILE"
+DEFAULT_HEARTBEAT_FILE = "/tmp/celery-ecs-heartbeat"
+ENV_BROKER_URL = "CELERY_ECS_BROKER_URL"
+ENV_BROKER_URL_FALLBACK = "CELERY_BROKER_URL"
+
+DEFAULT_MAX_AGE = 30.0
+DEFAULT_PING_TIMEOUT = 3.0
+#: A heartbeat file whose mtime is more than this many seconds ahead of the clock is stale: after
+#: a backwards clock step the worker rewrites it at its next beat, so this costs one probe at most,
+#: while trusting it would keep a frozen worker "healthy" until the clock caught up.
+FUTURE_TOLERANCE = 1.0
+#: Broker URL schemes kombu can ping a worker through (checked before importing kombu).
+PING_SCHEMES = frozenset(
+    {"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "librabbitmq", "memory"}
+)
+
+
+class ProbeResult:
+    """What a probe found: a status and one short line saying why."""
+
+    __slots__ = ("status", "message")
+
+    def __init__(self, status: Status, message: str) -> None:
+        self.status: Status = status
+        self.message = message
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    @property
+    def line(self) -> str:
+        return f"{self.status}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ProbeResult({self.status!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProbeResult):
+            return NotImplemented
+        return (self.status, self.message) == (other.status, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.status, self.message))
+
+
+# --- heartbeat mode ---------------------------------------------------------------------------
+
+
+def default_heartbeat_file(environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(ENV_HEARTBEAT_FILE) or DEFAULT_HEARTBEAT_FILE
+
+
+def check_heartbeat(
+    path: str | None = None, max_age: float = DEFAULT_MAX_AGE, *, now: float | None = None
+) -> ProbeResult:
+    """Healthy when the heartbeat file was touched less than ``max_age`` seconds ago.
+
+    An absent file, an old one, or one from the future (more than :data:`FUTURE_TOLERANCE` ahead
+    of ``now``) is unhealthy. ``path`` defaults to ``$CELERY_ECS_HEARTBEAT_FILE``, then
+    ``/tmp/celery-ecs-heartbeat``.
+    """
+    if not max_age > 0:  # also rejects NaN
+        return ProbeResult("misconfigured", f"--max-age must be greater than 0, got {max_age}")
+    path = path or default_heartbeat_file()
+    try:
+        mtime = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return ProbeResult(
+            "unhealthy",
+            f"no heartbeat file at {path} (worker not started yet, or bootstep not installed)",
+        )
+    except OSError as exc:
+        return ProbeResult("misconfigured", f"cannot read heartbeat file {path}: {exc.strerror}")
+    age = (time.time() if now is None else now) - mtime
+    if age < -FUTURE_TOLERANCE:
+        return ProbeResult(
+            "unhealthy",
+            f"heartbeat file {path} is {-age:.1f} s in the future (clock skew): treated as stale",
+        )
+    if age > max_age:
+        return ProbeResult("unhealthy", f"heartbeat is {age:.1f} s old (max {max_age:g} s)")
+    return ProbeResult("healthy", f"heartbeat is {max(age, 0.0):.1f} s old (max {max_age:g} s)")
+
+
+# --- ping mode --------------------------------------------------------------------------------
+
+
+def default_node(environ: dict[str, str] | None = None) -> str:
+    """``celery@$HOSTNAME``: the node name a worker started without ``-n`` gets in a container."""
+    env = os.environ if environ is None else environ
+    host = env.get("HOSTNAME")
+    if not host:
+        import socket
+
+        host = socket.gethostname()
+    return f"celery@{host}"
+
+
+def default_broker_url(environ: dict[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    return env.get(ENV_BROKER_URL) or env.get(ENV_BROKER_URL_FALLBACK) or None
+
+
+def _validate_broker_url(url: str | None) -> str | None:
+    """Return a reason the URL cannot be used, or None when it looks usable."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return f"no broker URL: pass --broker or set {ENV_BROKER_URL}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        return f"malformed broker URL: {exc}"
+    scheme = parts.scheme.lower()
+    if not scheme or "://" not in url:
+        return "malformed broker URL: expected SCHEME://HOST[:PORT]/..."
+    if scheme not in PING_SCHEMES:
+        known = ", ".join(sorted(PING_SCHEMES))
+        return f"unsupported broker URL scheme {scheme!r} (use one of {known})"
+    if scheme != "memory" and not parts.hostname and scheme != "sentinel":
+        return "malformed broker URL: no host"
+    return None
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    text = str(exc)
+    return (
+        "Authentication" in name
+        or name == "AccessRefused"
+        or "WRONGPASS" in text
+        or "NOAUTH" in text
+        or "ACCESS_REFUSED" in text
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def ping(
+    broker_url: str | None,
+    node: str | None = None,
+    timeout: float = DEFAULT_PING_TIMEOUT,
+) -> ProbeResult:
+    """Ping one worker node through the broker's control channel, without the user's app.
+
+    Only ``node`` receives the ping (``destination=[node]``) and the probe returns on its first
+    reply, so a healthy worker answers in milliseconds. No reply within ``timeout`` seconds ->
+    unhealthy. An unreachable broker is unhealthy too (the worker cannot work either); ECS's
+    ``retries`` x ``interval`` is how long a broker outage is tolerated before the task is replaced.
+    """
+    problem = _validate_broker_url(broker_url)
+    if problem is not None:
+        return ProbeResult("misconfigured", problem)
+    assert broker_url is not None
+    if not timeout > 0:
+        return ProbeResult("misconfigured", f"--timeout must be greater than 0, got {timeout}")
+    node = node or default_node()
+    if "@" not in node:
+        return ProbeResult("misconfigured", f"node name {node!r} must look like NAME@HOST")
+
+    import importlib
+
+    from toolkit.config import redact_url
+
+    # kombu is untyped: hold its classes as Any (and import it only in this mode).
+    Connection: Any = importlib.import_module("kombu").Connection
+    Mailbox: Any = importlib.import_module("kombu.pidbox").Mailbox
+
+    safe = redact_url(broker_url)
+    started = time.monotonic()
+    try:
+        conn: Any = Connection(
+            broker_url,
+            connect_timeout=timeout,
+            transport_options={"max_retries": 0, "socket_timeout": timeout},
+        )
+    except Exception as exc:  # noqa: BLE001 - kombu raises KeyError/ValueError/ImportError
+        return ProbeResult("misconfigured", f"cannot use broker URL {safe}: {_short(exc)}")
+    try:
+        try:
+            # One attempt, no retry loop: a probe must answer within the ECS timeout.
+            conn.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+            )
+        except Exception as exc:  # noqa: BLE001 - connection errors differ per transport
+            if _is_auth_error(exc) or _is_auth_error(exc.__cause__ or exc):
+                return ProbeResult("misconfigured", f"broker refused credentials at {safe}")
+            return ProbeResult("unhealthy", f"broker unreachable at {safe}: {_short(exc)}")
+        mailbox = Mailbox(
+            "celery",  # Celery's control_exchange default: exchange "celery.pidbox"
+            type="fanout",
+            accept=["json"],
+            serializer="json",
+            reply_queue_ttl=300.0,
+            reply_queue_expires=10.0,
+        )(conn)
+        remaining = max(timeout - (time.monotonic() - started), 0.1)
+        try:
+            replies = mailbox._broadcast(
+                "ping", {}, destination=[node], reply=True, timeout=remaining, limit=1
+            )
+        except Exception as exc:  # noqa: BLE001
+            if _is_auth_error(exc):
+                return ProbeResult("misconfigured", f"broker refused credentials at {safe}")
+            return ProbeResult("unhealthy", f"ping through {safe} failed: {_short(exc)}")
+    finally:
+        with contextlib.suppress(Exception):  # closing a broken connection must not mask
+            conn.release()
+    elapsed = time.monotonic() - started
+    for reply in replies or ():
+        if isinstance(reply, dict) and node in reply:
+            return ProbeResult("healthy", f"{node} answered ping in {elapsed:.2f} s")
+    return ProbeResult(
+        "unhealthy",
+        f"no reply from {node} within {timeout:g} s (frozen or blocked, or no worker has this "
+        "node name: check --node / the worker's -n)",
+    )
+
+
+# --- python -m toolkit.healthcheck ------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m toolkit.healthcheck MODE ...``: the same as ``celery-ecs healthcheck MODE``."""
+    from toolkit.cli import main as cli_main
+
+    return cli_main(["healthcheck", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
