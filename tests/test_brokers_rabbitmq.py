@@ -9,11 +9,10 @@ import pytest
 from celery import Celery
 from kombu import Connection, Queue
 
+from tests.conftest import RABBITMQ_URL
 from toolkit.brokers import open_reader
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerUnreachable
-
-from tests.conftest import RABBITMQ_URL
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -150,8 +151,8 @@ def test_wrong_password_is_an_auth_error(client: redis.Redis, unique: str) -> No
 
 
 def fake_message(stamp: float | None) -> str:
-    headers = "{}" if stamp is None else '{"%s": %s}' % (HEADER, stamp)
-    return '{"body": "e30=", "headers": %s, "properties": {}}' % headers
+    headers = {} if stamp is None else {HEADER: stamp}
+    return json.dumps({"body": "e30=", "headers": headers, "properties": {}})
 
 
 @pytest.mark.parametrize("use_script", [True, False])

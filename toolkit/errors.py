@@ -7,7 +7,7 @@ a traceback. Messages never contain secrets: broker URLs are redacted before the
     ToolkitError
     ├── ConfigError              bad settings, config file or command-line values
     ├── BrokerError              anything about reading the broker
-    │   ├── UnsupportedBroker    URL scheme we have no reader for
+    │   ├── UnsupportedBroker    URL scheme we have no reader for (also a ConfigError)
     │   ├── BrokerUnreachable    connection refused, DNS failure, timeout
     │   └── BrokerAuthError      wrong password / not authorised
     ├── PublishError             CloudWatch PutMetricData failed after retries
@@ -36,7 +36,7 @@ class BrokerError(ToolkitError):
     """The broker could not be read."""
 
 
-class UnsupportedBroker(BrokerError):
+class UnsupportedBroker(BrokerError, ConfigError):
     """The broker URL has a scheme no reader handles."""
 
 

@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
         if args.interval is None:
             result = run_cycle(reader, settings, publisher)
             show(result)
+            if result.ok and not result.queues:
+                print(f"celery-ecs collect: error: no queues found on {settings.broker.safe_url}"
+                      " and none configured (check the database number and global_keyprefix, "
+                      "or name queues with --queue)", file=sys.stderr)
+                return EXIT_FAILURE
             return EXIT_OK if result.ok else EXIT_FAILURE
         loop = Loop(reader, settings, publisher, on_cycle=show)
         loop.install_signal_handlers()
