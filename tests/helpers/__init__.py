@@ -1,0 +1,1 @@
+"""Code run in subprocesses by the tests (workers, Celery apps)."""

@@ -1,0 +1,404 @@
+"""toolkit.locks: lock logic on fakeredis, races, kills and renewal on the real Redis (db 4),
+the single_instance decorator on eager tasks and on a real Celery worker."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from celery import Celery
+from celery.exceptions import MaxRetriesExceededError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.conftest import REDIS_HOST, REDIS_PORT, free_port
+from tests.helpers import task_safety
+from toolkit.errors import LockError, ToolkitError
+from toolkit.locks import (
+    DEFAULT_PREFIX,
+    SKIPPED,
+    LockNotAcquired,
+    LockUnavailable,
+    TaskLock,
+    lock_name,
+    single_instance,
+)
+
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
+SPAWN = mp.get_context("spawn")
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def real(unique: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    yield client
+    for key in client.scan_iter(f"*{unique}*"):
+        client.delete(key)
+    client.close()
+
+
+def dead_redis() -> redis.Redis:
+    """A client for a closed port, without redis-py's default retries and backoff."""
+    return redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+
+
+# --- TaskLock on fakeredis ------------------------------------------------------------------
+
+
+def test_acquire_is_exclusive_and_release_frees(fake: fakeredis.FakeRedis) -> None:
+    a, b = TaskLock(fake, "job", 10), TaskLock(fake, "job", 10)
+    assert a.acquire() is True
+    assert fake.get(DEFAULT_PREFIX + "job") == a.token.encode()  # type: ignore[union-attr]
+    assert 9000 < fake.pttl(DEFAULT_PREFIX + "job") <= 10000
+    assert b.acquire() is False
+    assert b.token is None
+    assert a.release() is True
+    assert fake.exists(DEFAULT_PREFIX + "job") == 0
+    assert b.acquire() is True
+
+
+def test_release_by_non_owner_is_refused(fake: fakeredis.FakeRedis) -> None:
+    owner, other = TaskLock(fake, "job", 10), TaskLock(fake, "job", 10)
+    owner.acquire()
+    assert other.release() is False
+    other.token = "forged"  # a stale owner whose lock expired and was re-taken looks like this
+    assert other.release() is False
+    assert other.extend() is False
+    assert fake.get(owner.key) == owner.token.encode()  # type: ignore[union-attr]
+
+
+def test_expired_owner_cannot_release_the_next_owner(fake: fakeredis.FakeRedis) -> None:
+    first, second = TaskLock(fake, "job", 0.05), TaskLock(fake, "job", 10)
+    first.acquire()
+    time.sleep(0.1)
+    assert second.acquire() is True
+    assert first.release() is False
+    assert first.extend() is False
+    assert second.owned() is True
+
+
+def test_extend_resets_the_ttl(fake: fakeredis.FakeRedis) -> None:
+    lock = TaskLock(fake, "job", 1)
+    lock.acquire()
+    assert lock.extend(30) is True
+    assert 29000 < fake.pttl(lock.key) <= 30000
+    assert lock.extend() is True
+    assert fake.pttl(lock.key) <= 1000
+
+
+def test_wait_gives_up_after_the_timeout(fake: fakeredis.FakeRedis) -> None:
+    TaskLock(fake, "job", 10).acquire()
+    lock = TaskLock(fake, "job", 10, retry_interval=0.01)
+    started = time.monotonic()
+    assert lock.acquire(wait=0.2) is False
+    assert 0.18 <= time.monotonic() - started < 1.0
+
+
+def test_wait_succeeds_when_the_holder_releases(fake: fakeredis.FakeRedis) -> None:
+    holder = TaskLock(fake, "job", 0.15)
+    holder.acquire()
+    started = time.monotonic()
+    assert TaskLock(fake, "job", 10, retry_interval=0.01).acquire(wait=2) is True
+    assert 0.1 <= time.monotonic() - started < 1.0  # freed by the holder's TTL
+
+
+def test_context_manager_raises_when_held(fake: fakeredis.FakeRedis) -> None:
+    TaskLock(fake, "job", 10).acquire()
+    with pytest.raises(LockNotAcquired, match="celery-ecs:lock:job"), TaskLock(fake, "job", 10):
+        pytest.fail("body ran without the lock")
+    assert issubclass(LockNotAcquired, LockError) and issubclass(LockError, ToolkitError)
+
+
+def test_context_manager_releases_on_error(fake: fakeredis.FakeRedis) -> None:
+    with pytest.raises(ZeroDivisionError), TaskLock(fake, "job", 10) as lock:
+        assert fake.exists(lock.key) == 1
+        1 / 0  # noqa: B018
+    assert fake.exists(DEFAULT_PREFIX + "job") == 0
+
+
+def test_double_acquire_and_bad_ttl(fake: fakeredis.FakeRedis) -> None:
+    lock = TaskLock(fake, "job", 10)
+    lock.acquire()
+    with pytest.raises(LockError, match="already held by this instance"):
+        lock.acquire()
+    with pytest.raises(ValueError, match="ttl"):
+        TaskLock(fake, "job", 0)
+    assert "held" in repr(lock)
+
+
+def test_renewal_notices_a_lost_lock(fake: fakeredis.FakeRedis) -> None:
+    lock = TaskLock(fake, "job", 0.3, auto_renew=True)
+    lock.acquire()
+    fake.set(lock.key, "someone-else")
+    time.sleep(0.25)  # one renewal period (ttl / 3) and some
+    assert lock.lost is True
+    assert fake.get(lock.key) == b"someone-else"
+    assert lock.release() is False
+
+
+def test_unreachable_redis_raises_lock_unavailable() -> None:
+    lock = TaskLock(dead_redis(), "job", 10)
+    with pytest.raises(LockUnavailable, match=r"cannot acquire lock .* on redis://127\.0\.0\.1:"):
+        lock.acquire()
+
+
+def test_lock_name_formats_and_hashes() -> None:
+    assert lock_name("app.sync", []) == "app.sync"
+    assert lock_name("app.sync", [("customer", 7), ("kind", "full")]) == (
+        'app.sync(customer=7,kind="full")'
+    )
+    long = lock_name("app.sync", [("ids", list(range(100)))])
+    assert long.startswith("app.sync(sha1:") and len(long) == len("app.sync(sha1:)") + 40
+    assert long == lock_name("app.sync", [("ids", list(range(100)))])
+
+
+# --- real Redis: race, kill, renewal --------------------------------------------------------
+
+
+def _race(name: str, iterations: int, broken: bool = False) -> tuple[int, int, float]:
+    holders, violations = SPAWN.Value("i", 0), SPAWN.Value("i", 0)
+    acquired = SPAWN.Value("i", 0)
+    barrier = SPAWN.Barrier(2)
+    procs = [
+        SPAWN.Process(
+            target=task_safety.race,
+            args=(REDIS_URL, name, iterations, holders, violations, acquired, barrier, broken),
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    started = time.monotonic()
+    for p in procs:
+        p.join(60)
+    elapsed = time.monotonic() - started
+    assert [p.exitcode for p in procs] == [0, 0]
+    return acquired.value, violations.value, elapsed
+
+
+@pytest.mark.redis
+def test_two_processes_race_1000_times_never_two_holders(
+    real: redis.Redis, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    acquired, violations, elapsed = _race(f"race-{unique}", 1000)
+    assert acquired == 2000
+    assert violations == 0
+    assert real.exists(DEFAULT_PREFIX + f"race-{unique}") == 0
+    with capsys.disabled():
+        print(f"\nlock race: 2 x 1000 acquisitions, {violations} overlaps, {elapsed:.2f}s")
+
+
+@pytest.mark.redis
+def test_race_harness_catches_a_broken_lock(real: redis.Redis, unique: str) -> None:
+    acquired, violations, _ = _race(f"broken-{unique}", 300, broken=True)
+    assert acquired == 600
+    assert violations > 0
+
+
+@pytest.mark.redis
+def test_lock_of_a_sigkilled_owner_expires_after_its_ttl(real: redis.Redis, unique: str) -> None:
+    ready = SPAWN.Event()
+    owner = SPAWN.Process(target=task_safety.hold, args=(REDIS_URL, f"kill-{unique}", 1.0, ready))
+    owner.start()
+    assert ready.wait(20)
+    time.sleep(1.2)  # past one TTL: the owner's renewal thread keeps it
+    other = TaskLock(real, f"kill-{unique}", 10, retry_interval=0.02)
+    assert other.acquire() is False
+    owner.kill()
+    owner.join(5)
+    killed = time.monotonic()
+    assert owner.exitcode == -9
+    assert other.acquire() is False  # still held right after the kill
+    assert other.acquire(wait=3) is True
+    assert 0.5 < time.monotonic() - killed <= 1.2  # freed by the TTL, not before
+    other.release()
+
+
+@pytest.mark.redis
+def test_renewal_keeps_a_long_task_past_its_ttl(real: redis.Redis, unique: str) -> None:
+    with TaskLock(real, f"long-{unique}", 0.6, auto_renew=True) as lock:
+        time.sleep(2.0)  # more than three TTLs
+        assert lock.owned() is True
+        assert TaskLock(real, f"long-{unique}", 5).acquire() is False
+        assert 0 < real.pttl(lock.key) <= 600
+        assert lock.lost is False
+    assert real.exists(lock.key) == 0
+    # the control: the same lock without renewal is gone after its TTL
+    plain = TaskLock(real, f"long-{unique}", 0.6)
+    plain.acquire()
+    time.sleep(0.8)
+    assert plain.owned() is False
+    assert TaskLock(real, f"long-{unique}", 5).acquire() is True
+
+
+# --- single_instance on eager tasks ---------------------------------------------------------
+
+
+def make_app(**conf: Any) -> Celery:
+    app = Celery("locktest", set_as_current=False)
+    app.conf.update(broker_url="memory://", **conf)
+    return app
+
+
+def test_duplicate_is_skipped_with_one_log_line(
+    fake: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+    app = make_app()
+
+    @app.task(bind=True)
+    @single_instance(client=fake, key_args=("customer",))
+    def sync(self: Any, customer: int, full: bool = False) -> int:
+        calls.append(customer)
+        return customer * 10
+
+    held = TaskLock(fake, lock_name(sync.name, [("customer", 1)]), 10)
+    held.acquire()
+    with caplog.at_level(logging.INFO, logger="toolkit.locks"):
+        assert sync.apply((1,)).get() == SKIPPED
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{sync.name} skipped: already running (lock {held.key!r})"
+    ]
+    assert sync.apply((2,), {"full": True}).get() == 20  # other arguments, other lock
+    assert calls == [2]
+    assert held.owned() is True  # the skipped run did not release the holder's lock
+
+
+def test_lock_released_on_success_failure_and_retry(fake: fakeredis.FakeRedis) -> None:
+    app = make_app()
+    seen: list[int] = []
+    key = DEFAULT_PREFIX + "locktest.work"
+
+    @app.task(bind=True, name="locktest.work", max_retries=1, default_retry_delay=0)
+    @single_instance(client=fake)
+    def work(self: Any, mode: str) -> str:
+        seen.append(fake.exists(key))
+        if mode == "fail":
+            raise ValueError("boom")
+        if mode == "retry" and self.request.retries == 0:
+            raise self.retry()
+        return mode
+
+    assert work.apply(("ok",)).get() == "ok"
+    assert fake.exists(key) == 0
+    failed = work.apply(("fail",))
+    assert failed.state == "FAILURE" and isinstance(failed.result, ValueError)
+    assert fake.exists(key) == 0
+    assert work.apply(("retry",)).get() == "retry"  # the retry took the lock again
+    assert fake.exists(key) == 0
+    assert seen == [1, 1, 1, 1]  # every run held the lock while it ran
+
+
+def test_duplicate_retried_on_request(fake: fakeredis.FakeRedis) -> None:
+    app = make_app()
+    calls: list[int] = []
+
+    @app.task(bind=True, max_retries=2)
+    @single_instance(client=fake, on_duplicate="retry", retry_countdown=0)
+    def job(self: Any) -> int:
+        calls.append(1)
+        return 1
+
+    TaskLock(fake, job.name, 10).acquire()
+    result = job.apply()  # eager retries run inline, so they run out while the lock is held
+    assert isinstance(result.result, MaxRetriesExceededError)
+    assert calls == []
+
+
+def test_unreachable_redis_fails_closed_by_default() -> None:
+    app = make_app()
+    calls: list[int] = []
+
+    @app.task
+    @single_instance(client=dead_redis())
+    def guarded() -> int:
+        calls.append(1)
+        return 1
+
+    result = guarded.apply()
+    assert isinstance(result.result, LockUnavailable)
+    assert "cannot acquire lock 'celery-ecs:lock:" in str(result.result)
+    assert calls == []
+
+
+def test_unreachable_redis_fail_open_runs_the_task(caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app()
+
+    @app.task
+    @single_instance(client=dead_redis, fail_open=True)  # a factory is accepted too
+    def relaxed() -> int:
+        return 7
+
+    with caplog.at_level(logging.WARNING, logger="toolkit.locks"):
+        assert relaxed.apply().get() == 7
+    assert "without its lock (fail_open)" in caplog.text
+
+
+@pytest.mark.redis
+def test_default_client_is_the_brokers_redis_with_its_keyprefix(
+    real: redis.Redis, unique: str
+) -> None:
+    app = make_app(broker_transport_options={"global_keyprefix": f"{unique}:"})
+    app.conf.broker_url = REDIS_URL
+    observed: list[int] = []
+
+    @app.task(name=f"locktest.default-{unique}")
+    @single_instance(ttl=30)
+    def default_client() -> str:
+        observed.append(real.exists(f"{unique}:{DEFAULT_PREFIX}locktest.default-{unique}"))
+        return "done"
+
+    assert default_client.apply().get() == "done"
+    assert observed == [1]
+    assert real.exists(f"{unique}:{DEFAULT_PREFIX}locktest.default-{unique}") == 0
+
+
+def test_non_redis_broker_needs_a_client() -> None:
+    app = make_app()
+    app.conf.broker_url = "amqp://guest:secret@127.0.0.1:5672//"
+
+    @app.task
+    @single_instance()
+    def amqp_task() -> int:
+        return 1
+
+    result = amqp_task.apply()
+    assert isinstance(result.result, LockError)
+    assert "pass client=" in str(result.result) and "secret" not in str(result.result)
+
+
+def test_bad_options_and_plain_calls(fake: fakeredis.FakeRedis) -> None:
+    with pytest.raises(ValueError, match="on_duplicate"):
+        single_instance(on_duplicate="queue")  # type: ignore[arg-type]
+
+    @single_instance(client=fake)
+    def not_a_task() -> None: ...
+
+    with pytest.raises(LockError, match="not running as a Celery task"):
+        not_a_task()
+
+    app = make_app()
+
+    @app.task
+    @single_instance(client=fake, key_args=("nope",))
+    def typo(x: int) -> int:
+        return x
+
+    assert "key_args not in typo(): nope" in str(typo.apply((1,)).result)
