@@ -67,6 +67,8 @@ ENV_HEARTBEAT_FILE = "CELERY_ECS_HEARTBEAT_FILE"
 ENV_READY_FILE = "CELERY_ECS_READY_FILE"
 ENV_HEARTBEAT_INTERVAL = "CELERY_ECS_HEARTBEAT_INTERVAL"
 ENV_ECS_METADATA_URI = "ECS_CONTAINER_METADATA_URI_V4"
+ENV_HEARTBEAT_REGISTRY = "CELERY_ECS_HEARTBEAT_REGISTRY"  # Redis URL, or "off"; default: broker
+ENV_HEARTBEAT_TTL = "CELERY_ECS_HEARTBEAT_TTL"
 
 DEFAULT_CONFIG_FILE = "celery-ecs.toml"
 DEFAULT_NAMESPACE = "Celery"
@@ -164,6 +166,11 @@ class HeartbeatSettings:
     file: str = "/tmp/celery-ecs-heartbeat"
     ready_file: str = "/tmp/celery-ecs-ready"
     interval: float = 5.0
+    # Heartbeat registry (toolkit.heartbeat): a Redis URL, "off", or None for "the broker's URL
+    # when the broker is Redis". Entries expire after registry_ttl seconds without a beat.
+    registry: str | None = None
+    registry_ttl: float = 30.0
+    ecs_metadata_uri: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HeartbeatSettings:
@@ -173,6 +180,9 @@ class HeartbeatSettings:
             file=env.get(ENV_HEARTBEAT_FILE) or base.file,
             ready_file=env.get(ENV_READY_FILE) or base.ready_file,
             interval=_float(env.get(ENV_HEARTBEAT_INTERVAL), ENV_HEARTBEAT_INTERVAL, base.interval),
+            registry=env.get(ENV_HEARTBEAT_REGISTRY) or None,
+            registry_ttl=_float(env.get(ENV_HEARTBEAT_TTL), ENV_HEARTBEAT_TTL, base.registry_ttl),
+            ecs_metadata_uri=env.get(ENV_ECS_METADATA_URI) or None,
         )
 
 

@@ -1,0 +1,584 @@
+"""Worker liveness: a heartbeat bootstep driven by the worker's own event loop, and its registry.
+
+Enable it in one line, next to the app (every worker started from this app gets it)::
+
+    app = Celery("proj")
+    toolkit.heartbeat.install(app)
+
+The step is a *consumer* bootstep started after the task consumer. From the worker's timer (the
+event loop's timer in the prefork and solo pools, so a frozen or blocked loop stops beating) it,
+every ``interval`` seconds:
+
+* touches the heartbeat file (``celery-ecs healthcheck heartbeat`` checks its age);
+* writes the ready file at its first beat, i.e. once the loop runs and the queues are consumed;
+* writes this node's entry in the Redis registry, with a TTL.
+
+On shutdown it removes both files and its registry entry. A path it cannot write is logged once
+as a warning and the worker keeps running. Pools that run tasks inside the worker process (solo,
+threads) block the loop while a task runs; for them a helper thread keeps beating while a task
+is in progress (up to ``task_time_limit`` when one is set), so a long task is not a false kill,
+while a SIGSTOPped or deadlocked-between-tasks worker still goes stale.
+
+Registry contract (read it with :func:`read_registry`; the collector builds ``QueueConsumers`` and
+``WorkersAlive`` from it)::
+
+    {prefix}celery-ecs:heartbeat:{node}   string, JSON of WorkerHeartbeat.to_dict(), PX = ttl
+    {prefix}celery-ecs:heartbeats         sorted set: member node, score last beat (unix time)
+
+``prefix`` is the broker's ``global_keyprefix`` when the registry lives on the broker's Redis
+(the default), else empty. An entry whose key has expired is a dead worker; the index is pruned
+by the writers (members older than a day).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from toolkit.config import HeartbeatSettings
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "celery-ecs:heartbeat:"
+INDEX_KEY = "celery-ecs:heartbeats"
+FORMAT_VERSION = 1
+INDEX_RETENTION = 86400.0
+METADATA_TIMEOUT = 1.0
+REGISTRY_SOCKET_TIMEOUT = 1.0
+REGISTRY_RETRY_AFTER = 10.0
+
+
+class RedisLike(Protocol):
+    """The few Redis commands the registry uses (redis-py and fakeredis both fit)."""
+
+    def set(self, name: str, value: str, *, px: int | None = None) -> Any: ...
+
+    def mget(self, keys: list[str]) -> Any: ...
+
+    def zadd(self, name: str, mapping: Mapping[Any, float]) -> Any: ...
+
+    def zrange(self, name: str, start: int, end: int) -> Any: ...
+
+    def zrem(self, name: str, *values: str) -> Any: ...
+
+    def zremrangebyscore(self, name: str, min: float | str, max: float | str) -> Any: ...
+
+    def delete(self, *names: str) -> Any: ...
+
+
+# --- the registry entry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerHeartbeat:
+    """One worker node's latest beat, as stored in the registry."""
+
+    node: str
+    queues: tuple[str, ...]
+    updated: float  # unix time of the beat, worker's clock
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    active: int = 0
+    last_task_started: float | None = None
+    hostname: str = ""
+    pid: int = 0
+    pool: str = ""
+    concurrency: int = 0
+    interval: float = 0.0
+    ecs_task_arn: str | None = None
+    ecs_cluster: str | None = None
+    ecs_container: str | None = None
+    ecs_service: str | None = None
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["queues"] = list(self.queues)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerHeartbeat:
+        """Build from a stored dict; unknown keys are ignored, bad types raise ``ValueError``."""
+        try:
+            node = data["node"]
+            queues = data.get("queues") or []
+            if not isinstance(node, str) or not isinstance(queues, list):
+                raise ValueError("node must be a string and queues a list")
+            last = data.get("last_task_started")
+            return cls(
+                node=node,
+                queues=tuple(str(q) for q in queues),
+                updated=float(data["updated"]),
+                started=int(data.get("started", 0)),
+                succeeded=int(data.get("succeeded", 0)),
+                failed=int(data.get("failed", 0)),
+                active=int(data.get("active", 0)),
+                last_task_started=None if last is None else float(last),
+                hostname=str(data.get("hostname", "")),
+                pid=int(data.get("pid", 0)),
+                pool=str(data.get("pool", "")),
+                concurrency=int(data.get("concurrency", 0)),
+                interval=float(data.get("interval", 0.0)),
+                ecs_task_arn=_opt_str(data.get("ecs_task_arn")),
+                ecs_cluster=_opt_str(data.get("ecs_cluster")),
+                ecs_container=_opt_str(data.get("ecs_container")),
+                ecs_service=_opt_str(data.get("ecs_service")),
+                version=int(data.get("version", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a heartbeat entry: {exc!r}") from None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WorkerHeartbeat:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"heartbeat entry is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("heartbeat entry is not a JSON object")
+        return cls.from_dict(data)
+
+    def age(self, now: float) -> float:
+        return now - self.updated
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def registry_key(node: str, prefix: str = "") -> str:
+    return f"{prefix}{KEY_PREFIX}{node}"
+
+
+def index_key(prefix: str = "") -> str:
+    return f"{prefix}{INDEX_KEY}"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def write_heartbeat(client: RedisLike, beat: WorkerHeartbeat, ttl: float, prefix: str = "") -> None:
+    """Store ``beat`` for ``ttl`` seconds and index it (pruning index members older than a day)."""
+    client.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(ttl * 1000), 1))
+    client.zadd(index_key(prefix), {beat.node: beat.updated})
+    client.zremrangebyscore(index_key(prefix), "-inf", beat.updated - INDEX_RETENTION)
+
+
+def remove_heartbeat(client: RedisLike, node: str, prefix: str = "") -> None:
+    client.delete(registry_key(node, prefix))
+    client.zrem(index_key(prefix), node)
+
+
+def read_registry(
+    client: RedisLike, prefix: str = "", *, batch: int = 500
+) -> list[WorkerHeartbeat]:
+    """Every live entry (key not yet expired), sorted by node. Malformed entries are skipped."""
+    nodes = [_text(m) for m in client.zrange(index_key(prefix), 0, -1)]
+    out: list[WorkerHeartbeat] = []
+    for i in range(0, len(nodes), batch):
+        chunk = nodes[i : i + batch]
+        values = client.mget([registry_key(n, prefix) for n in chunk])
+        for node, raw in zip(chunk, values, strict=True):
+            if raw is None:
+                continue  # expired: the worker stopped beating
+            try:
+                out.append(WorkerHeartbeat.from_json(raw))
+            except ValueError as exc:
+                logger.warning("skipping malformed heartbeat entry for %s: %s", node, exc)
+    return sorted(out, key=lambda b: b.node)
+
+
+# --- pure helpers for the collector and the verdicts ------------------------------------------
+
+
+def fresh(beats: Iterable[WorkerHeartbeat], now: float, max_age: float) -> list[WorkerHeartbeat]:
+    """Beats at most ``max_age`` old at ``now``; beats from the future (clock skew) count as fresh
+    only within ``max_age`` of ``now``, never indefinitely."""
+    return [b for b in beats if abs(b.age(now)) <= max_age]
+
+
+def consumers_per_queue(beats: Iterable[WorkerHeartbeat]) -> dict[str, int]:
+    """How many workers consume each queue (the Redis ``QueueConsumers`` metric)."""
+    counts: dict[str, int] = {}
+    for beat in beats:
+        for queue in dict.fromkeys(beat.queues):
+            counts[queue] = counts.get(queue, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def workers_per_service(beats: Iterable[WorkerHeartbeat]) -> dict[tuple[str, str], int]:
+    """Live workers per (cluster, service) as reported by ECS metadata (``WorkersAlive``).
+
+    Workers whose metadata carries no service name (Fargate, old agents, not on ECS) are left out;
+    the collector maps them through ``ecs_task_arn`` when it needs to.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for beat in beats:
+        if beat.ecs_cluster and beat.ecs_service:
+            key = (beat.ecs_cluster.rsplit("/", 1)[-1], beat.ecs_service)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# --- ECS task metadata ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EcsMetadata:
+    task_arn: str | None = None
+    cluster: str | None = None
+    container: str | None = None
+    service: str | None = None
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any] | None:
+    if not url.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+            data = json.loads(resp.read(1_000_000))
+    except (OSError, ValueError) as exc:
+        logger.info("ECS metadata %s unavailable: %s", url, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def fetch_ecs_metadata(uri: str | None, timeout: float = METADATA_TIMEOUT) -> EcsMetadata | None:
+    """Read this container's task ARN, cluster, container name and service name (when ECS gives
+    one) from ``$ECS_CONTAINER_METADATA_URI_V4``. ``None`` when not on ECS or unreachable."""
+    if not uri:
+        return None
+    container = _get_json(uri, timeout) or {}
+    task = _get_json(uri.rstrip("/") + "/task", timeout) or {}
+    if not container and not task:
+        return None
+    labels = container.get("Labels")
+    labels = labels if isinstance(labels, dict) else {}
+    return EcsMetadata(
+        task_arn=_opt_str(labels.get("com.amazonaws.ecs.task-arn") or task.get("TaskARN")),
+        cluster=_opt_str(labels.get("com.amazonaws.ecs.cluster") or task.get("Cluster")),
+        container=_opt_str(container.get("Name") or labels.get("com.amazonaws.ecs.container-name")),
+        service=_opt_str(task.get("ServiceName")),
+    )
+
+
+# --- counters shared with forked pool processes -----------------------------------------------
+
+
+class TaskCounters:
+    """started / succeeded / failed / last-started time, in shared memory.
+
+    Created in the worker's main process before the pool forks, so prefork children (where the
+    task signals fire) update the same memory the main process reads. Pools started with the
+    ``spawn`` method would not share it.
+    """
+
+    STARTED, SUCCEEDED, FAILED, LAST_STARTED = range(4)
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._values: Any = multiprocessing.Array("d", 4, lock=True)
+
+    def task_started(self, now: float) -> None:
+        with self._values.get_lock():
+            self._values[self.STARTED] += 1
+            self._values[self.LAST_STARTED] = now
+
+    def task_succeeded(self) -> None:
+        with self._values.get_lock():
+            self._values[self.SUCCEEDED] += 1
+
+    def task_failed(self) -> None:
+        with self._values.get_lock():
+            self._values[self.FAILED] += 1
+
+    def snapshot(self) -> tuple[int, int, int, float | None]:
+        with self._values.get_lock():
+            started, ok, failed, last = self._values[:]
+        return int(started), int(ok), int(failed), (last or None)
+
+
+# --- the beater: files, registry, busy keeper (celery-agnostic) --------------------------------
+
+
+@dataclass
+class Beater:
+    """Does one beat: touch the file, write the ready file once, refresh the registry entry."""
+
+    settings: HeartbeatSettings
+    counters: TaskCounters = field(default_factory=TaskCounters)
+    registry: RedisLike | None = None
+    prefix: str = ""
+    busy_limit: float | None = None
+    clock: Any = time.time
+    node: str = ""
+    queues: Sequence[str] = ()
+    pool: str = ""
+    concurrency: int = 0
+    ecs: EcsMetadata | None = None
+    active: Any = None  # () -> int
+    main_pid: int = field(default_factory=os.getpid)
+    _ready_written: bool = False
+    _warned: set[str] = field(default_factory=set)
+    _registry_failing: bool = False
+    _registry_retry_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _busy_since: float | None = None
+    _keeper: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def beat(self) -> None:
+        with self._lock:
+            self._touch(self.settings.file)
+            if not self._ready_written:
+                self._ready_written = self._touch(self.settings.ready_file)
+            self._write_registry()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            for path in (self.settings.file, self.settings.ready_file):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    logger.debug("cannot remove %s: %s", path, exc)
+            self._ready_written = False
+            if self.registry is not None and self.node:
+                try:
+                    remove_heartbeat(self.registry, self.node, self.prefix)
+                except Exception as exc:  # noqa: BLE001 - redis errors vary
+                    logger.info("could not remove heartbeat entry for %s: %s", self.node, exc)
+
+    def snapshot(self) -> WorkerHeartbeat:
+        started, ok, failed, last = self.counters.snapshot()
+        ecs = self.ecs or EcsMetadata()
+        return WorkerHeartbeat(
+            node=self.node,
+            queues=tuple(self.queues),
+            updated=float(self.clock()),
+            started=started,
+            succeeded=ok,
+            failed=failed,
+            active=int(self.active()) if self.active is not None else 0,
+            last_task_started=last,
+            hostname=self.node.partition("@")[2],
+            pid=self.main_pid,
+            pool=self.pool,
+            concurrency=self.concurrency,
+            interval=self.settings.interval,
+            ecs_task_arn=ecs.task_arn,
+            ecs_cluster=ecs.cluster,
+            ecs_container=ecs.container,
+            ecs_service=ecs.service,
+        )
+
+    def _touch(self, path: str) -> bool:
+        try:
+            try:
+                os.utime(path, None)
+            except FileNotFoundError:
+                with open(path, "a"):
+                    pass
+            return True
+        except OSError as exc:
+            if path not in self._warned:
+                self._warned.add(path)
+                logger.warning(
+                    "celery-ecs heartbeat: cannot write %s (%s); the worker keeps running, "
+                    "but a heartbeat health check on this path will report it unhealthy",
+                    path,
+                    exc.strerror or exc,
+                )
+            return False
+
+    def _write_registry(self) -> None:
+        if self.registry is None or not self.node:
+            return
+        now = time.monotonic()
+        if self._registry_failing and now < self._registry_retry_at:
+            return
+        try:
+            write_heartbeat(self.registry, self.snapshot(), self.settings.registry_ttl, self.prefix)
+        except Exception as exc:  # noqa: BLE001 - never let the registry hurt the worker
+            if not self._registry_failing:
+                logger.warning("celery-ecs heartbeat: registry write failed: %s", exc)
+            self._registry_failing = True
+            self._registry_retry_at = now + REGISTRY_RETRY_AFTER
+        else:
+            if self._registry_failing:
+                logger.warning("celery-ecs heartbeat: registry writes recovered")
+            self._registry_failing = False
+
+    # In-process pools (solo, threads): the loop is blocked while a task runs.
+    def task_started_here(self) -> None:
+        self._busy_since = time.monotonic()
+        if self._keeper is None:
+            self._keeper = threading.Thread(
+                target=self._keep_beating, name="celery-ecs-heartbeat", daemon=True
+            )
+            self._keeper.start()
+
+    def task_finished_here(self) -> None:
+        self._busy_since = None
+
+    def _keep_beating(self) -> None:
+        while not self._stopping.wait(self.settings.interval):
+            since = self._busy_since
+            if since is None:
+                continue
+            if self.busy_limit is not None and time.monotonic() - since > self.busy_limit:
+                continue
+            self.beat()
+
+
+# --- celery wiring ----------------------------------------------------------------------------
+
+_ACTIVE: Beater | None = None
+_APP_ATTR = "_celery_ecs_heartbeat"
+
+
+def _on_prerun(**_: Any) -> None:
+    beater = _ACTIVE
+    if beater is None:
+        return
+    beater.counters.task_started(time.time())
+    if os.getpid() == beater.main_pid:
+        beater.task_started_here()
+
+
+def _on_postrun(**_: Any) -> None:
+    beater = _ACTIVE
+    if beater is not None and os.getpid() == beater.main_pid:
+        beater.task_finished_here()
+
+
+def _on_success(**_: Any) -> None:
+    if _ACTIVE is not None:
+        _ACTIVE.counters.task_succeeded()
+
+
+def _on_failure(**_: Any) -> None:
+    if _ACTIVE is not None:
+        _ACTIVE.counters.task_failed()
+
+
+def _registry_for(app: Any, settings: HeartbeatSettings) -> tuple[RedisLike | None, str]:
+    target = settings.registry
+    prefix = ""
+    if target is not None and target.strip().lower() == "off":
+        return None, ""
+    if not target:
+        broker = app.conf.broker_write_url or app.conf.broker_url
+        if not isinstance(broker, str) or not broker.startswith(("redis://", "rediss://")):
+            logger.info("celery-ecs heartbeat: broker is not Redis, registry disabled")
+            return None, ""
+        target = broker
+        options = app.conf.broker_transport_options or {}
+        prefix = str(options.get("global_keyprefix") or "")
+    import redis
+
+    client: RedisLike = redis.Redis.from_url(
+        target,
+        socket_timeout=REGISTRY_SOCKET_TIMEOUT,
+        socket_connect_timeout=REGISTRY_SOCKET_TIMEOUT,
+    )
+    return client, prefix
+
+
+def _step_class(settings: HeartbeatSettings) -> type:
+    from celery import bootsteps
+
+    class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+        """celery-ecs heartbeat: file, ready file and registry entry from the worker's loop."""
+
+        label = "celery-ecs heartbeat"
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, c: Any, **kwargs: Any) -> None:
+            global _ACTIVE
+            super().__init__(c, **kwargs)
+            # Runs in the main process before the pool forks: the counters are shared.
+            limit = c.app.conf.task_time_limit
+            self.beater = Beater(settings=settings, busy_limit=float(limit) if limit else None)
+            self.entries: list[Any] = []
+            self.started_once = False
+            _ACTIVE = self.beater
+
+        def start(self, c: Any) -> None:
+            b = self.beater
+            if not self.started_once:
+                self.started_once = True
+                b.node = c.hostname
+                b.pool = type(c.pool).__module__.rsplit(".", 1)[-1] if c.pool else ""
+                b.concurrency = int(getattr(c.controller, "concurrency", 0) or 0)
+                b.ecs = fetch_ecs_metadata(settings.ecs_metadata_uri)
+                b.registry, b.prefix = _registry_for(c.app, settings)
+                from celery.worker import state
+
+                b.active = lambda: len(state.active_requests)
+            b.queues = _consumed_queues(c)
+            # First beat as soon as the loop runs (the task consumer is consuming then).
+            self.entries = [
+                c.timer.call_after(0.0, b.beat),
+                c.timer.call_repeatedly(settings.interval, self._tick, args=(c,)),
+            ]
+
+        def _tick(self, c: Any) -> None:
+            self.beater.queues = _consumed_queues(c)
+            self.beater.beat()
+
+        def stop(self, c: Any) -> None:  # also on consumer restart (broker connection lost)
+            for entry in self.entries:
+                entry.cancel()
+            self.entries = []
+
+        def shutdown(self, c: Any) -> None:
+            self.stop(c)
+            self.beater.shutdown()
+
+    return Heartbeat
+
+
+def _consumed_queues(c: Any) -> list[str]:
+    consumer = getattr(c, "task_consumer", None)
+    if consumer is not None:
+        return sorted(q.name for q in consumer.queues)
+    return sorted(c.app.amqp.queues.consume_from)
+
+
+def install(app: Any, settings: HeartbeatSettings | None = None) -> None:
+    """Add the heartbeat bootstep to ``app``'s workers (idempotent).
+
+    ``settings`` defaults to :meth:`HeartbeatSettings.from_env` read now, at import of the app.
+    """
+    if getattr(app, _APP_ATTR, None) is not None:
+        return
+    from celery import signals
+
+    settings = settings or HeartbeatSettings.from_env()
+    if not settings.interval > 0:
+        from toolkit.errors import ConfigError
+
+        raise ConfigError(f"heartbeat interval must be greater than 0, got {settings.interval}")
+    step = _step_class(settings)
+    app.steps["consumer"].add(step)
+    setattr(app, _APP_ATTR, step)
+    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="celery-ecs-hb-prerun")
+    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="celery-ecs-hb-postrun")
+    signals.task_success.connect(_on_success, weak=False, dispatch_uid="celery-ecs-hb-success")
+    signals.task_failure.connect(_on_failure, weak=False, dispatch_uid="celery-ecs-hb-failure")
