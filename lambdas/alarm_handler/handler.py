@@ -1,0 +1,29 @@
+"""Alarm handler Lambda: CloudWatch alarm -> Slack alert -> guarded forced redeploy -> follow-up.
+
+Thin by design: settings are read and clients built once per container (on the first event, so
+importing this module stays fast); everything else is ``toolkit.responder``. Returns a small
+dict; raises only when a retry can help (see :mod:`toolkit.responder`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from toolkit.config import AlarmHandlerSettings
+from toolkit.responder import AlarmResponder, build_responder
+
+logging.getLogger().setLevel(logging.INFO)
+
+_responder: AlarmResponder | None = None
+
+
+def responder() -> AlarmResponder:
+    global _responder
+    if _responder is None:
+        _responder = build_responder(AlarmHandlerSettings.from_env())
+    return _responder
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    return responder().handle(event)

@@ -1,0 +1,150 @@
+"""A local stand-in for Slack on 127.0.0.1: records every request and answers as told.
+
+Serves both the Web API (``POST /api/chat.postMessage`` -> ``{"ok": true, "ts": ...}``) and
+incoming webhooks (any other ``POST`` -> ``ok``). Queue behaviours with :meth:`SlackServer.script`:
+``"ok"``, ``"429"`` (with ``Retry-After``), ``"500"``, ``"hang"`` (no answer until the client gives
+up or the server stops), ``"invalid_auth"`` (Web API error body). Unscripted requests get ``"ok"``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    answered: str
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return self.body if isinstance(self.body, dict) else {}
+
+
+@dataclass
+class SlackServer:
+    retry_after: int = 1
+    hang_seconds: float = 10.0
+    requests: list[Recorded] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._script: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ts = 1700000000
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # silence stderr
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8", "replace")
+                body: Any
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {k: v[0] for k, v in parse_qs(raw).items()} or raw
+                mode = server._next()
+                with server._lock:
+                    server.requests.append(
+                        Recorded(self.path, dict(self.headers.items()), body, mode)
+                    )
+                server._answer(self, mode)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    # -- control --
+
+    def start(self) -> SlackServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def script(self, *modes: str) -> None:
+        with self._lock:
+            self._script.extend(modes)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/services/T000/B000/SECRETwebhookPATH"
+
+    def messages(self) -> list[Recorded]:
+        """Requests that were answered successfully (what Slack would show)."""
+        with self._lock:
+            return [r for r in self.requests if r.answered == "ok"]
+
+    # -- internals --
+
+    def _next(self) -> str:
+        with self._lock:
+            return self._script.popleft() if self._script else "ok"
+
+    def _answer(self, handler: BaseHTTPRequestHandler, mode: str) -> None:
+        is_api = handler.path.startswith("/api/")
+        if mode == "hang":
+            self._stop.wait(self.hang_seconds)
+            return
+        if mode == "429":
+            body: Any = {"ok": False, "error": "ratelimited"} if is_api else "rate_limited"
+            self._send(handler, 429, body, {"Retry-After": str(self.retry_after)})
+            return
+        if mode == "500":
+            body = {"ok": False, "error": "internal_error"} if is_api else "error"
+            self._send(handler, 500, body)
+            return
+        if mode == "invalid_auth":
+            self._send(handler, 200, {"ok": False, "error": "invalid_auth"})
+            return
+        if is_api:
+            with self._lock:
+                self._ts += 1
+                ts = f"{self._ts}.000100"
+            self._send(handler, 200, {"ok": True, "channel": "C0ALERTS", "ts": ts})
+        else:
+            self._send(handler, 200, "ok")
+
+    @staticmethod
+    def _send(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = (json.dumps(body) if isinstance(body, dict) else str(body)).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header(
+                "Content-Type", "application/json" if isinstance(body, dict) else "text/plain"
+            )
+            handler.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                handler.send_header(key, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
