@@ -87,9 +87,11 @@ class MySQLStore(CheckpointStore):
 
         if self._conn is not None and self._pid == os.getpid():
             try:
-                self._conn.ping(reconnect=True)
+                self._conn.ping()  # the server may have dropped an idle connection
                 return self._conn
             except pymysql.MySQLError:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
                 self._conn = None
         try:
             conn = pymysql.connect(**self._params)

@@ -1,0 +1,308 @@
+"""toolkit.checkpoints on SQLite and on the real MariaDB (127.0.0.1:3306, database test):
+versioned saves, concurrent writers, SIGKILL mid-run then resume, corrupt rows, unreachable
+databases."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tests.conftest import MYSQL_URL, free_port
+from tests.helpers import task_safety
+from toolkit.checkpoints import (
+    CheckpointCorrupt,
+    CheckpointError,
+    CheckpointStore,
+    CheckpointUnavailable,
+    StaleCheckpoint,
+    checkpointed,
+    open_store,
+)
+from toolkit.errors import ToolkitError
+
+SPAWN = mp.get_context("spawn")
+
+
+def mysql_conn() -> pymysql.Connection:  # type: ignore[type-arg]
+    return pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test",
+                           autocommit=True, connect_timeout=2)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def url(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iterator[str]:
+    """A store URL with its own table, dropped afterwards."""
+    table = f"ckpt_{unique}"
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'checkpoints.db'}?table={table}"
+        return
+    try:
+        conn = mysql_conn()
+    except pymysql.MySQLError:
+        pytest.skip("no MariaDB on 127.0.0.1:3306")
+    yield f"{MYSQL_URL}?table={table}"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+    conn.close()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[CheckpointStore]:
+    with open_store(url) as s:
+        yield s
+
+
+def raw_execute(url: str, sql: str, params: tuple[object, ...]) -> None:
+    """Write behind the store's back (to plant corrupt rows)."""
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///").split("?")[0]
+        with sqlite3.connect(path) as conn:
+            conn.execute(sql.replace("%s", "?").replace("`", '"'), params)
+        return
+    conn = mysql_conn()
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+    conn.close()
+
+
+# --- basic contract -------------------------------------------------------------------------
+
+
+def test_save_load_clear(store: CheckpointStore) -> None:
+    assert store.load("reports.rebuild", "2024-06") is None
+    assert store.save("reports.rebuild", "2024-06", {"position": 5, "ids": [1, 2]}) == 1
+    assert store.save("reports.rebuild", "2024-06", {"position": 9}) == 2
+    assert store.load("reports.rebuild", "2024-06") == {"position": 9}
+    assert store.load("reports.rebuild", "2024-07") is None  # keys are separate
+    assert store.load("reports.other", "2024-06") is None  # tasks are separate
+    got = store.get("reports.rebuild", "2024-06")
+    assert got is not None and got.version == 2 and abs(got.updated_at - time.time()) < 5
+    assert store.clear("reports.rebuild", "2024-06") is True
+    assert store.clear("reports.rebuild", "2024-06") is False
+    assert store.load("reports.rebuild", "2024-06") is None
+
+
+def test_keys_are_case_sensitive_and_unicode(store: CheckpointStore) -> None:
+    store.save("t", "Key", {"a": "é"})
+    store.save("t", "key", {"a": "😀"})
+    assert store.load("t", "Key") == {"a": "é"}
+    assert store.load("t", "key") == {"a": "😀"}
+
+
+def test_stale_writer_cannot_overwrite_newer_progress(store: CheckpointStore) -> None:
+    assert store.save("t", "k", {"position": 500}, version=500) == 500
+    with pytest.raises(StaleCheckpoint) as stale:
+        store.save("t", "k", {"position": 100}, version=100)
+    assert stale.value.stored == 500 and stale.value.version == 100
+    assert "task 't' key 'k'" in str(stale.value)
+    with pytest.raises(StaleCheckpoint):
+        store.save("t", "k", {"position": 999}, version=500)  # equal is not newer
+    assert store.load("t", "k") == {"position": 500}
+    assert store.save("t", "k", {"position": 600}, version=600) == 600
+    assert store.get("t", "k").version == 600  # type: ignore[union-attr]
+
+
+def test_purge_deletes_old_checkpoints(url: str) -> None:
+    now = [1000.0]
+    with open_store(url, clock=lambda: now[0]) as s:
+        s.save("t", "old", {})
+        now[0] = 5000.0
+        s.save("t", "new", {})
+        assert s.purge(older_than=3600) == 1
+        assert s.load("t", "old") is None and s.load("t", "new") == {}
+
+
+def test_bad_arguments(store: CheckpointStore) -> None:
+    with pytest.raises(CheckpointError, match="not JSON-serialisable"):
+        store.save("t", "k", {"when": object()})
+    with pytest.raises(CheckpointError, match="must be a dict"):
+        store.save("t", "k", [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match="version must be an integer >= 1"):
+        store.save("t", "k", {}, version=0)
+    with pytest.raises(CheckpointError, match="longer than 191"):
+        store.load("t", "k" * 192)
+    with pytest.raises(CheckpointError, match="non-empty string"):
+        store.load("", "k")
+    assert store.load("t", "k") is None  # nothing was written
+
+
+# --- corrupt rows ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", "NaN-ish"])
+def test_corrupt_checkpoint_names_task_and_key(url: str, garbage: str) -> None:
+    with open_store(url) as s:
+        s.save("billing.run", "acct-7", {"position": 3})
+        table = url.split("table=")[1]
+        sql = f"UPDATE `{table}` SET state = %s WHERE task_key = %s"
+        raw_execute(url, sql, (garbage, "acct-7"))
+        with pytest.raises(CheckpointCorrupt, match="task 'billing.run' key 'acct-7'") as err:
+            s.load("billing.run", "acct-7")
+        assert err.value.task == "billing.run" and err.value.key == "acct-7"
+        assert isinstance(err.value, CheckpointError) and isinstance(err.value, ToolkitError)
+        with pytest.raises(CheckpointCorrupt):  # the helper refuses too: no silent restart
+            list(checkpointed(s, "billing.run", "acct-7", range(5)))
+    with open_store(url, on_corrupt="restart") as s:  # starting over only when configured
+        assert s.load("billing.run", "acct-7") is None
+        assert s.get("billing.run", "acct-7") is None  # and the bad row is gone
+
+
+def test_malformed_position_is_corrupt_for_the_helper(store: CheckpointStore) -> None:
+    store.save("t", "k", {"position": "seven"})
+    with pytest.raises(CheckpointCorrupt, match=r"'position' must be a non-negative integer"):
+        next(checkpointed(store, "t", "k", range(10)))
+
+
+# --- the resume helper ----------------------------------------------------------------------
+
+
+def test_checkpointed_saves_every_n_and_clears_at_the_end(store: CheckpointStore) -> None:
+    versions: list[int | None] = []
+    for item in checkpointed(store, "t", "k", range(10), every=4, seconds=3600):
+        got = store.get("t", "k")
+        versions.append(None if got is None else got.version)
+        assert item == len(versions) - 1
+    assert versions == [None] * 4 + [4] * 4 + [8] * 2  # saved once 4 and 8 items were done
+    assert store.load("t", "k") is None
+
+
+def test_checkpointed_saves_every_s_seconds(store: CheckpointStore) -> None:
+    now = [0.0]
+    positions = []
+    for _ in checkpointed(store, "t", "k", range(6), every=1000, seconds=10, clock=lambda: now[0]):
+        now[0] += 4  # each item takes 4 "seconds"
+        state = store.load("t", "k")
+        positions.append(None if state is None else state["position"])
+    assert positions == [None, None, None, 3, 3, 3]  # saved once 3 items were done (12 s)
+
+
+def test_checkpointed_resumes_and_saves_on_error(store: CheckpointStore) -> None:
+    handled: list[int] = []
+    with pytest.raises(RuntimeError):
+        for item in checkpointed(store, "t", "k", range(20), every=100):
+            if item == 7:
+                raise RuntimeError("transient")
+            handled.append(item)
+    assert store.load("t", "k") == {"position": 7}  # saved on the way out, not at 100
+    handled += list(checkpointed(store, "t", "k", range(20), every=100))
+    assert handled == list(range(20))  # nothing lost, nothing twice
+    assert store.load("t", "k") is None
+
+
+def test_checkpointed_stops_a_stale_run(store: CheckpointStore) -> None:
+    stale = checkpointed(store, "t", "k", range(100), every=5)
+    assert [next(stale) for _ in range(3)] == [0, 1, 2]
+    store.save("t", "k", {"position": 50}, version=50)  # a newer run got further
+    with pytest.raises(StaleCheckpoint):
+        for _ in stale:
+            pass
+    assert store.load("t", "k") == {"position": 50}
+
+
+# --- processes: SIGKILL and resume, concurrent writers --------------------------------------
+
+
+def test_sigkilled_run_resumes_from_its_last_checkpoint(url: str, tmp_path: Path) -> None:
+    total, every = 400, 25
+    side = tmp_path / "handled.txt"
+    args = (url, "import.rows", "batch-1", total, every, str(side), 0.002)
+    first = SPAWN.Process(target=task_safety.process_items, args=args)
+    first.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _count(side) < 160:
+        time.sleep(0.005)
+    first.kill()
+    first.join(5)
+    assert first.exitcode == -9
+    before = [int(x) for x in side.read_text().split()]
+    with open_store(url) as s:
+        position = s.load("import.rows", "batch-1")["position"]  # type: ignore[index]
+    assert 160 <= len(before) < total  # killed mid-run
+    assert before == list(range(len(before)))
+    assert position % every == 0 and 0 <= len(before) - position <= every
+
+    second = SPAWN.Process(target=task_safety.process_items, args=args)
+    second.start()
+    second.join(30)
+    assert second.exitcode == 0
+    handled = [int(x) for x in side.read_text().split()]
+    counts = Counter(handled)
+    assert set(counts) == set(range(total))  # no item lost
+    twice = sorted(i for i, n in counts.items() if n > 1)
+    assert twice == list(range(position, len(before)))  # only those after the checkpoint
+    assert len(twice) <= every and max(counts.values()) <= 2
+    with open_store(url) as s:
+        assert s.load("import.rows", "batch-1") is None  # cleared on completion
+    print(f"\nkill/resume {url.split(':')[0]}: killed after {len(before)} items, "
+          f"checkpoint at {position}, {len(twice)} redone (every={every})")
+
+
+def _count(path: Path) -> int:
+    try:
+        return path.read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_concurrent_writers(url: str) -> None:
+    open_store(url).close()  # create the table once
+    versions = list(range(1, 301))
+    shares = [versions[i::3] for i in range(3)]
+    shares[1].reverse()  # one writer goes backwards: most of its saves must be refused
+    with SPAWN.Pool(3) as pool:
+        cond = pool.starmap(
+            task_safety.conditional_writer, [(url, "t", "cond", share) for share in shares]
+        )
+        bumps = pool.starmap(task_safety.bumping_writer, [(url, "t", "bump", 100)] * 3)
+    with open_store(url) as s:
+        final = s.get("t", "cond")
+        assert final is not None and final.version == 300 and final.state == {"v": 300}
+        assert sum(a + r for a, r in cond) == 300
+        assert cond[1][0] <= 100 and cond[1][1] >= 1  # the backwards writer lost at least once
+        bumped = s.get("t", "bump")
+        assert bumped is not None and bumped.version == 300  # no increment lost
+        assert max(bumps) == 300
+
+
+# --- unreachable databases and bad URLs -----------------------------------------------------
+
+
+def test_unreachable_mysql_hides_the_password() -> None:
+    url = f"mysql://app:s3cret-pw@127.0.0.1:{free_port()}/test?connect_timeout=1"
+    with pytest.raises(CheckpointUnavailable) as err:
+        open_store(url)
+    message = str(err.value)
+    assert "cannot connect to checkpoint database mysql://app:***@127.0.0.1:" in message
+    assert "s3cret-pw" not in message and "s3cret-pw" not in repr(err.value.__cause__)
+
+
+@pytest.mark.mysql
+def test_wrong_mysql_password_is_a_clear_error() -> None:
+    with pytest.raises(CheckpointUnavailable, match=r"\(1045\) Access denied") as err:
+        open_store("mysql://nobody-here:wr0ng-pw@127.0.0.1:3306/test")
+    assert "wr0ng-pw" not in str(err.value)
+
+
+def test_sqlite_file_that_cannot_be_opened(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointUnavailable, match="unable to open database file"):
+        open_store(f"sqlite:///{tmp_path}/missing-dir/ckpt.db")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("postgres://u:pw@h/db", r"unsupported checkpoint URL postgres://u:\*\*\*@h/db"),
+        ("sqlite:///", "names no file"),
+        ("mysql://root@127.0.0.1:3306/", "names no database"),
+        ("sqlite:///x.db?table=drop;table", "invalid checkpoint table name"),
+    ],
+)
+def test_bad_urls(bad: str, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        open_store(bad)
