@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -402,3 +407,62 @@ def test_bad_options_and_plain_calls(fake: fakeredis.FakeRedis) -> None:
         return x
 
     assert "key_args not in typo(): nope" in str(typo.apply((1,)).result)
+
+
+# --- single_instance on a real worker (threads pool, Redis db 4) ----------------------------
+
+
+@pytest.fixture
+def worker(real: redis.Redis, unique: str) -> Iterator[Celery]:
+    from tests.helpers.task_safety_app import make_app
+
+    prefix = f"ts-{unique}:"
+    env = {**os.environ, "TASK_SAFETY_PREFIX": prefix}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.helpers.task_safety_app", "worker",
+         "-P", "threads", "-c", "4", "--without-heartbeat", "--without-gossip",
+         "--without-mingle", "-l", "warning", "-n", f"ts-{unique}@localhost"],
+        cwd=Path(__file__).resolve().parent.parent, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    app = make_app(prefix)
+    try:
+        yield app
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        app.close()
+        for key in real.scan_iter(f"{prefix}*"):
+            real.delete(key)
+
+
+@pytest.mark.redis
+def test_real_worker_skips_a_duplicate(worker: Celery, real: redis.Redis, unique: str) -> None:
+    first = worker.send_task("task_safety.slow", args=(1, 2.0))
+    key = f"ts-{unique}:{DEFAULT_PREFIX}task_safety.slow(x=1)"
+    deadline = time.monotonic() + 20
+    while not real.exists(key) and time.monotonic() < deadline:  # the worker is starting up
+        time.sleep(0.02)
+    assert real.exists(key) == 1 and 0 < real.pttl(key) <= 5000
+    duplicate = worker.send_task("task_safety.slow", args=(1, 0.0))
+    other = worker.send_task("task_safety.slow", args=(2, 0.0))
+    assert duplicate.get(timeout=30) == SKIPPED
+    assert other.get(timeout=30)[0] == 2  # a different key_args value is not a duplicate
+    assert first.get(timeout=30)[0] == 1
+    assert list(real.scan_iter(f"ts-{unique}:{DEFAULT_PREFIX}*")) == []  # released
+
+
+@pytest.mark.redis
+def test_real_worker_retries_a_duplicate_until_the_first_ends(worker: Celery) -> None:
+    runs = [worker.send_task("task_safety.queued", args=(i, 0.8)) for i in range(2)]
+    (a, a_start, a_end), (b, b_start, b_end) = sorted(
+        (r.get(timeout=30) for r in runs), key=lambda run: run[1]
+    )
+    assert {a, b} == {0, 1}
+    assert b_start >= a_end  # never overlapped: the duplicate waited for the lock
