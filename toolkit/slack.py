@@ -82,7 +82,7 @@ class SlackMessage:
                 for f in block.get("fields", []):
                     lines.append("  " + f["text"].replace("\n", ": ", 1))
             elif kind == "context":
-                lines.append("  _" + " ".join(e.get("text", "") for e in block["elements"]) + "_")
+                lines.append("  _" + " — ".join(e.get("text", "") for e in block["elements"]) + "_")
             elif kind == "actions":
                 links = (f"[{e['text']['text']}]({e['url']})" for e in block["elements"])
                 lines.append("  " + " | ".join(links))
@@ -156,7 +156,8 @@ def _fields(alarm: AlarmEvent) -> list[str]:
     elif alarm.threshold is not None:
         fields.append(f"*Threshold*\n{_fmt(alarm.threshold)}")
     if alarm.metric is not None:
-        fields.append(f"*Metric*\n{alarm.metric.namespace} {alarm.metric.name}")
+        over = "math over " if alarm.kind == "math" else ""
+        fields.append(f"*Metric*\n{over}{alarm.metric.namespace} {alarm.metric.name}")
     if alarm.timestamp is not None:
         fields.append(f"*Since*\n{alarm.timestamp:%Y-%m-%d %H:%M} UTC")
     if alarm.previous_state is not None:

@@ -1,0 +1,276 @@
+"""Slack messages and senders against a recording server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.conftest import free_port, load_event
+from tests.slack_server import SlackServer
+from toolkit import slack
+from toolkit.alarms import parse_event
+from toolkit.config import AlarmHandlerSettings
+from toolkit.errors import SlackError
+from toolkit.remediation import Decision, Target
+from toolkit.slack import (
+    BotSender,
+    SlackCredentials,
+    WebhookSender,
+    alarm_message,
+    build_sender,
+    decision_message,
+    resolve_credentials,
+)
+
+TOKEN = "xoxb-0000-SECRET-TOKEN-do-not-log"
+
+
+@pytest.fixture
+def server() -> Iterator[SlackServer]:
+    srv = SlackServer(retry_after=1, hang_seconds=5).start()
+    yield srv
+    srv.stop()
+
+
+def alarm(name: str) -> Any:
+    return parse_event(load_event(name))[0]
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+def test_alarm_message_reads_well() -> None:
+    msg = alarm_message(
+        alarm("sns_worker_stuck_alarm"),
+        grafana_url="https://grafana.example/d/celery",
+        environment="prod",
+    )
+    payload = msg.payload()
+    assert payload["attachments"][0]["color"] == "#E01E5A"
+    text = msg.plain()
+    assert ":rotating_light: ALARM: celery-prod-worker-emails-WorkerStuck" in text
+    assert "Service `worker-emails` in cluster `prod-cluster`" in text
+    assert "Workers of worker-emails stopped making progress." in text
+    assert "*Now*: 1 (threshold 1)" in text
+    assert "*Since*: 2024-01-01 12:00 UTC" in text
+    assert (
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
+        "#alarmsV2:alarm/celery-prod-worker-emails-WorkerStuck" in text
+    )
+    assert "[Grafana dashboard](https://grafana.example/d/celery)" in text
+    assert msg.text == (
+        "ALARM: celery-prod-worker-emails-WorkerStuck"
+        " (service worker-emails in cluster prod-cluster)"
+    )
+    assert "undefined" not in json.dumps(payload) and "None" not in text
+
+
+def test_ok_reads_as_resolved_and_no_grafana_unless_configured() -> None:
+    msg = alarm_message(alarm("sns_worker_stuck_ok"))
+    assert msg.color == "#2EB67D"
+    assert msg.text.startswith("Resolved: ")
+    assert "back within its threshold" in msg.plain()
+    assert "Grafana" not in msg.plain()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expect"),
+    [
+        (
+            "eventbridge_composite_alarm",
+            'Composite alarm fired: ALARM("celery-prod-emails-QueueAge")',
+        ),
+        ("lambda_composite_alarm", "Composite alarm fired"),
+        ("sns_composite_alarm", "Composite alarm fired"),
+        ("sns_metric_math_alarm", "metric math expression is 412.50, past its threshold of 100"),
+        ("sns_metric_math_alarm", "*Metric*: math over ECS/ContainerInsights RunningTaskCount"),
+        ("eventbridge_metric_math_alarm", "metric math expression is 412.50"),
+        ("eventbridge_insufficient_data", "no recent data for WorkerStuck"),
+        ("lambda_aws_example_odd_timestamps", "The CallCount crossed its threshold."),
+    ],
+)
+def test_every_fixture_renders(fixture: str, expect: str) -> None:
+    msg = alarm_message(alarm(fixture))
+    rendered = msg.plain()
+    assert expect in rendered
+    for bad in ("undefined", "None", "null"):
+        assert bad not in rendered
+    assert len(msg.blocks) <= 50
+    header = msg.blocks[0]
+    assert header["type"] == "header" and len(header["text"]["text"]) <= 150
+
+
+def test_long_names_and_reasons_are_cut_to_slack_limits() -> None:
+    event = load_event("eventbridge_worker_stuck_alarm")
+    event["detail"]["alarmName"] = "x" * 400
+    event["detail"]["state"]["reason"] = "y" * 5000
+    msg = alarm_message(parse_event(event)[0])
+    assert len(msg.blocks[0]["text"]["text"]) <= 150
+    texts = [e["text"] for b in msg.blocks for e in b.get("elements", []) if "text" in e]
+    assert all(len(t) <= 3000 for t in texts if isinstance(t, str))
+
+
+@pytest.mark.parametrize(
+    ("action", "code", "expect"),
+    [
+        ("deployed", "deployed", "visibility timeout"),
+        ("dry-run", "dry-run", "Dry run: would force a new deployment"),
+        ("skipped", "cooldown", "Not redeploying `prod/w`: last deployment was 2 min ago"),
+        ("failed", "ecs-error", "Could not redeploy `prod/w`: UpdateService failed"),
+    ],
+)
+def test_decision_messages(action: str, code: str, expect: str) -> None:
+    reasons = {
+        "deployed": "forced",
+        "dry-run": "x",
+        "cooldown": "last deployment was 2 min ago",
+        "ecs-error": "UpdateService failed: AccessDeniedException",
+    }
+    decision = Decision(
+        action, code, reasons[code], Target("prod", "w"), "a", "enabled"  # type: ignore[arg-type]
+    )
+    assert expect in decision_message(decision).plain()
+
+
+# --- senders -----------------------------------------------------------------------------------
+
+
+def test_webhook_sender_posts_the_payload(server: SlackServer) -> None:
+    sender = WebhookSender(server.webhook_url)
+    assert sender.post(alarm_message(alarm("sns_worker_stuck_alarm"))) is None
+    (req,) = server.requests
+    assert req.path == "/services/T000/B000/SECRETwebhookPATH"
+    assert req.json["attachments"][0]["blocks"][0]["type"] == "header"
+
+
+def test_bot_sender_threads_replies(server: SlackServer) -> None:
+    sender = BotSender(TOKEN, "C0ALERTS", base_url=server.api_url)
+    ts = sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert ts
+    follow_up = decision_message(Decision("deployed", "deployed", "ok", Target("p", "w")))
+    sender.post(follow_up, thread_ts=ts)
+    first, reply = server.requests
+    assert first.path == "/api/chat.postMessage" and first.json["channel"] == "C0ALERTS"
+    assert first.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert reply.json["thread_ts"] == ts and "reply_broadcast" not in reply.json
+
+
+def test_rate_limit_honours_retry_after(server: SlackServer) -> None:
+    server.script("429")
+    sender = BotSender(TOKEN, "C1", base_url=server.api_url)
+    started = time.monotonic()
+    assert sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert time.monotonic() - started >= 0.9  # waited Retry-After: 1
+    assert [r.answered for r in server.requests] == ["429", "ok"]
+
+
+def test_server_errors_are_retried(server: SlackServer) -> None:
+    server.script("500", "500")
+    sender = WebhookSender(server.webhook_url, backoff=0.01)
+    sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert [r.answered for r in server.requests] == ["500", "500", "ok"]
+
+
+def test_persistent_500_raises_slack_error(server: SlackServer) -> None:
+    server.script(*["500"] * 5)
+    sender = BotSender(TOKEN, "C1", base_url=server.api_url, backoff=0.01)
+    with pytest.raises(SlackError, match="HTTP 500"):
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert len(server.requests) == 3  # first try + 2 retries
+
+
+def test_hanging_slack_times_out(server: SlackServer) -> None:
+    server.script("hang", "hang", "hang")
+    sender = WebhookSender(server.webhook_url, timeout=1, max_retries=1, backoff=0.01)
+    started = time.monotonic()
+    with pytest.raises(SlackError, match="unreachable"):
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert time.monotonic() - started < 4
+
+
+def test_unreachable_slack_raises_slack_error() -> None:
+    sender = BotSender(TOKEN, "C1", base_url=f"http://127.0.0.1:{free_port()}/api/", backoff=0.01)
+    with pytest.raises(SlackError, match="unreachable"):
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+
+
+def test_api_error_is_reported_by_code(server: SlackServer) -> None:
+    server.script("invalid_auth")
+    with pytest.raises(SlackError, match="invalid_auth"):
+        BotSender(TOKEN, "C1", base_url=server.api_url).post(
+            alarm_message(alarm("sns_worker_stuck_alarm"))
+        )
+
+
+def test_secrets_never_appear_in_logs_or_errors(
+    server: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors = []
+    server.script("500", "500", "500", "ok", "500", "500", "500")
+    bot = BotSender(TOKEN, "C1", base_url=server.api_url, backoff=0.01)
+    hook = WebhookSender(server.webhook_url, backoff=0.01)
+    for sender in (bot, hook, bot):
+        try:
+            sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+        except SlackError as exc:
+            errors.append(str(exc))
+    assert len(errors) == 2
+    text = caplog.text + " ".join(errors)
+    assert TOKEN not in text and "SECRETwebhookPATH" not in text
+    assert TOKEN not in repr(SlackCredentials("https://hooks/x", TOKEN, "C1"))
+    assert TOKEN not in repr(AlarmHandlerSettings(slack_bot_token=TOKEN))
+
+
+# --- credentials -------------------------------------------------------------------------------
+
+
+def test_credentials_from_the_environment() -> None:
+    settings = AlarmHandlerSettings.from_env(
+        {
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_CHANNEL": "C1",
+            "SLACK_API_URL": "http://127.0.0.1:1/api",
+        }
+    )
+    creds = resolve_credentials(settings)
+    assert creds.bot_token == TOKEN and creds.configured
+    assert isinstance(build_sender(creds, settings), BotSender)
+    hook = AlarmHandlerSettings.from_env({"SLACK_WEBHOOK_URL": "http://127.0.0.1:1/services/x"})
+    assert isinstance(build_sender(resolve_credentials(hook), hook), WebhookSender)
+    assert build_sender(resolve_credentials(AlarmHandlerSettings()), AlarmHandlerSettings()) is None
+
+
+def test_credentials_from_secrets_manager_are_fetched_once() -> None:
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="eu-west-1")
+        arn = sm.create_secret(
+            Name="celery-ecs/slack-test-once",
+            SecretString=json.dumps({"SLACK_BOT_TOKEN": TOKEN, "SLACK_CHANNEL": "C9"}),
+        )["ARN"]
+        settings = AlarmHandlerSettings(slack_secret_arn=arn)
+        slack._SECRET_CACHE.pop(arn, None)
+        creds = resolve_credentials(settings, secrets_client=sm)
+        assert (creds.bot_token, creds.channel) == (TOKEN, "C9")
+        sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+        assert resolve_credentials(settings, secrets_client=sm) == creds  # cached per container
+        slack._SECRET_CACHE.pop(arn, None)
+        with pytest.raises(SlackError, match="ResourceNotFoundException") as info:
+            resolve_credentials(settings, secrets_client=sm)
+        assert TOKEN not in str(info.value)
+
+
+def test_secret_that_is_not_json() -> None:
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="eu-west-1")
+        arn = sm.create_secret(Name="celery-ecs/slack-bad", SecretString=TOKEN)["ARN"]
+        with pytest.raises(SlackError, match="not a JSON object") as info:
+            resolve_credentials(AlarmHandlerSettings(slack_secret_arn=arn), secrets_client=sm)
+        assert TOKEN not in str(info.value)
