@@ -306,3 +306,38 @@ def test_sqlite_file_that_cannot_be_opened(tmp_path: Path) -> None:
 def test_bad_urls(bad: str, message: str) -> None:
     with pytest.raises(CheckpointError, match=message):
         open_store(bad)
+
+
+def test_worked_example_lock_and_checkpoint_together(tmp_path: Path) -> None:
+    """docs/task-safety.md's example, eagerly: a failure mid-run retries from the checkpoint."""
+    import fakeredis
+    from celery import Celery
+
+    from toolkit.errors import LockError
+    from toolkit.locks import single_instance
+
+    app = Celery("billing", broker="memory://", set_as_current=False)
+    store = open_store(f"sqlite:///{tmp_path / 'billing.db'}")
+    redis_client = fakeredis.FakeRedis()
+    sent: list[int] = []
+    failed_once: list[int] = []
+
+    @app.task(bind=True, max_retries=3, autoretry_for=(LockError, CheckpointError, ConnectionError),
+              dont_autoretry_for=(StaleCheckpoint,), default_retry_delay=0)
+    @single_instance(ttl=30, key_args=("account_id", "month"), client=redis_client)
+    def bill_account(self: object, account_id: int, month: str) -> int:
+        done = 0
+        for invoice in checkpointed(store, "billing.bill_account", f"{account_id}:{month}",
+                                    range(40), every=5):
+            if invoice == 17 and not failed_once:
+                failed_once.append(invoice)
+                raise ConnectionError("SMTP went away")
+            sent.append(invoice)
+            done += 1
+        return done
+
+    assert bill_account.apply((42, "2024-06")).get() == 40 - 17  # the retry's own count
+    assert sent == list(range(40))  # resumed at the failed invoice: none lost, none twice
+    assert store.load("billing.bill_account", "42:2024-06") is None
+    assert redis_client.keys("*") == []
+    store.close()
