@@ -133,6 +133,9 @@ class AlarmResponder:
         log_decision(decision)
         if first and decision.relevant and slack_error is None:
             slack_error = self._post_follow_up(decision, ts)
+        elif not first and decision.performed:
+            # A repeat can only deploy when an earlier delivery failed to: say it worked.
+            slack_error = self._post_follow_up(decision, self._thread_of(alarm))
         if slack_error is not None and first and not decision.performed:
             self._release(claim_key)  # let the retry post the alert
         outcome = AlarmOutcome(
@@ -154,10 +157,7 @@ class AlarmResponder:
             return None, self._sender_error
         thread = None
         if alarm.state != "ALARM" and sender.threads:
-            try:
-                thread = self.state.get_thread(alarm.alarm_key)
-            except ToolkitError as exc:
-                log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            thread = self._thread_of(alarm)
         message = alarm_message(
             alarm, grafana_url=self.settings.grafana_url, environment=self.settings.environment
         )
@@ -185,6 +185,13 @@ class AlarmResponder:
             log.error(json.dumps({"event": "slack_failed", "follow_up": True, "error": str(exc)}))
             return str(exc)
         return None
+
+    def _thread_of(self, alarm: AlarmEvent) -> str | None:
+        try:
+            return self.state.get_thread(alarm.alarm_key)
+        except ToolkitError as exc:
+            log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            return None
 
     def _release(self, key: str) -> None:
         try:

@@ -1,0 +1,323 @@
+"""The alarm handler Lambda end to end: moto ECS (+ DynamoDB state), Slack on loopback."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from tests.aws_ecs import REGION, CountingEcs, make_service
+from tests.conftest import free_port, load_event
+from tests.slack_server import SlackServer
+from tests.test_alarms import alarmish, json_values, mutated
+from tests.test_remediation import create_state_table
+from toolkit.alarms import try_parse_event
+from toolkit.config import AlarmHandlerSettings
+from toolkit.responder import AlarmHandlingFailed, build_responder
+from toolkit.state import MemoryStateStore
+
+CLUSTER, SERVICE = "prod-cluster", "worker-emails"
+TOKEN = "xoxb-1111-HANDLER-SECRET"
+
+
+@pytest.fixture
+def server() -> Iterator[SlackServer]:
+    srv = SlackServer(retry_after=1, hang_seconds=5).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "1")
+    with mock_aws():
+        ecs = boto3.client("ecs", region_name=REGION)
+        make_service(ecs, CLUSTER, SERVICE)
+        yield ecs
+
+
+@pytest.fixture
+def lam(monkeypatch: pytest.MonkeyPatch, server: SlackServer, aws: Any) -> Iterator[ModuleType]:
+    """The handler module with a bot-token Slack on loopback and remediation enabled."""
+    for key, value in {
+        "ENVIRONMENT": "prod",
+        "REMEDIATION": "enabled",
+        "SLACK_BOT_TOKEN": TOKEN,
+        "SLACK_CHANNEL": "C0ALERTS",
+        "SLACK_API_URL": server.api_url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    for key in ("SLACK_WEBHOOK_URL", "SLACK_SECRET_ARN", "STATE_TABLE", "GRAFANA_DASHBOARD_URL"):
+        monkeypatch.delenv(key, raising=False)
+    module = importlib.import_module("lambdas.alarm_handler.handler")
+    module._responder = None
+    yield module
+    module._responder = None
+
+
+def new_container(module: ModuleType) -> None:
+    module._responder = None
+
+
+def deployments(ecs: Any) -> list[str]:
+    svc = ecs.describe_services(cluster=CLUSTER, services=[SERVICE])["services"][0]
+    return [d["id"] for d in svc["deployments"]]
+
+
+def test_alarm_posts_alert_redeploys_and_follows_up_in_thread(
+    lam: ModuleType, server: SlackServer, aws: Any
+) -> None:
+    before = deployments(aws)
+    result = lam.handler(load_event("sns_worker_stuck_alarm"), None)
+    assert result["status"] == "handled"
+    (outcome,) = result["alarms"]
+    assert outcome["remediation"] == "deployed" and outcome["posted"]
+    assert deployments(aws) != before
+    alert, follow_up = server.requests
+    assert alert.json["attachments"][0]["blocks"][0]["text"]["text"].startswith(":rotating_light:")
+    assert follow_up.json["thread_ts"]
+    follow_text = json.dumps(follow_up.json)
+    assert "Forced a new deployment" in follow_text and "visibility timeout" in follow_text
+
+
+def test_handler_result_is_small_and_json_serialisable(lam: ModuleType) -> None:
+    result = lam.handler(load_event("eventbridge_composite_alarm"), None)
+    assert len(json.dumps(result)) < 1000
+    assert result["alarms"][0]["remediation"] == "skipped"
+
+
+def test_non_remediating_alarm_gets_no_follow_up(lam: ModuleType, server: SlackServer) -> None:
+    lam.handler(load_event("lambda_metric_math_alarm"), None)
+    assert len(server.requests) == 1  # the alert only: nothing to say about remediation
+
+
+def test_unrecognised_events_are_acknowledged(
+    lam: ModuleType, server: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for event in ({}, {"Records": [{"eventSource": "aws:s3"}]}, {"detail-type": "Other"}):
+        assert lam.handler(event, None)["status"] == "ignored"
+    assert server.requests == []
+    assert "unrecognised_event" in caplog.text
+
+
+def test_clients_are_built_once_per_container(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    real = boto3.client
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
+        made.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(boto3, "client", counting)
+    for name in ("sns_worker_stuck_alarm", "sns_worker_stuck_ok", "eventbridge_composite_alarm"):
+        lam.handler(load_event(name), None)
+    assert made == ["ecs"]
+    assert lam.responder() is lam.responder()
+
+
+def test_duplicates_without_state_table(lam: ModuleType, server: SlackServer, aws: Any) -> None:
+    counting = CountingEcs(aws)
+    event = load_event("sns_worker_stuck_alarm")
+    # Same warm container: the in-memory claim stops the repeats from posting again.
+    lam.responder().remediator._ecs = counting
+    for _ in range(5):
+        lam.handler(event, None)
+    assert len(counting.updates) == 1
+    assert len(server.requests) == 2  # one alert, one follow-up
+    # Five fresh containers: no shared memory, yet ECS cooldown still allows no second deployment.
+    for _ in range(5):
+        new_container(lam)
+        lam.responder().remediator._ecs = counting
+        lam.handler(event, None)
+    assert len(counting.updates) == 1
+
+
+def test_duplicates_with_state_table_post_once_and_ok_threads_under_alarm(
+    lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    create_state_table(unique)
+    monkeypatch.setenv("STATE_TABLE", unique)
+    counting = CountingEcs(aws)
+    routes = ["sns_worker_stuck_alarm", "eventbridge_worker_stuck_alarm",
+              "lambda_worker_stuck_alarm", "sns_worker_stuck_alarm", "sns_worker_stuck_alarm"]
+    for name in routes:  # the same state change, 5 deliveries, each in a new container
+        new_container(lam)
+        lam.responder().remediator._ecs = counting
+        lam.handler(load_event(name), None)
+    assert len(counting.updates) == 1
+    alert, follow_up = server.requests
+    assert follow_up.json["thread_ts"]
+    new_container(lam)
+    lam.handler(load_event("sns_worker_stuck_ok"), None)
+    ok = server.requests[-1]
+    assert ok.json["thread_ts"] == follow_up.json["thread_ts"]  # under the ALARM message
+    assert ok.json["reply_broadcast"] is True
+    assert "Resolved" in ok.json["text"]
+
+
+def test_slack_down_remediation_still_done_and_logged(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch, aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("SLACK_API_URL", f"http://127.0.0.1:{free_port()}/api/")
+    before = deployments(aws)
+    result = lam.handler(load_event("sns_worker_stuck_alarm"), None)  # does not raise
+    assert result["alarms"][0]["remediation"] == "deployed"
+    assert result["alarms"][0]["slack_error"]
+    assert deployments(aws) != before
+    decisions = [json.loads(r.getMessage()) for r in caplog.records
+                 if "remediation_decision" in r.getMessage()]
+    assert decisions and decisions[0]["action"] == "deployed"
+    assert "slack_failed" in caplog.text and TOKEN not in caplog.text
+
+
+def test_slack_down_and_nothing_done_raises_for_retry_then_retry_posts(
+    lam: ModuleType, server: SlackServer, monkeypatch: pytest.MonkeyPatch, aws: Any
+) -> None:
+    monkeypatch.setenv("REMEDIATION", "off")
+    server.script(*["500"] * 3)
+    event = load_event("sns_worker_stuck_alarm")
+    with pytest.raises(AlarmHandlingFailed, match="HTTP 500"):
+        lam.handler(event, None)
+    # Lambda retries the same event in the same container: the claim was released, so it posts.
+    result = lam.handler(event, None)
+    assert result["alarms"][0]["posted"] and not result["alarms"][0]["duplicate"]
+    assert [r.answered for r in server.requests][-2:] == ["ok", "ok"]
+
+
+def test_ecs_down_raises_for_retry_without_a_second_alert(
+    lam: ModuleType, server: SlackServer, aws: Any
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    class DownEcs:
+        def describe_services(self, **_: Any) -> Any:
+            raise EndpointConnectionError(endpoint_url="https://ecs.eu-west-1.amazonaws.com")
+
+    lam.responder().remediator._ecs = DownEcs()
+    event = load_event("sns_worker_stuck_alarm")
+    with pytest.raises(AlarmHandlingFailed, match="DescribeServices failed"):
+        lam.handler(event, None)
+    alert, failed = server.requests
+    assert "Could not redeploy" in failed.json["text"]
+    with pytest.raises(AlarmHandlingFailed):
+        lam.handler(event, None)  # the retry: still down, still no deployment
+    assert len(server.requests) == 2  # no second alert, no repeated failure note
+    lam.responder().remediator._ecs = aws  # ECS is back for the next retry
+    result = lam.handler(event, None)
+    assert result["alarms"][0]["remediation"] == "deployed"
+    assert result["alarms"][0]["duplicate"]
+    worked = server.requests[-1]
+    assert "Forced a new deployment" in worked.json["text"]
+    assert worked.json["thread_ts"] == failed.json["thread_ts"]
+
+
+def test_no_slack_configured_logs_only(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    result = lam.handler(load_event("sns_worker_stuck_alarm"), None)
+    assert result["alarms"][0]["remediation"] == "deployed"
+    assert "slack_not_configured" in caplog.text
+
+
+# --- property-based: garbage through the whole handler --------------------------------------------
+
+
+class StubEcs:
+    """Every service exists, opted in, deployed long ago: only the alarm guards can refuse."""
+
+    def __init__(self) -> None:
+        self.updates: list[dict[str, Any]] = []
+
+    def describe_services(self, cluster: str, services: list[str], **_: Any) -> Any:
+        long_ago = datetime.now(UTC) - timedelta(days=1)
+        return {
+            "services": [
+                {
+                    "serviceName": services[0],
+                    "serviceArn": f"arn:aws:ecs:{REGION}:123456789012:service/{cluster}/x",
+                    "status": "ACTIVE",
+                    "tags": [{"key": "celery-ecs:remediate", "value": "true"}],
+                    "deployments": [
+                        {"id": "d", "status": "PRIMARY", "rolloutState": "COMPLETED",
+                         "createdAt": long_ago}
+                    ],
+                }
+            ]
+        }
+
+    def get_paginator(self, name: str) -> Any:
+        class Pages:
+            def paginate(self, **_: Any) -> list[dict[str, Any]]:
+                return [{"serviceArns": []}]
+
+        return Pages()
+
+    def update_service(self, **kwargs: Any) -> Any:
+        self.updates.append(kwargs)
+        return {"service": {}}
+
+    def tag_resource(self, **_: Any) -> None:
+        pass
+
+
+class StubSender:
+    threads = True
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def post(self, message: Any, *, thread_ts: str | None = None, broadcast: bool = False) -> str:
+        self.posts += 1
+        return f"{self.posts}.0"
+
+
+def stub_responder() -> tuple[Any, StubEcs]:
+    ecs = StubEcs()
+    responder = build_responder(
+        AlarmHandlerSettings(remediation="enabled", max_remediations_per_hour=10**9,
+                             cooldown_seconds=0),
+        ecs=ecs,
+        sender=StubSender(),
+    )
+    responder.state = responder.remediator.state = MemoryStateStore()
+    return responder, ecs
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(st.one_of(json_values, alarmish))
+def test_garbage_events_never_raise_and_never_act(event: object) -> None:
+    responder, ecs = stub_responder()
+    result = responder.handle(event)
+    assert result["status"] in ("ignored", "handled")
+    assert ecs.updates == []
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(mutated())
+def test_mutated_events_act_only_on_a_valid_stuck_alarm(event: object) -> None:
+    responder, ecs = stub_responder()
+    responder.handle(event)  # never raises: Slack and ECS stubs are up
+    if ecs.updates:
+        alarms = try_parse_event(event)
+        assert alarms is not None
+        (alarm,) = [a for a in alarms if a.state == "ALARM"]
+        assert alarm.metric is not None and alarm.metric.name == "WorkerStuck"
+        assert ecs.updates == [
+            {"cluster": alarm.cluster, "service": alarm.service, "forceNewDeployment": True}
+        ]
