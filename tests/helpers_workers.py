@@ -168,11 +168,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
     return predicate()
 
 
-def send_task(broker: str, queue: str, name: str, *args: object) -> None:
+def send_task(broker: str, queue: str, name: str, *args: object, keyprefix: str = "") -> None:
     """Publish one task with a bare app (the tests' producer side)."""
     from celery import Celery
 
     producer = Celery("hc-producer", broker=broker)
+    if keyprefix:
+        producer.conf.broker_transport_options = {"global_keyprefix": keyprefix}
     try:
         producer.send_task(name, args=list(args), queue=queue)
     finally:

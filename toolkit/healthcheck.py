@@ -180,6 +180,8 @@ def ping(
     broker_url: str | None,
     node: str | None = None,
     timeout: float = DEFAULT_PING_TIMEOUT,
+    *,
+    global_keyprefix: str = "",
 ) -> ProbeResult:
     """Ping one worker node through the broker's control channel, without the user's app.
 
@@ -187,6 +189,7 @@ def ping(
     reply, so a healthy worker answers in milliseconds. No reply within ``timeout`` seconds ->
     unhealthy. An unreachable broker is unhealthy too (the worker cannot work either); ECS's
     ``retries`` x ``interval`` is how long a broker outage is tolerated before the task is replaced.
+    ``global_keyprefix`` must match the workers' Redis transport option of that name, if set.
     """
     problem = _validate_broker_url(broker_url)
     if problem is not None:
@@ -212,7 +215,11 @@ def ping(
         conn: Any = Connection(
             broker_url,
             connect_timeout=timeout,
-            transport_options={"max_retries": 0, "socket_timeout": timeout},
+            transport_options={
+                "max_retries": 0,
+                "socket_timeout": timeout,
+                **({"global_keyprefix": global_keyprefix} if global_keyprefix else {}),
+            },
         )
     except Exception as exc:  # noqa: BLE001 - kombu raises KeyError/ValueError/ImportError
         return ProbeResult("misconfigured", f"cannot use broker URL {safe}: {_short(exc)}")

@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--node", metavar="NAME", help="node to ping (default: celery@$HOSTNAME)"
     )
     ping.add_argument(
+        "--keyprefix",
+        metavar="PREFIX",
+        default="",
+        help="the workers' Redis broker_transport_options global_keyprefix, if they set one",
+    )
+    ping.add_argument(
         "--timeout",
         metavar="S",
         type=_positive_float,
@@ -72,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         result = healthcheck.check_heartbeat(args.file, args.max_age)
     else:
         broker = args.broker or healthcheck.default_broker_url()
-        result = healthcheck.ping(broker, args.node, args.timeout)
+        result = healthcheck.ping(
+            broker, args.node, args.timeout, global_keyprefix=args.keyprefix
+        )
     print(result.line, flush=True)
     return result.exit_code

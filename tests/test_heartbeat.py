@@ -1,0 +1,340 @@
+"""The heartbeat bootstep and its Redis registry.
+
+Unit tests use fakeredis and the real Redis (db 2); the bootstep tests run real prefork workers
+(``tests/hc_app.py``) with a local HTTP server standing in for the ECS task metadata endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from tests.conftest import free_port
+from tests.helpers_workers import REDIS_BROKER, WorkerPool, run_cli, send_task, wait_for
+from toolkit.config import HeartbeatSettings
+from toolkit.heartbeat import (
+    Beater,
+    EcsMetadata,
+    WorkerHeartbeat,
+    consumers_per_queue,
+    fetch_ecs_metadata,
+    fresh,
+    index_key,
+    read_registry,
+    registry_key,
+    remove_heartbeat,
+    workers_per_service,
+    write_heartbeat,
+)
+
+TASK_ARN = "arn:aws:ecs:eu-west-1:111122223333:task/prod/8f03e41243824aea923aca126495f665"
+
+
+def _beat(node: str, queues: tuple[str, ...] = ("default",), **kw: Any) -> WorkerHeartbeat:
+    return WorkerHeartbeat(node=node, queues=queues, updated=kw.pop("updated", 1000.0), **kw)
+
+
+# --- the entry and the registry -----------------------------------------------------------------
+
+
+def test_entry_json_roundtrip_and_contract_keys() -> None:
+    beat = _beat(
+        "celery@a", ("emails", "default"), started=5, succeeded=3, failed=1, active=1,
+        last_task_started=999.5, ecs_task_arn=TASK_ARN, ecs_cluster="prod",
+        ecs_container="worker", ecs_service="worker-emails", pool="prefork", concurrency=4,
+    )
+    data = json.loads(beat.to_json())
+    assert data["node"] == "celery@a" and data["queues"] == ["emails", "default"]
+    assert data["version"] == 1 and data["ecs_task_arn"] == TASK_ARN
+    assert WorkerHeartbeat.from_json(beat.to_json()) == beat
+    assert WorkerHeartbeat.from_json(beat.to_json().encode()) == beat
+
+
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"[]", b'{"queues": []}', b'{"node": "n", "queues": "q", "updated": 1}']
+)
+def test_malformed_entries_raise_value_error(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        WorkerHeartbeat.from_json(raw)
+
+
+def test_read_registry_skips_expired_and_malformed_and_respects_prefix() -> None:
+    client = fakeredis.FakeRedis()
+    write_heartbeat(client, _beat("celery@b", ("q1",)), ttl=60)
+    write_heartbeat(client, _beat("celery@a", ("q1", "q2")), ttl=60)
+    write_heartbeat(client, _beat("celery@gone"), ttl=60)
+    client.delete(registry_key("celery@gone"))  # expired: still indexed, no entry
+    client.set(registry_key("celery@junk"), b"{broken")
+    client.zadd(index_key(), {"celery@junk": 1000.0})
+    write_heartbeat(client, _beat("celery@other-app"), ttl=60, prefix="other:")
+
+    beats = read_registry(client)
+    assert [b.node for b in beats] == ["celery@a", "celery@b"]
+    assert consumers_per_queue(beats) == {"q1": 2, "q2": 1}
+    assert [b.node for b in read_registry(client, "other:")] == ["celery@other-app"]
+
+    remove_heartbeat(client, "celery@a")
+    assert [b.node for b in read_registry(client)] == ["celery@b"]
+    assert client.zscore(index_key(), "celery@a") is None
+
+
+def test_read_registry_in_batches() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    for i in range(7):
+        write_heartbeat(client, _beat(f"celery@n{i}"), ttl=60)
+    assert len(read_registry(client, batch=3)) == 7
+
+
+def test_writer_prunes_index_members_older_than_a_day() -> None:
+    client = fakeredis.FakeRedis()
+    write_heartbeat(client, _beat("celery@old", updated=1000.0), ttl=60)
+    write_heartbeat(client, _beat("celery@new", updated=1000.0 + 90000), ttl=60)
+    assert client.zrange(index_key(), 0, -1) == [b"celery@new"]
+
+
+@pytest.mark.redis
+def test_entries_expire_on_real_redis(unique: str) -> None:
+    client = redis.Redis.from_url(REDIS_BROKER)
+    prefix = f"t-{unique}:"
+    try:
+        write_heartbeat(client, _beat("celery@short", updated=time.time()), ttl=0.3, prefix=prefix)
+        write_heartbeat(client, _beat("celery@long", updated=time.time()), ttl=30, prefix=prefix)
+        assert [b.node for b in read_registry(client, prefix)] == ["celery@long", "celery@short"]
+        time.sleep(0.5)
+        assert [b.node for b in read_registry(client, prefix)] == ["celery@long"]
+    finally:
+        client.delete(registry_key("celery@long", prefix), index_key(prefix))
+        client.close()
+
+
+def test_pure_helpers() -> None:
+    beats = [
+        _beat("celery@a", ("q",), updated=100.0, ecs_cluster="arn:aws:ecs:r:1:cluster/prod",
+              ecs_service="svc"),
+        _beat("celery@b", ("q", "q"), updated=50.0, ecs_cluster="prod", ecs_service="svc"),
+        _beat("celery@c", ("q",), updated=500.0),  # from the future: not fresh forever
+    ]
+    assert [b.node for b in fresh(beats, now=110.0, max_age=30)] == ["celery@a"]
+    assert consumers_per_queue(beats) == {"q": 3}
+    assert workers_per_service(beats) == {("prod", "svc"): 2}
+
+
+# --- ECS task metadata --------------------------------------------------------------------------
+
+
+class _MetadataHandler(BaseHTTPRequestHandler):
+    routes: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        body = self.routes.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ecs_metadata() -> Iterator[str]:
+    """A local stand-in for ${ECS_CONTAINER_METADATA_URI_V4} (EC2 launch type, in a service)."""
+    container = {
+        "Name": "worker",
+        "Labels": {
+            "com.amazonaws.ecs.cluster": "prod",
+            "com.amazonaws.ecs.container-name": "worker",
+            "com.amazonaws.ecs.task-arn": TASK_ARN,
+        },
+    }
+    task = {"Cluster": "prod", "TaskARN": TASK_ARN, "ServiceName": "worker-emails"}
+    handler = type("H", (_MetadataHandler,), {"routes": {
+        "/v4/abc": json.dumps(container).encode(),
+        "/v4/abc/task": json.dumps(task).encode(),
+        "/v4/junk": b"<html>",
+    }})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v4/abc"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_ecs_metadata(ecs_metadata: str) -> None:
+    assert fetch_ecs_metadata(ecs_metadata) == EcsMetadata(
+        task_arn=TASK_ARN, cluster="prod", container="worker", service="worker-emails"
+    )
+    assert fetch_ecs_metadata(ecs_metadata.replace("/abc", "/junk")) is None
+    assert fetch_ecs_metadata(None) is None
+    assert fetch_ecs_metadata("file:///etc/passwd") is None
+    started = time.monotonic()
+    assert fetch_ecs_metadata(f"http://127.0.0.1:{free_port()}/v4/x", timeout=0.5) is None
+    assert time.monotonic() - started < 2.0
+
+
+# --- the beater without a worker ----------------------------------------------------------------
+
+
+def test_unwritable_path_warns_once_and_registry_still_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = fakeredis.FakeRedis()
+    settings = HeartbeatSettings(
+        file="/proc/celery-ecs-no/heartbeat", ready_file=str(tmp_path / "ready"), interval=1
+    )
+    beater = Beater(settings=settings, registry=client, node="celery@x", queues=("q",))
+    with caplog.at_level(logging.WARNING, logger="toolkit.heartbeat"):
+        for _ in range(5):
+            beater.beat()
+    warnings = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(warnings) == 1 and "/proc/celery-ecs-no/heartbeat" in warnings[0].getMessage()
+    assert (tmp_path / "ready").exists()
+    assert [b.node for b in read_registry(client)] == ["celery@x"]
+
+
+class _BrokenRedis(fakeredis.FakeRedis):  # type: ignore[misc]
+    def set(self, *args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("down")
+
+
+def test_registry_failure_warns_once_and_backs_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "r"))
+    beater = Beater(settings=settings, registry=_BrokenRedis(), node="celery@x")
+    with caplog.at_level(logging.WARNING, logger="toolkit.heartbeat"):
+        for _ in range(3):
+            beater.beat()
+    assert [r.getMessage() for r in caplog.records] == [
+        "celery-ecs heartbeat: registry write failed: down"
+    ]
+    assert (tmp_path / "hb").exists()  # the file heartbeat does not depend on Redis
+
+
+def test_shutdown_removes_files_and_entry(tmp_path: Path) -> None:
+    client = fakeredis.FakeRedis()
+    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"))
+    beater = Beater(settings=settings, registry=client, node="celery@x")
+    beater.beat()
+    assert (tmp_path / "hb").exists() and (tmp_path / "ready").exists()
+    beater.shutdown()
+    assert not (tmp_path / "hb").exists() and not (tmp_path / "ready").exists()
+    assert read_registry(client) == []
+
+
+# --- the bootstep in real workers ---------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_worker_registry_entry_counts_tasks_and_carries_ecs_metadata(
+    tmp_path: Path, unique: str, ecs_metadata: str
+) -> None:
+    """Prefork worker, broker global_keyprefix, ECS metadata, and an unwritable heartbeat file."""
+    prefix = f"hc{unique}:"
+    pool = WorkerPool(tmp_path, unique)
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        worker = pool.start(
+            name="reg",
+            env={
+                "HC_KEYPREFIX": prefix,
+                "ECS_CONTAINER_METADATA_URI_V4": ecs_metadata,
+                "CELERY_ECS_HEARTBEAT_FILE": "/proc/celery-ecs-no/heartbeat",
+            },
+        )
+        before = time.time()
+        for name, args in (("hc.sleep", (0,)), ("hc.fail", ()), ("hc.sleep", (0.2,))):
+            send_task(worker.broker, worker.queue, name, *args, keyprefix=prefix)
+
+        def entry() -> WorkerHeartbeat | None:
+            beats = {b.node: b for b in read_registry(client, prefix)}
+            return beats.get(worker.node)
+
+        assert wait_for(lambda: (b := entry()) is not None and b.started == 3
+                        and b.succeeded + b.failed == 3, timeout=20), (entry(), worker.log())
+        beat = entry()
+        assert beat is not None
+        assert (beat.started, beat.succeeded, beat.failed, beat.active) == (3, 2, 1, 0)
+        assert beat.last_task_started is not None
+        assert before <= beat.last_task_started <= time.time()
+        assert beat.queues == (worker.queue,)
+        assert (beat.pool, beat.concurrency, beat.pid) == ("prefork", 1, worker.pid)
+        assert (beat.ecs_task_arn, beat.ecs_cluster, beat.ecs_container, beat.ecs_service) == (
+            TASK_ARN, "prod", "worker", "worker-emails"
+        )
+        assert client.pttl(registry_key(worker.node, prefix)) > 0
+        assert not client.exists(registry_key(worker.node))  # only under the prefix
+
+        # The unwritable heartbeat path: one warning, the worker keeps running and answering.
+        assert worker.proc.poll() is None
+        assert worker.log().count("cannot write /proc/celery-ecs-no/heartbeat") == 1
+        rc, out, _, _ = run_cli("healthcheck", "ping", "--broker", REDIS_BROKER,
+                                "--node", worker.node, "--timeout", "1")
+        assert rc == 1, out  # the pidbox lives under the prefix too...
+        rc, out, _, _ = run_cli("healthcheck", "ping", "--broker", REDIS_BROKER,
+                                "--node", worker.node, "--keyprefix", prefix)
+        assert rc == 0, out  # ...so the probe must be told about it
+    finally:
+        pool.close()
+        client.delete(registry_key(f"hc-reg-{unique}-0@127.0.0.1", prefix), index_key(prefix))
+        client.close()
+
+
+@pytest.mark.redis
+def test_frozen_worker_leaves_registry_and_shutdown_cleans_up(tmp_path: Path, unique: str) -> None:
+    pool = WorkerPool(tmp_path, unique)
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        worker = pool.start(name="life", env={"CELERY_ECS_HEARTBEAT_TTL": "1.5"})
+
+        def registered() -> bool:
+            return worker.node in {b.node for b in read_registry(client)}
+
+        assert wait_for(registered, timeout=5)
+        assert worker.heartbeat_file.exists() and worker.ready_file.exists()
+        worker.freeze()
+        try:
+            assert wait_for(lambda: not registered(), timeout=5)  # TTL 1.5 s, no more beats
+            mtime = worker.heartbeat_file.stat().st_mtime
+            time.sleep(1.0)
+            assert worker.heartbeat_file.stat().st_mtime == mtime
+        finally:
+            worker.thaw()
+        assert wait_for(registered, timeout=5)  # back after SIGCONT
+
+        assert worker.terminate() == 0  # warm shutdown, as ECS stops a task
+        assert not worker.heartbeat_file.exists()
+        assert not worker.ready_file.exists()
+        assert not registered()
+        assert client.zscore(index_key(), worker.node) is None
+    finally:
+        pool.close()
+        client.close()
+
+
+def test_install_is_idempotent_and_rejects_bad_interval() -> None:
+    from celery import Celery
+
+    from toolkit.errors import ConfigError
+    from toolkit.heartbeat import install
+
+    app = Celery("t", broker="memory://", set_as_current=False)
+    install(app, HeartbeatSettings(interval=1))
+    install(app, HeartbeatSettings(interval=1))
+    steps = [s for s in app.steps["consumer"] if getattr(s, "label", "") == "celery-ecs heartbeat"]
+    assert len(steps) == 1
+    with pytest.raises(ConfigError, match="interval must be greater than 0"):
+        other = Celery("u", broker="memory://", set_as_current=False)
+        install(other, HeartbeatSettings(interval=0))
