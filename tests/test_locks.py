@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import fakeredis
 import pytest
@@ -412,8 +412,13 @@ def test_bad_options_and_plain_calls(fake: fakeredis.FakeRedis) -> None:
 # --- single_instance on a real worker (threads pool, Redis db 4) ----------------------------
 
 
+class Worker(NamedTuple):
+    app: Celery
+    proc: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def worker(real: redis.Redis, unique: str) -> Iterator[Celery]:
+def worker(real: redis.Redis, unique: str) -> Iterator[Worker]:
     from tests.helpers.task_safety_app import make_app
 
     prefix = f"ts-{unique}:"
@@ -427,9 +432,10 @@ def worker(real: redis.Redis, unique: str) -> Iterator[Celery]:
     )
     app = make_app(prefix)
     try:
-        yield app
+        yield Worker(app, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
@@ -443,15 +449,15 @@ def worker(real: redis.Redis, unique: str) -> Iterator[Celery]:
 
 
 @pytest.mark.redis
-def test_real_worker_skips_a_duplicate(worker: Celery, real: redis.Redis, unique: str) -> None:
-    first = worker.send_task("task_safety.slow", args=(1, 2.0))
+def test_real_worker_skips_a_duplicate(worker: Worker, real: redis.Redis, unique: str) -> None:
+    first = worker.app.send_task("task_safety.slow", args=(1, 2.0))
     key = f"ts-{unique}:{DEFAULT_PREFIX}task_safety.slow(x=1)"
     deadline = time.monotonic() + 20
     while not real.exists(key) and time.monotonic() < deadline:  # the worker is starting up
         time.sleep(0.02)
     assert real.exists(key) == 1 and 0 < real.pttl(key) <= 5000
-    duplicate = worker.send_task("task_safety.slow", args=(1, 0.0))
-    other = worker.send_task("task_safety.slow", args=(2, 0.0))
+    duplicate = worker.app.send_task("task_safety.slow", args=(1, 0.0))
+    other = worker.app.send_task("task_safety.slow", args=(2, 0.0))
     assert duplicate.get(timeout=30) == SKIPPED
     assert other.get(timeout=30)[0] == 2  # a different key_args value is not a duplicate
     assert first.get(timeout=30)[0] == 1
@@ -459,10 +465,31 @@ def test_real_worker_skips_a_duplicate(worker: Celery, real: redis.Redis, unique
 
 
 @pytest.mark.redis
-def test_real_worker_retries_a_duplicate_until_the_first_ends(worker: Celery) -> None:
-    runs = [worker.send_task("task_safety.queued", args=(i, 0.8)) for i in range(2)]
+def test_real_worker_retries_a_duplicate_until_the_first_ends(worker: Worker) -> None:
+    runs = [worker.app.send_task("task_safety.queued", args=(i, 0.8)) for i in range(2)]
     (a, a_start, a_end), (b, b_start, b_end) = sorted(
         (r.get(timeout=30) for r in runs), key=lambda run: run[1]
     )
     assert {a, b} == {0, 1}
     assert b_start >= a_end  # never overlapped: the duplicate waited for the lock
+
+
+@pytest.mark.redis
+def test_real_worker_killed_mid_task_frees_the_lock_after_its_ttl(
+    worker: Worker, real: redis.Redis, unique: str
+) -> None:
+    worker.app.send_task("task_safety.slow", args=(3, 30.0))
+    key = f"ts-{unique}:{DEFAULT_PREFIX}task_safety.slow(x=3)"
+    deadline = time.monotonic() + 20
+    while not real.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(2.0)  # renewed at least once (ttl 5 s, every 1.67 s)
+    assert 3000 < real.pttl(key) <= 5000
+    worker.proc.kill()
+    assert worker.proc.wait(5) == -signal.SIGKILL
+    killed = time.monotonic()
+    while real.exists(key) and time.monotonic() - killed < 8:
+        time.sleep(0.05)
+    freed_after = time.monotonic() - killed
+    assert real.exists(key) == 0
+    assert 2.0 < freed_after <= 5.2  # expired by its TTL, not released
