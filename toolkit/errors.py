@@ -78,3 +78,7 @@ class LockError(ToolkitError):
 
 class CheckpointError(ToolkitError):
     """A checkpoint could not be stored or read."""
+
+
+class PackagingError(ToolkitError):
+    """A Lambda zip could not be built (missing source, dependency or pip failure)."""

@@ -1,0 +1,243 @@
+"""Build a Lambda deployment zip reproducibly: same inputs, same bytes.
+
+Layout of ``<name>.zip`` (Lambda ``Handler`` = ``handler.handler``)::
+
+    handler.py            lambdas/<name>/handler.py
+    toolkit/...           the toolkit package (``.py`` files and ``py.typed``)
+    slack_sdk/...         runtime dependencies, without boto3/botocore (the runtime has them)
+
+Dependencies come from one of two sources:
+
+* ``venv`` (default): the distributions already installed next to this toolkit are copied file by
+  file from their ``RECORD`` - offline, fast, and exactly what the tests ran against. Only
+  pure-Python dependencies are portable this way (the alarm handler's only one is slack_sdk).
+* ``pip``: ``pip install --target`` into a temporary directory, from the configured index, for a
+  clean resolution (``--platform`` wheels are the caller's business via ``pip_args``).
+
+Every entry gets the same timestamp (1980-01-01), mode 0644 and deflate level 9, entries are
+sorted, and ``__pycache__``/``*.pyc`` are left out, so two builds produce identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import io
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from toolkit.errors import PackagingError
+
+__all__ = [
+    "LAMBDA_DEPENDENCIES",
+    "PROVIDED_BY_RUNTIME",
+    "PackageResult",
+    "build_lambda_zip",
+    "project_root",
+]
+
+DependencySource = Literal["venv", "pip"]
+
+# What each Lambda needs at run time beyond the standard library and boto3.
+LAMBDA_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "alarm_handler": ("slack_sdk",),
+    "collector": ("redis", "kombu"),
+}
+# The Python Lambda runtime ships these; bundling them only makes the zip bigger and older.
+PROVIDED_BY_RUNTIME = frozenset(
+    {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"}
+)
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+_SKIP_PARTS = {"__pycache__"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    path: Path
+    size: int
+    files: int
+    sha256: str
+    dependencies: tuple[str, ...]
+
+    def line(self) -> str:
+        deps = ", ".join(self.dependencies) or "none"
+        return (
+            f"wrote {self.path} ({self.size:,} bytes, {self.files} files, "
+            f"sha256 {self.sha256[:16]}, dependencies: {deps})"
+        )
+
+
+def project_root() -> Path:
+    """The checkout holding ``toolkit/`` and ``lambdas/``."""
+    return Path(__file__).resolve().parent.parent
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(spec: str) -> str | None:
+    """Name of a ``Requires-Dist`` entry, or ``None`` if it only applies to an extra."""
+    if "extra ==" in spec or "extra==" in spec:
+        return None
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    return match.group(1) if match else None
+
+
+def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
+    """The installed distributions ``roots`` need, transitively, minus the runtime's own."""
+    seen: dict[str, metadata.Distribution] = {}
+    todo = list(roots)
+    while todo:
+        name = _normalise(todo.pop())
+        if name in seen or name in PROVIDED_BY_RUNTIME:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise PackagingError(
+                f"dependency {name} is not installed in this environment"
+            ) from None
+        seen[name] = dist
+        for spec in dist.requires or []:
+            marker_ok = ";" not in spec or "python_version" not in spec or _marker_true(spec)
+            dep = _requirement_name(spec)
+            if dep and marker_ok:
+                todo.append(dep)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _marker_true(spec: str) -> bool:
+    """Best-effort ``python_version`` marker check (enough for pure-Python dependencies)."""
+    try:
+        from packaging.markers import Marker
+
+        return bool(Marker(spec.split(";", 1)[1]).evaluate())
+    except Exception:  # noqa: BLE001 - packaging missing or odd marker: keep the dependency
+        return True
+
+
+def _wanted(rel: str) -> bool:
+    parts = Path(rel).parts
+    return (
+        not rel.startswith("..")
+        and not _SKIP_PARTS.intersection(parts)
+        and not rel.endswith(_SKIP_SUFFIXES)
+        and not rel.endswith(".dist-info/RECORD")  # lists hashes of files we do not ship
+        and not rel.endswith(".dist-info/INSTALLER")
+        and not rel.endswith(".dist-info/direct_url.json")  # local paths: not reproducible
+    )
+
+
+def _venv_files(dists: Sequence[metadata.Distribution]) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for dist in dists:
+        for rel in dist.files or []:
+            name = str(rel).replace("\\", "/")
+            if not _wanted(name):
+                continue
+            path = Path(str(dist.locate_file(rel)))
+            if path.is_file():
+                files[name] = path.read_bytes()
+    return files
+
+
+def _pip_files(requirements: Sequence[str], pip_args: Sequence[str]) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory(prefix="celery-ecs-pip-") as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-compile", "--target", tmp, *pip_args, *requirements,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise PackagingError(f"pip install failed: {tail[0]}")
+        root = Path(tmp)
+        provided = {_normalise(n) for n in PROVIDED_BY_RUNTIME}
+        files = {}
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            top = _normalise(rel.split("/", 1)[0].split(".dist-info")[0].rsplit("-", 1)[0])
+            keep = _wanted(rel) and top not in provided and rel.split("/")[0] != "bin"
+            if path.is_file() and keep:
+                files[rel] = path.read_bytes()
+        return files
+
+
+def _source_files(root: Path, name: str) -> dict[str, bytes]:
+    handler = root / "lambdas" / name / "handler.py"
+    toolkit_dir = root / "toolkit"
+    if not handler.is_file():
+        raise PackagingError(f"no Lambda named {name!r}: {handler} does not exist")
+    if not toolkit_dir.is_dir():
+        raise PackagingError(f"toolkit package not found under {root}")
+    files = {"handler.py": handler.read_bytes()}
+    for path in sorted(toolkit_dir.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and (path.suffix == ".py" or path.name == "py.typed") and _wanted(rel):
+            files[rel] = path.read_bytes()
+    return files
+
+
+def _zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so the mode below is honoured
+            info.external_attr = 0o100644 << 16
+            archive.writestr(info, files[name], compresslevel=9)
+    return buffer.getvalue()
+
+
+def build_lambda_zip(
+    name: str = "alarm_handler",
+    output: str | Path | None = None,
+    *,
+    dependencies: Sequence[str] | None = None,
+    source: DependencySource = "venv",
+    pip_args: Sequence[str] = (),
+    root: Path | None = None,
+) -> PackageResult:
+    """Write ``output`` (default ``build/<name>.zip``) and describe it."""
+    root = root or project_root()
+    if dependencies is None:
+        dependencies = LAMBDA_DEPENDENCIES.get(name, ())
+    requirements = tuple(dependencies)
+    files = _source_files(root, name)
+    if requirements:
+        if source == "pip":
+            deps = _pip_files(requirements, pip_args)
+            names = tuple(
+                sorted(r.split("/")[0] for r in deps if r.endswith(".dist-info/METADATA"))
+            )
+        else:
+            dists = _closure(requirements)
+            deps = _venv_files(dists)
+            names = tuple(f"{d.metadata['Name']}=={d.version}" for d in dists)
+        clash = sorted(set(deps) & set(files))
+        if clash:
+            raise PackagingError(f"dependency files clash with the sources: {', '.join(clash[:3])}")
+        files.update(deps)
+    else:
+        names = ()
+    data = _zip_bytes(files)
+    path = Path(output) if output else root / "build" / f"{name}.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return PackageResult(
+        path=path,
+        size=len(data),
+        files=len(files),
+        sha256=hashlib.sha256(data).hexdigest(),
+        dependencies=names,
+    )
