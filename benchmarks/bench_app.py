@@ -1,0 +1,22 @@
+"""A small Celery app, as a user's ``proj/celery.py`` would look, for benchmarks/healthcheck.py.
+
+Real apps import much more at ``-A app`` time (Django settings, models, SDKs), so probe (a) in
+the benchmark is a lower bound for what ``celery -A app inspect ping`` costs in production.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+import toolkit.heartbeat
+
+app = Celery("bench_app", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/2"))
+app.conf.broker_connection_retry_on_startup = True
+toolkit.heartbeat.install(app)
+
+
+@app.task(name="bench.noop")
+def noop() -> None:
+    return None
