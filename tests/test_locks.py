@@ -232,7 +232,7 @@ def test_lock_of_a_sigkilled_owner_expires_after_its_ttl(real: redis.Redis, uniq
     assert owner.exitcode == -9
     assert other.acquire() is False  # still held right after the kill
     assert other.acquire(wait=3) is True
-    assert 0.5 < time.monotonic() - killed <= 1.2  # freed by the TTL, not before
+    assert 0.5 < time.monotonic() - killed <= 1.5  # freed by the TTL, not before
     other.release()
 
 
