@@ -274,3 +274,26 @@ def test_secret_that_is_not_json() -> None:
         with pytest.raises(SlackError, match="not a JSON object") as info:
             resolve_credentials(AlarmHandlerSettings(slack_secret_arn=arn), secrets_client=sm)
         assert TOKEN not in str(info.value)
+
+
+# --- docs/alerts.md shows what the code renders -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "sns_worker_stuck_alarm",
+        "sns_worker_stuck_ok",
+        "eventbridge_insufficient_data",
+        "sns_metric_math_alarm",
+        "eventbridge_composite_alarm",
+    ],
+)
+def test_docs_examples_are_current(fixture: str) -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    rendered = alarm_message(
+        alarm(fixture), grafana_url="https://grafana.example.com/d/celery-ecs", environment="prod"
+    ).plain()
+    assert rendered in docs, f"docs/alerts.md is stale for {fixture}"

@@ -180,7 +180,8 @@ def alarm_message(
                 "type": "mrkdwn",
                 "text": _cut(
                     (f"*{subject[0].upper()}{subject[1:]}*\n" if subject else "")
-                    + reason_in_words(alarm),
+                    + reason_in_words(alarm)
+                    + (f"\n_{alarm.description}_" if alarm.description else ""),
                     2900,
                 ),
             },
