@@ -12,6 +12,7 @@ from toolkit.config import Settings, load_settings
 from toolkit.errors import ConfigError
 
 EXIT_OK, EXIT_FAILURE = 0, 1
+FROM_CONFIG = object()  # `--interval` given without a value (not a str: argparse leaves it)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", metavar="NS", help="CloudWatch namespace (default Celery)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one cycle and exit (the default)")
-    mode.add_argument("--interval", metavar="S", type=float,
-                      help="run a cycle every S seconds until SIGTERM")
+    mode.add_argument("--interval", metavar="S", type=float, nargs="?", const=FROM_CONFIG,
+                      help="run a cycle every S seconds until SIGTERM (no value: the config "
+                           "file's interval, default 60)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what would be published, publish nothing")
     parser.add_argument("--high-resolution", action="store_true", default=None,
@@ -38,7 +40,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for q in args.queues or ():
         if not q.strip() or any(not ch.isprintable() for ch in q):
             raise ConfigError(f"invalid queue name {q!r}: empty or contains control characters")
-    if args.interval is not None and args.interval <= 0:
+    interval = None if args.interval is None or args.interval is FROM_CONFIG else args.interval
+    if interval is not None and interval <= 0:
         raise ConfigError("--interval must be greater than 0 seconds")
     return load_settings(
         args.config,
@@ -47,7 +50,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         namespace=args.namespace,
         queues=args.queues,
         high_resolution=args.high_resolution,
-        interval=args.interval,
+        interval=interval,
     )
 
 
