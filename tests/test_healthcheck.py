@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RABBITMQ_URL, free_port
+from tests.conftest import RABBITMQ_URL, free_port, port_open
 from tests.helpers_workers import REDIS_BROKER, Worker, WorkerPool, run_cli, send_task, wait_for
 from toolkit import config, healthcheck
 from toolkit.heartbeat import read_registry
@@ -288,3 +288,41 @@ def test_rabbitmq_worker_healthy_unknown_and_frozen(tmp_path: Path, unique: str)
         assert rc == 0, out
     finally:
         pool.close()
+
+
+def _redis_server(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert wait_for(lambda: port_open("127.0.0.1", port), timeout=5)
+    return proc
+
+
+@pytest.mark.redis
+def test_broker_outage_documented_outcome(tmp_path: Path, unique: str) -> None:
+    """Broker down: ping says "broker unreachable" (1) at once, the heartbeat goes stale (1)
+    because the worker's loop stops while it reconnects, and both recover with the broker."""
+    port = free_port()
+    server = _redis_server(port)
+    pool = WorkerPool(tmp_path, unique)
+    try:
+        worker = pool.start(broker=f"redis://127.0.0.1:{port}/0", name="outage")
+        assert _ping(worker)[0] == 0
+        server.terminate()
+        server.wait(10)
+        rc, out, took = _ping(worker)
+        assert rc == 1 and out.startswith(f"unhealthy: broker unreachable at redis://127.0.0.1:{port}")
+        assert took < 3.0
+        assert wait_for(lambda: _heartbeat(worker)[0] == 1, timeout=10)
+        assert worker.proc.poll() is None  # the worker itself keeps retrying
+
+        server = _redis_server(port)
+        assert wait_for(lambda: _heartbeat(worker)[0] == 0, timeout=20), worker.log()[-2000:]
+        assert _ping(worker)[0] == 0
+    finally:
+        pool.close()
+        server.kill()
+        server.wait(10)
