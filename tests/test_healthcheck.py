@@ -102,6 +102,20 @@ def test_heartbeat_mode_imports_nothing_heavy(tmp_path: Path, code: str) -> None
 # --- ping mode without a worker ----------------------------------------------------------------
 
 
+@pytest.mark.redis
+def test_ping_mode_imports_kombu_but_not_celery(unique: str) -> None:
+    code = (
+        "import sys\n"
+        "from toolkit.cli import main\n"
+        f"rc = main(['healthcheck', 'ping', '--broker', {REDIS_BROKER!r}, "
+        f"'--node', 'nobody-{unique}@x', '--timeout', '0.5'])\n"
+        "print(rc, 'kombu' in sys.modules, sorted(m for m in sys.modules "
+        "if m.split('.')[0] in {'celery', 'boto3', 'botocore'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "1 True []"
+
+
 def test_ping_without_broker_url_is_misconfigured() -> None:
     env = {config.ENV_BROKER_URL: "", config.ENV_BROKER_URL_FALLBACK: ""}
     rc, out, _, _ = run_cli("healthcheck", "ping", "--node", "celery@x", env=env)
@@ -235,13 +249,14 @@ def test_busy_solo_worker_fails_ping_but_keeps_heartbeat(workers: dict[str, Work
     """The documented solo-pool behaviour: the task runs in the loop, so ping cannot answer;
     the heartbeat keeps beating from a helper thread while the task runs."""
     worker = workers["solo"]
-    send_task(worker.broker, worker.queue, "hc.sleep", 6)
+    send_task(worker.broker, worker.queue, "hc.sleep", 10)
     _wait_task_running(worker)
     rc, out, _ = _ping(worker, timeout=1.5)
     assert rc == 1 and "no reply" in out
     time.sleep(2.5)
     rc, out = _heartbeat(worker)
     assert rc == 0, out
+    _wait_task_running(worker)  # still inside the task: the helper thread did that beat
 
 
 @pytest.mark.redis
