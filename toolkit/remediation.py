@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -481,11 +481,4 @@ def _is_retryable(exc: Exception) -> bool:
 
 def _stamp(decision: Decision, now: datetime) -> Decision:
     return replace(decision, at=now)
-
-
-def summarize(decisions: Iterable[Decision]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in decisions:
-        out[d.action] = out.get(d.action, 0) + 1
-    return out
 

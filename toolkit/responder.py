@@ -83,9 +83,10 @@ class AlarmResponder:
         if self._sender is None and self._sender_factory is not None:
             try:
                 self._sender = self._sender_factory()
-            except ToolkitError as exc:
-                self._sender_error = str(exc)
-                log.error(json.dumps({"event": "slack_unavailable", "error": str(exc)}))
+            except Exception as exc:  # noqa: BLE001 - no Slack must not stop remediation
+                error = str(exc) if isinstance(exc, ToolkitError) else type(exc).__name__
+                self._sender_error = f"Slack sender unavailable: {error}"
+                log.error(json.dumps({"event": "slack_unavailable", "error": error}))
                 return None
             if self._sender is None:
                 self._sender_factory = None  # nothing configured: log only

@@ -13,7 +13,8 @@ from typing import Any
 from toolkit.config import AlarmHandlerSettings
 from toolkit.responder import AlarmResponder, build_responder
 
-logging.getLogger().setLevel(logging.INFO)
+# Decisions and outcomes are INFO lines; the Lambda runtime's root logger defaults to WARNING.
+logging.getLogger("toolkit").setLevel(logging.INFO)
 
 _responder: AlarmResponder | None = None
 
