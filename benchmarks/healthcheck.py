@@ -99,6 +99,14 @@ def main() -> int:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
+        if args.broker.startswith("redis"):  # drop the kombu bindings of the one-off queue
+            import redis
+
+            client = redis.Redis.from_url(args.broker)
+            keys = list(client.scan_iter(match=f"*{token}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
 
     base = statistics.median(w for w, _, _ in results["(a)  celery inspect ping"])
     print(f"{args.runs} runs each, broker {args.broker}, python {sys.version.split()[0]}, "

@@ -141,6 +141,22 @@ class WorkerPool:
     def close(self) -> None:
         for worker in self.workers:
             worker.kill()
+        if any(w.broker == REDIS_BROKER for w in self.workers):
+            _forget_redis_keys(self.token, [w.node for w in self.workers])
+
+
+def _forget_redis_keys(token: str, nodes: list[str]) -> None:
+    """Drop what killed workers leave in db 2: kombu bindings, queues, registry entries."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        keys = list(client.scan_iter(match=f"*{token}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.zrem("celery-ecs:heartbeats", *nodes)
+    finally:
+        client.close()
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> tuple[
