@@ -338,3 +338,5 @@ def test_install_is_idempotent_and_rejects_bad_interval() -> None:
     with pytest.raises(ConfigError, match="interval must be greater than 0"):
         other = Celery("u", broker="memory://", set_as_current=False)
         install(other, HeartbeatSettings(interval=0))
+    with pytest.raises(ConfigError, match="must be longer than the interval"):
+        install(other, HeartbeatSettings(interval=10, registry_ttl=10))

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from toolkit.config import HeartbeatSettings
+from toolkit.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -421,7 +422,7 @@ class Beater:
             self._registry_retry_at = now + REGISTRY_RETRY_AFTER
         else:
             if self._registry_failing:
-                logger.warning("celery-ecs heartbeat: registry writes recovered")
+                logger.info("celery-ecs heartbeat: registry writes recovered")
             self._registry_failing = False
 
     # In-process pools (solo, threads): the loop is blocked while a task runs.
@@ -572,9 +573,12 @@ def install(app: Any, settings: HeartbeatSettings | None = None) -> None:
 
     settings = settings or HeartbeatSettings.from_env()
     if not settings.interval > 0:
-        from toolkit.errors import ConfigError
-
         raise ConfigError(f"heartbeat interval must be greater than 0, got {settings.interval}")
+    if not settings.registry_ttl > settings.interval:
+        raise ConfigError(
+            f"heartbeat registry TTL ({settings.registry_ttl:g} s) must be longer than the "
+            f"interval ({settings.interval:g} s), or entries expire between beats"
+        )
     step = _step_class(settings)
     app.steps["consumer"].add(step)
     setattr(app, _APP_ATTR, step)
