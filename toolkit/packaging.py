@@ -108,7 +108,7 @@ def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
             ) from None
         seen[name] = dist
         for spec in dist.requires or []:
-            marker_ok = ";" not in spec or "python_version" not in spec or _marker_true(spec)
+            marker_ok = ";" not in spec or _marker_true(spec)
             dep = _requirement_name(spec)
             if dep and marker_ok:
                 todo.append(dep)
@@ -116,12 +116,19 @@ def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
 
 
 def _marker_true(spec: str) -> bool:
-    """Best-effort ``python_version`` marker check (enough for pure-Python dependencies)."""
+    """Whether a requirement's environment marker holds here (extras are never requested).
+
+    Uses ``packaging`` when importable; otherwise a conservative reading that drops extras and
+    Windows-only requirements and keeps everything else.
+    """
+    marker = spec.split(";", 1)[1]
     try:
         from packaging.markers import Marker
-
-        return bool(Marker(spec.split(";", 1)[1]).evaluate())
-    except Exception:  # noqa: BLE001 - packaging missing or odd marker: keep the dependency
+    except ImportError:
+        return "extra" not in marker and "win32" not in marker
+    try:
+        return bool(Marker(marker).evaluate({"extra": ""}))
+    except Exception:  # noqa: BLE001 - an odd marker: keep the dependency rather than lose it
         return True
 
 
