@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -340,3 +342,12 @@ def test_install_is_idempotent_and_rejects_bad_interval() -> None:
         install(other, HeartbeatSettings(interval=0))
     with pytest.raises(ConfigError, match="must be longer than the interval"):
         install(other, HeartbeatSettings(interval=10, registry_ttl=10))
+
+
+def test_reading_the_registry_does_not_import_celery() -> None:
+    code = (
+        "import sys, toolkit.registry, toolkit.heartbeat\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'celery', 'kombu', 'boto3'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,206 @@
+"""The heartbeat registry: one Redis entry per live worker node, written by toolkit.heartbeat.
+
+Reading it needs no Celery: the collector imports this module to count live workers per queue
+(``QueueConsumers``) and per ECS service (``WorkersAlive``).
+
+Contract::
+
+    {prefix}celery-ecs:heartbeat:{node}   string, JSON of WorkerHeartbeat.to_dict(), PX = ttl
+    {prefix}celery-ecs:heartbeats         sorted set: member node, score last beat (unix time)
+
+``prefix`` is the broker's ``global_keyprefix`` when the registry lives on the broker's Redis
+(the default), else empty. An entry whose key has expired is a dead worker; the index is pruned
+by the writers (members older than a day).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "celery-ecs:heartbeat:"
+INDEX_KEY = "celery-ecs:heartbeats"
+FORMAT_VERSION = 1
+INDEX_RETENTION = 86400.0
+
+
+class RedisLike(Protocol):
+    """The few Redis commands the registry uses (redis-py and fakeredis both fit)."""
+
+    def set(self, name: str, value: str, *, px: int | None = None) -> Any: ...
+
+    def mget(self, keys: list[str]) -> Any: ...
+
+    def zadd(self, name: str, mapping: Mapping[Any, float]) -> Any: ...
+
+    def zrange(self, name: str, start: int, end: int) -> Any: ...
+
+    def zrem(self, name: str, *values: str) -> Any: ...
+
+    def zremrangebyscore(self, name: str, min: float | str, max: float | str) -> Any: ...
+
+    def delete(self, *names: str) -> Any: ...
+
+
+# --- the registry entry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerHeartbeat:
+    """One worker node's latest beat, as stored in the registry."""
+
+    node: str
+    queues: tuple[str, ...]
+    updated: float  # unix time of the beat, worker's clock
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    active: int = 0
+    last_task_started: float | None = None
+    hostname: str = ""
+    pid: int = 0
+    pool: str = ""
+    concurrency: int = 0
+    interval: float = 0.0
+    ecs_task_arn: str | None = None
+    ecs_cluster: str | None = None
+    ecs_container: str | None = None
+    ecs_service: str | None = None
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["queues"] = list(self.queues)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerHeartbeat:
+        """Build from a stored dict; unknown keys are ignored, bad types raise ``ValueError``."""
+        try:
+            node = data["node"]
+            queues = data.get("queues") or []
+            if not isinstance(node, str) or not isinstance(queues, list):
+                raise ValueError("node must be a string and queues a list")
+            last = data.get("last_task_started")
+            return cls(
+                node=node,
+                queues=tuple(str(q) for q in queues),
+                updated=float(data["updated"]),
+                started=int(data.get("started", 0)),
+                succeeded=int(data.get("succeeded", 0)),
+                failed=int(data.get("failed", 0)),
+                active=int(data.get("active", 0)),
+                last_task_started=None if last is None else float(last),
+                hostname=str(data.get("hostname", "")),
+                pid=int(data.get("pid", 0)),
+                pool=str(data.get("pool", "")),
+                concurrency=int(data.get("concurrency", 0)),
+                interval=float(data.get("interval", 0.0)),
+                ecs_task_arn=_opt_str(data.get("ecs_task_arn")),
+                ecs_cluster=_opt_str(data.get("ecs_cluster")),
+                ecs_container=_opt_str(data.get("ecs_container")),
+                ecs_service=_opt_str(data.get("ecs_service")),
+                version=int(data.get("version", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a heartbeat entry: {exc!r}") from None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WorkerHeartbeat:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"heartbeat entry is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("heartbeat entry is not a JSON object")
+        return cls.from_dict(data)
+
+    def age(self, now: float) -> float:
+        return now - self.updated
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def registry_key(node: str, prefix: str = "") -> str:
+    return f"{prefix}{KEY_PREFIX}{node}"
+
+
+def index_key(prefix: str = "") -> str:
+    return f"{prefix}{INDEX_KEY}"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def write_heartbeat(client: RedisLike, beat: WorkerHeartbeat, ttl: float, prefix: str = "") -> None:
+    """Store ``beat`` for ``ttl`` seconds and index it (pruning index members older than a day)."""
+    client.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(ttl * 1000), 1))
+    client.zadd(index_key(prefix), {beat.node: beat.updated})
+    client.zremrangebyscore(index_key(prefix), "-inf", beat.updated - INDEX_RETENTION)
+
+
+def remove_heartbeat(client: RedisLike, node: str, prefix: str = "") -> None:
+    client.delete(registry_key(node, prefix))
+    client.zrem(index_key(prefix), node)
+
+
+def read_registry(
+    client: RedisLike, prefix: str = "", *, batch: int = 500
+) -> list[WorkerHeartbeat]:
+    """Every live entry (key not yet expired), sorted by node. Malformed entries are skipped."""
+    nodes = [_text(m) for m in client.zrange(index_key(prefix), 0, -1)]
+    out: list[WorkerHeartbeat] = []
+    for i in range(0, len(nodes), batch):
+        chunk = nodes[i : i + batch]
+        values = client.mget([registry_key(n, prefix) for n in chunk])
+        for node, raw in zip(chunk, values, strict=True):
+            if raw is None:
+                continue  # expired: the worker stopped beating
+            try:
+                out.append(WorkerHeartbeat.from_json(raw))
+            except ValueError as exc:
+                logger.warning("skipping malformed heartbeat entry for %s: %s", node, exc)
+    return sorted(out, key=lambda b: b.node)
+
+
+# --- pure helpers for the collector and the verdicts ------------------------------------------
+
+
+def fresh(beats: Iterable[WorkerHeartbeat], now: float, max_age: float) -> list[WorkerHeartbeat]:
+    """Beats at most ``max_age`` old at ``now``; beats from the future (clock skew) count as fresh
+    only within ``max_age`` of ``now``, never indefinitely."""
+    return [b for b in beats if abs(b.age(now)) <= max_age]
+
+
+def consumers_per_queue(beats: Iterable[WorkerHeartbeat]) -> dict[str, int]:
+    """How many workers consume each queue (the Redis ``QueueConsumers`` metric)."""
+    counts: dict[str, int] = {}
+    for beat in beats:
+        for queue in dict.fromkeys(beat.queues):
+            counts[queue] = counts.get(queue, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def workers_per_service(beats: Iterable[WorkerHeartbeat]) -> dict[tuple[str, str], int]:
+    """Live workers per (cluster, service) as reported by ECS metadata (``WorkersAlive``).
+
+    Workers whose metadata carries no service name (Fargate, old agents, not on ECS) are left out;
+    the collector maps them through ``ecs_task_arn`` when it needs to.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for beat in beats:
+        if beat.ecs_cluster and beat.ecs_service:
+            key = (beat.ecs_cluster.rsplit("/", 1)[-1], beat.ecs_service)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
