@@ -66,6 +66,20 @@ def test_lengths_sum_every_priority_list(client: redis.Redis, prefix: str) -> No
     assert reading.queues[2].oldest_enqueued_at is None
 
 
+def test_apply_async_of_a_registered_task(client: redis.Redis, prefix: str) -> None:
+    app = celery_app(prefix)
+
+    @app.task(name="jobs.report")
+    def report(n: int) -> int:
+        return n
+
+    for n in range(10):
+        report.apply_async((n,), queue="reports", priority=n)
+    reading = RedisReader(client, global_keyprefix=prefix).read(["reports"])
+    assert reading.queues[0].length == 10
+    assert reading.queues[0].oldest_enqueued_at is not None
+
+
 def test_oldest_stamp_is_the_first_published(client: redis.Redis, prefix: str) -> None:
     app = celery_app(prefix)
     before = time.time()
@@ -186,3 +200,23 @@ def test_custom_separator_and_steps() -> None:
     r.lpush("q\x06\x163", fake_message(None))  # not a list of this configuration
     reader = RedisReader(r, priority_steps=(0, 5), separator=":")
     assert reader.read(["q"]).queues[0].length == 2
+
+
+@pytest.mark.parametrize("use_script", [True, False])
+def test_queue_consumers_come_from_the_heartbeat_registry(use_script: bool) -> None:
+    from toolkit.registry import WorkerHeartbeat, write_heartbeat
+
+    r = fakeredis.FakeRedis()
+    reader = RedisReader(r, global_keyprefix="p:", use_script=use_script)
+    # no registry at all: Redis cannot tell consumers, so nothing is reported
+    assert reader.read(["emails"]).queues[0].consumers is None
+    now = time.time()
+    write_heartbeat(r, WorkerHeartbeat("celery@a", ("emails", "default"), now), 30, prefix="p:")
+    write_heartbeat(r, WorkerHeartbeat("celery@b", ("emails",), now), 30, prefix="p:")
+    write_heartbeat(r, WorkerHeartbeat("celery@gone", ("reports",), now), 30, prefix="p:")
+    r.delete("p:celery-ecs:heartbeat:celery@gone")  # its entry expired: a dead worker
+    reading = reader.read(["emails", "default", "reports"])
+    assert [q.consumers for q in reading.queues] == [2, 1, 0]
+    assert reading.workers is not None
+    assert sorted(w.node for w in reading.workers) == ["celery@a", "celery@b"]
+    assert reading.round_trips == 1

@@ -145,6 +145,9 @@ def test_loop_survives_a_dead_broker_and_exits_on_sigterm(moto_endpoint: str, un
          "invalid queue name"),
         (["--broker", "redis://127.0.0.1:6379/15"], 1, "no queues found on redis://127.0.0.1"),
         (["--broker", "redis://127.0.0.1:6379/1", "--interval", "-1"], 2, "--interval"),
+        (["--broker", "amqp://guest:pw-123@[::1"], 2, "malformed broker URL"),
+        (["--broker", "redis://:pw-123@h:port/0"], 2, "malformed broker URL redis://:***@h"),
+        (["--broker", "redis://:pw-123@h:6379/zero"], 2, "the Redis database must be a number"),
     ],
 )
 def test_bad_input_one_line_and_exit_code(args: list[str], code: int, message: str) -> None:
@@ -168,3 +171,26 @@ def test_top_level_help_and_unknown_command() -> None:
     assert "collect" in cli("--help").stdout
     proc = cli("frobnicate")
     assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
+
+
+def test_queue_consumers_count_live_workers(tmp_path: Path, unique: str) -> None:
+    """A real worker with the heartbeat bootstep is counted as its queue's consumer."""
+    from tests.helpers_workers import REDIS_BROKER, WorkerPool
+
+    pool = WorkerPool(tmp_path, unique)
+    try:
+        worker = pool.start(name="consumer")
+        proc = cli("collect", "--broker", REDIS_BROKER, "--environment", "c", "--queue",
+                   worker.queue, "--queue", f"nobody-{unique}", "--dry-run", "--json",
+                   env={"CELERY_ECS_CONFIG": ""})
+    finally:
+        pool.close()
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [(q["queue"], q["consumers"]) for q in doc["queues"]] == [
+        (worker.queue, 1), (f"nobody-{unique}", 0)
+    ]
+    consumers = [m for m in doc["metrics"] if m["name"] == "QueueConsumers"]
+    assert {m["dimensions"]["Queue"]: m["value"] for m in consumers} == {
+        worker.queue: 1, f"nobody-{unique}": 0
+    }

@@ -101,6 +101,24 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def check_broker_url(url: str) -> None:
+    """Refuse a URL that cannot be parsed, with a one-line error that does not echo the password."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"malformed broker URL {redact_url(url)}: {exc}") from None
+    if not parts.scheme or "://" not in url:
+        raise ConfigError(f"malformed broker URL {redact_url(url)}: expected scheme://host")
+    if parts.scheme.lower() in {"redis", "rediss"}:
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ConfigError(
+                f"malformed broker URL {redact_url(url)}: the Redis database must be a number, "
+                f"got {db!r}"
+            )
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
     url: str
@@ -112,7 +130,10 @@ class BrokerSettings:
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme.lower()
+        try:
+            return urlsplit(self.url).scheme.lower()
+        except ValueError:
+            return ""
 
     @property
     def safe_url(self) -> str:
@@ -325,6 +346,7 @@ def _broker(raw: object, url_override: str | None, env_url: str | None) -> Broke
     url = url_override or file_url or env_url
     if not url:
         return None
+    check_broker_url(url)
     steps_raw = table.get("priority_steps", list(DEFAULT_PRIORITY_STEPS))
     if not isinstance(steps_raw, list) or not steps_raw:
         raise ConfigError("broker.priority_steps must be a non-empty list of integers")

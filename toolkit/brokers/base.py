@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from toolkit.registry import WorkerHeartbeat
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class BrokerReading:
     queues: tuple[QueueReading, ...]
     unacked: int | None = None
     round_trips: int = 1
+    # live entries of the worker heartbeat registry when the broker holds one (Redis), else None
+    workers: tuple[WorkerHeartbeat, ...] | None = None
 
 
 class BrokerReader(Protocol):

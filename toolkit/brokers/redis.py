@@ -17,37 +17,47 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from toolkit.brokers.base import BrokerReading, QueueReading
 from toolkit.config import BrokerSettings, redact_url
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
+from toolkit.registry import INDEX_KEY, KEY_PREFIX, WorkerHeartbeat, consumers_per_queue
 from toolkit.stamp import HEADER
+
+_Raw = tuple[list[int], list[float | None], int, tuple[WorkerHeartbeat, ...] | None]
 
 log = logging.getLogger(__name__)
 
 UNACKED_KEY = "unacked"
+# Heartbeat entries expire after their TTL (30 s by default); index members older than this
+# cannot have a live entry, so the script does not look them up.
+REGISTRY_LOOKBACK = 3600.0
 BINDING_PREFIX = "_kombu.binding."
 # Celery's own broadcast and event exchanges: their queues are per-process and transient.
 INTERNAL_EXCHANGES = frozenset({"celery.pidbox", "reply.celery.pidbox", "celeryev"})
 
-# ARGV: key prefix, separator, stamp marker, read ages ("1"/"0"), number of priority steps,
-# the steps, then the queue names. Keys are built server-side (a quarter of the request size of
+# ARGV: key prefix, separator, stamp marker, read ages ("1"/"0"), the lowest index score of the
+# worker registry to read ("" to skip it), number of priority steps, the steps, then the queue
+# names. Keys are built server-side (a quarter of the request size of
 # passing every list) and the reply is one string, "<length> <oldest stamp or ->" per queue and
-# the unacked count last, so the client parses one bulk reply instead of thousands of items.
+# the unacked count, then (when asked) the live entries of the heartbeat registry, one JSON per
+# line, so the client parses one bulk reply instead of thousands of items.
 # Kombu does not support Redis Cluster, and neither does this script (keys are not in KEYS).
 READ_SCRIPT = """
 local prefix, sep, marker = ARGV[1], ARGV[2], ARGV[3]
 local read_age = ARGV[4] == '1'
-local nsteps = tonumber(ARGV[5])
+local registry_min = ARGV[5]
+local nsteps = tonumber(ARGV[6])
 local suffixes = {}
 for i = 1, nsteps do
-  local step = ARGV[5 + i]
+  local step = ARGV[6 + i]
   if step == '0' then suffixes[i] = '' else suffixes[i] = sep .. step end
 end
 local out = {}
-for qi = 6 + nsteps, #ARGV do
+for qi = 7 + nsteps, #ARGV do
   local base = prefix .. ARGV[qi]
   local total, oldest = 0, nil
   for s = 1, nsteps do
@@ -78,6 +88,15 @@ for qi = 6 + nsteps, #ARGV do
   end
 end
 out[#out + 1] = tostring(redis.call('HLEN', prefix .. 'unacked'))
+if registry_min ~= '' then
+  local index = prefix .. 'celery-ecs:heartbeats'
+  out[#out + 1] = 'registry ' .. redis.call('EXISTS', index)
+  local nodes = redis.call('ZRANGEBYSCORE', index, registry_min, '+inf')
+  for _, node in ipairs(nodes) do
+    local entry = redis.call('GET', prefix .. 'celery-ecs:heartbeat:' .. node)
+    if entry then out[#out + 1] = entry end
+  end
+end
 return table.concat(out, '\\n')
 """
 # kombu serialises headers with json.dumps: `"celery_ecs_enqueued_at": 1764150000.123`
@@ -96,6 +115,8 @@ class RedisClient(Protocol):
 
     def smembers(self, name: Any) -> Any: ...
 
+    def mget(self, keys: Any) -> Any: ...
+
     def close(self) -> None: ...
 
 
@@ -111,6 +132,7 @@ class RedisReader:
         separator: str = "\x06\x16",
         use_script: bool = True,
         read_age: bool = True,
+        read_workers: bool = True,
         safe_url: str = "redis",
     ) -> None:
         self.client = client
@@ -119,6 +141,7 @@ class RedisReader:
         self.sep = separator
         self.use_script = use_script
         self.read_age = read_age
+        self.read_workers = read_workers
         self.safe_url = safe_url
 
     @classmethod
@@ -155,7 +178,7 @@ class RedisReader:
         with self._errors():
             if self.use_script:
                 try:
-                    lengths, stamps, unacked = self._read_script(queues)
+                    raw = self._read_script(queues)
                 except _response_error() as exc:
                     if not _is_script_refusal(exc):
                         raise
@@ -163,36 +186,48 @@ class RedisReader:
                                 _first_line(exc))
                     self.use_script = False
             if not self.use_script:
-                lengths, stamps, unacked = self._read_pipeline(queues)
+                raw = self._read_pipeline(queues)
+        lengths, stamps, unacked, workers = raw
+        consumers = None if workers is None else consumers_per_queue(workers)
         readings = tuple(
-            QueueReading(queue=q, length=n, oldest_enqueued_at=stamp)
+            QueueReading(
+                queue=q, length=n, oldest_enqueued_at=stamp,
+                consumers=None if consumers is None else consumers.get(q, 0),
+            )
             for q, n, stamp in zip(queues, lengths, stamps, strict=True)
         )
-        return BrokerReading(queues=readings, unacked=unacked, round_trips=1)
+        return BrokerReading(queues=readings, unacked=unacked, round_trips=1, workers=workers)
 
-    def _read_script(
-        self, queues: Sequence[str]
-    ) -> tuple[list[int], list[float | None], int]:
+    def _registry_min(self) -> str:
+        """Index members older than this cannot have a live entry: skip them server-side."""
+        return f"{time.time() - REGISTRY_LOOKBACK:.3f}" if self.read_workers else ""
+
+    def _read_script(self, queues: Sequence[str]) -> _Raw:
         # bytes, so that queue names read back from Redis with odd bytes round-trip exactly
         args: list[bytes | str] = [
             _raw(self.prefix), _raw(self.sep), STAMP_MARKER, "1" if self.read_age else "0",
-            str(len(self.steps)), *(str(s) for s in self.steps), *(_raw(q) for q in queues),
+            self._registry_min(), str(len(self.steps)), *(str(s) for s in self.steps),
+            *(_raw(q) for q in queues),
         ]
         reply = _text(self.client.eval(READ_SCRIPT, 0, *args))
         lines = reply.split("\n")
-        if len(lines) != len(queues) + 1:
+        if len(lines) < len(queues) + 1:
             raise BrokerError(f"unexpected reply from the read script ({len(lines)} lines)")
         lengths: list[int] = []
         stamps: list[float | None] = []
-        for line in lines[:-1]:
+        for line in lines[: len(queues)]:
             length, _, stamp = line.partition(" ")
             lengths.append(int(length))
             stamps.append(None if stamp == "-" else float(stamp))
-        return lengths, stamps, int(lines[-1])
+        unacked = int(lines[len(queues)])
+        rest = lines[len(queues) + 1:]
+        workers = None
+        if rest and rest[0] == "registry 1":
+            workers = _parse_beats(rest[1:])
+        return lengths, stamps, unacked, workers
 
-    def _read_pipeline(
-        self, queues: Sequence[str]
-    ) -> tuple[list[int], list[float | None], int]:
+    def _read_pipeline(self, queues: Sequence[str]) -> _Raw:
+        """The no-scripting fallback: one pipeline (a second one for registry entries)."""
         keys = [_raw(key) for queue in queues for key in self.list_keys(queue)]
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
@@ -200,7 +235,20 @@ class RedisReader:
             if self.read_age:
                 pipe.lindex(key, -1)
         pipe.hlen(_raw(self.prefix + UNACKED_KEY))
+        index = _raw(self.prefix + INDEX_KEY)
+        if self.read_workers:
+            pipe.exists(index)
+            pipe.zrangebyscore(index, self._registry_min(), "+inf")
         raw = pipe.execute()
+        workers = None
+        if self.read_workers:
+            exists, nodes = raw[-2], raw[-1]
+            raw = raw[:-2]
+            if exists:
+                entries = []
+                if nodes:
+                    entries = self.client.mget([_raw(self.prefix + KEY_PREFIX) + n for n in nodes])
+                workers = _parse_beats([_text(e) for e in entries if e is not None])
         width = 2 if self.read_age else 1
         per_list_len = [int(v) for v in raw[0:-1:width]]
         per_list_stamp = (
@@ -213,7 +261,7 @@ class RedisReader:
             lengths.append(sum(per_list_len[i * n:(i + 1) * n]))
             found = [s for s in per_list_stamp[i * n:(i + 1) * n] if s is not None]
             stamps.append(min(found) if found else None)
-        return lengths, stamps, int(raw[-1])
+        return lengths, stamps, int(raw[-1]), workers
 
     # -- discovery -------------------------------------------------------------------------
     def discover_queues(self) -> list[str]:
@@ -280,6 +328,16 @@ def _is_script_refusal(exc: Exception) -> bool:
     return "unknown command" in text or "noscript" in text or "not allowed" in text or (
         "eval" in text and "disabled" in text
     )
+
+
+def _parse_beats(lines: Sequence[str]) -> tuple[WorkerHeartbeat, ...]:
+    beats = []
+    for line in lines:
+        try:
+            beats.append(WorkerHeartbeat.from_json(line))
+        except ValueError as exc:
+            log.warning("skipping a malformed heartbeat registry entry: %s", exc)
+    return tuple(beats)
 
 
 def _stamp_from_message(raw: Any) -> float | None:
