@@ -13,12 +13,23 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "install"]
 
 
-def install(app: Any, **options: Any) -> None:
+def install(app: Any, *, stamp: bool = True, heartbeat: bool = True) -> None:
     """Wire the toolkit into a Celery app in one line: ``toolkit.install(app)``.
 
-    Stamps every published task with its enqueue time (for the ``QueueAge`` metric). Options are
-    passed to :func:`toolkit.stamp.install`.
-    """
-    from toolkit.stamp import install as _install_stamp
+    - ``stamp``: every task published from this process carries its enqueue time, which the
+      collector turns into ``QueueAge`` (:mod:`toolkit.stamp`).
+    - ``heartbeat``: workers of ``app`` run the heartbeat bootstep (heartbeat and ready files,
+      the Redis registry behind ``QueueConsumers``), configured from the ``CELERY_ECS_HEARTBEAT_*``
+      environment variables (:mod:`toolkit.heartbeat`). It does nothing in processes that only
+      publish tasks.
 
-    _install_stamp(app, **options)
+    Idempotent: calling it twice installs nothing twice.
+    """
+    if stamp:
+        from toolkit.stamp import install as install_stamp
+
+        install_stamp(app)
+    if heartbeat:
+        from toolkit.heartbeat import install as install_heartbeat
+
+        install_heartbeat(app)
