@@ -123,6 +123,14 @@ def test_redact_url_hides_passwords_only() -> None:
     assert "s3cret" not in redact_url("rediss://user:s3cret@[::1]:6380/2")
 
 
+@pytest.mark.parametrize("password", ["p#ss", "pa/ss", "p?w", "p@w", "a:b", "[::1"])
+def test_redact_url_survives_unencoded_special_characters(password: str) -> None:
+    for url in (f"mysql://app:{password}@db:3306/x", f"redis://:{password}@h/0"):
+        shown = redact_url(url)
+        assert password not in shown and "***" in shown
+    assert redact_url("redis://token-only@h/0") == "redis://***@h/0"
+
+
 def test_alarm_handler_settings_from_env() -> None:
     s = AlarmHandlerSettings.from_env({"REMEDIATION": "dry-run", "COOLDOWN_SECONDS": "60",
                                        "SLACK_BOT_TOKEN": "xoxb-secret"})

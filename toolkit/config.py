@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from toolkit.errors import ConfigError
 
@@ -82,23 +82,23 @@ REMEDIATION_MODES: tuple[RemediationMode, ...] = ("enabled", "dry-run", "off")
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors).
+
+    Works on the text rather than on a parse, because a password with an unencoded ``#``, ``/``,
+    ``?`` or ``@`` defeats URL parsers: everything between ``scheme://user:`` and the last ``@``
+    is masked. Errs towards masking too much.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url else "<URL with credentials>"
+    at = rest.rfind("@")
+    if at == -1:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    creds, host = rest[:at], rest[at + 1:]
+    user, colon, _ = creds.partition(":")
+    if not colon:  # `scheme://secret@host`: a bare token may be a password; hide it
+        return f"{scheme}://***@{host}"
+    return f"{scheme}://{user}:***@{host}"
 
 
 def check_broker_url(url: str) -> None:
