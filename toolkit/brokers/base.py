@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from toolkit.errors import BrokerError
 
 if TYPE_CHECKING:
     from toolkit.registry import WorkerHeartbeat
@@ -53,3 +55,32 @@ class BrokerReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ErrorTranslator:
+    """Context manager re-raising a client library's exception as a :class:`BrokerError`.
+
+    Subclasses implement :meth:`translate`; messages name the broker by its redacted URL only.
+    Exceptions it does not recognise pass through unchanged.
+    """
+
+    def __init__(self, safe_url: str) -> None:
+        self.safe_url = safe_url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if exc is not None:
+            mapped = self.translate(exc, first_line(exc))
+            if mapped is not None:
+                raise mapped from exc
+        return False
+
+    def translate(self, exc: BaseException, msg: str) -> BrokerError | None:
+        raise NotImplementedError
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import socket
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from toolkit.brokers.base import BrokerReading, QueueReading
+from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 
@@ -81,29 +80,17 @@ class RabbitMQReader:
         return _AmqpErrors(self.settings.safe_url)
 
 
-class _AmqpErrors:
-    def __init__(self, safe_url: str) -> None:
-        self.safe_url = safe_url
+class _AmqpErrors(ErrorTranslator):
+    """amqp/kombu exceptions to the toolkit's, without the password."""
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if exc is None:
-            return False
+    def translate(self, exc: BaseException, msg: str) -> BrokerError | None:
         from amqp.exceptions import AccessRefused, AMQPError
-
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if isinstance(exc, AccessRefused) or "ACCESS_REFUSED" in msg:
-            raise BrokerAuthError(
-                f"RabbitMQ at {self.safe_url} refused our credentials"
-            ) from exc
-        if isinstance(exc, OSError | socket.timeout | TimeoutError | ConnectionError):
-            raise BrokerUnreachable(f"cannot reach RabbitMQ at {self.safe_url}: {msg}") from exc
-        if isinstance(exc, AMQPError):
-            raise BrokerError(f"RabbitMQ at {self.safe_url} failed: {msg}") from exc
         from kombu.exceptions import OperationalError
 
-        if isinstance(exc, OperationalError):
-            raise BrokerUnreachable(f"cannot reach RabbitMQ at {self.safe_url}: {msg}") from exc
-        return False
+        if isinstance(exc, AccessRefused) or "ACCESS_REFUSED" in msg:
+            return BrokerAuthError(f"RabbitMQ at {self.safe_url} refused our credentials")
+        if isinstance(exc, OSError | TimeoutError | ConnectionError | OperationalError):
+            return BrokerUnreachable(f"cannot reach RabbitMQ at {self.safe_url}: {msg}")
+        if isinstance(exc, AMQPError):
+            return BrokerError(f"RabbitMQ at {self.safe_url} failed: {msg}")
+        return None

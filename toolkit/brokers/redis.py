@@ -19,9 +19,10 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from toolkit.brokers.base import BrokerReading, QueueReading
+from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
+from toolkit.brokers.base import first_line as _first_line
 from toolkit.config import BrokerSettings, redact_url
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 from toolkit.registry import INDEX_KEY, KEY_PREFIX, WorkerHeartbeat, consumers_per_queue
@@ -288,33 +289,22 @@ class RedisReader:
         return _RedisErrors(self.safe_url)
 
 
-class _RedisErrors:
-    """Context manager mapping redis-py exceptions to the toolkit's, without the password."""
+class _RedisErrors(ErrorTranslator):
+    """redis-py exceptions to the toolkit's, without the password."""
 
-    def __init__(self, safe_url: str) -> None:
-        self.safe_url = safe_url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if exc is None:
-            return False
+    def translate(self, exc: BaseException, msg: str) -> BrokerError | None:
         import redis.exceptions as rex
 
-        msg = _first_line(exc)
         if isinstance(exc, rex.AuthenticationError) or (
             isinstance(exc, rex.ResponseError)
             and any(w in msg for w in ("NOAUTH", "WRONGPASS", "NOPERM", "invalid password"))
         ):
-            raise BrokerAuthError(
-                f"Redis at {self.safe_url} refused our credentials: {msg}"
-            ) from exc
+            return BrokerAuthError(f"Redis at {self.safe_url} refused our credentials: {msg}")
         if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
-            raise BrokerUnreachable(f"cannot reach Redis at {self.safe_url}: {msg}") from exc
+            return BrokerUnreachable(f"cannot reach Redis at {self.safe_url}: {msg}")
         if isinstance(exc, rex.RedisError):
-            raise BrokerError(f"Redis at {self.safe_url} failed: {msg}") from exc
-        return False
+            return BrokerError(f"Redis at {self.safe_url} failed: {msg}")
+        return None
 
 
 def _response_error() -> type[Exception]:
@@ -366,8 +356,3 @@ def _raw(text: str) -> bytes:
 
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
