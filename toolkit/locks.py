@@ -14,7 +14,9 @@ Two ways in:
 
 - :class:`TaskLock` for any code: ``with TaskLock(client, "nightly-report", ttl=60): ...``
 - :func:`single_instance` for a Celery task: a duplicate call while one runs is skipped
-  (it returns :data:`SKIPPED`) or retried later.
+  (it returns :data:`SKIPPED`) or retried later; a *redelivered* message (a killed worker's
+  task coming back) is always retried once the lock's remaining TTL has passed. Inside the task,
+  :func:`current_lock` returns the run's lock (``lock.lost`` says whether it was lost).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, TypeVar, cast
@@ -49,6 +52,8 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS[1] = lock key: the remaining TTL in milliseconds (-2: no key, -1: no TTL)
+_PTTL = "return redis.call('pttl', KEYS[1])"
 # KEYS[1] = lock key, ARGV[1] = our token, ARGV[2] = new TTL in milliseconds
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -123,9 +128,12 @@ class TaskLock:
         self.auto_renew = auto_renew
         self.retry_interval = retry_interval
         self.token: str | None = None
-        self.lost = False  # set when a renewal found the lock gone (it expired or was taken)
+        # set when a renewal found the lock gone (expired or taken), or could not reach Redis
+        # until the key's TTL had run out
+        self.lost = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._expires = 0.0  # monotonic time by which the key expires unless renewed
 
     @property
     def ttl_ms(self) -> int:
@@ -147,6 +155,7 @@ class TaskLock:
         token = secrets.token_hex(16)
         deadline = None if wait is None else time.monotonic() + wait
         while True:
+            sent = time.monotonic()
             got = self._call(
                 "acquire",
                 lambda: self.client.set(self.key, token, nx=True, px=self.ttl_ms),
@@ -154,6 +163,7 @@ class TaskLock:
             if got:
                 self.token = token
                 self.lost = False
+                self._expires = sent + self.ttl
                 if self.auto_renew:
                     self._start_renewer()
                 return True
@@ -183,6 +193,12 @@ class TaskLock:
             self._call("extend", lambda: self.client.eval(_EXTEND, 1, self.key, token, str(ms)))
         )
 
+    def remaining(self) -> float | None:
+        """Seconds until the key expires, whoever holds it; None if there is no key (or it
+        has no TTL). One PTTL, through ``eval`` so the client protocol stays three methods."""
+        ms = int(self._call("read", lambda: self.client.eval(_PTTL, 1, self.key)))
+        return ms / 1000 if ms >= 0 else None
+
     def owned(self) -> bool:
         """True if the key currently holds this instance's token (one GET)."""
         if self.token is None:
@@ -194,10 +210,14 @@ class TaskLock:
 
     # --- auto-renewal ---------------------------------------------------------------------
 
+    #: How long ``release()`` waits for the renewal thread to stop (it may be inside a Redis
+    #: call bounded by the client's socket timeout); after that it releases anyway.
+    join_timeout: float = 5.0
+
     def _start_renewer(self) -> None:
-        self._stop.clear()
+        stop = self._stop = threading.Event()  # a fresh event per thread: no stale wake-ups
         self._renewer = threading.Thread(
-            target=self._renew_loop, name=f"lock-renew:{self.key}", daemon=True
+            target=self._renew_loop, args=(stop,), name=f"lock-renew:{self.key}", daemon=True
         )
         self._renewer.start()
 
@@ -205,20 +225,42 @@ class TaskLock:
         self._stop.set()
         renewer, self._renewer = self._renewer, None
         if renewer is not None and renewer is not threading.current_thread():
-            renewer.join()
+            renewer.join(self.join_timeout)
+            if renewer.is_alive():
+                log.warning(
+                    "lock %r: renewal thread still busy after %ss; releasing anyway",
+                    self.key, self.join_timeout,
+                )
 
-    def _renew_loop(self) -> None:
+    def _renew_loop(self, stop: threading.Event) -> None:
         interval = self.ttl / 3
-        while not self._stop.wait(interval):
+        while not stop.wait(interval):
+            sent = time.monotonic()
             try:
-                if self.extend():
-                    continue
-                self.lost = True
-                log.warning("lock %r was lost before renewal (expired or taken)", self.key)
-                return
-            except LockUnavailable as exc:
+                renewed = self.extend()
+            except Exception as exc:  # noqa: BLE001 - the thread must not die silently
+                if stop.is_set():
+                    return
+                if time.monotonic() >= self._expires:
+                    self.lost = True
+                    log.warning(
+                        "lock %r lost: renewal kept failing until its TTL ran out (%s: %s)",
+                        self.key, type(exc).__name__, exc,
+                    )
+                    return
                 # keep trying: the key may still be alive until its TTL runs out
-                log.warning("lock %r renewal failed: %s", self.key, exc)
+                log.warning(
+                    "lock %r renewal failed, retrying: %s: %s", self.key, type(exc).__name__, exc
+                )
+                continue
+            if stop.is_set():  # released meanwhile: extend() found no token, nothing was lost
+                return
+            if renewed:
+                self._expires = sent + self.ttl
+                continue
+            self.lost = True
+            log.warning("lock %r was lost before renewal (expired or taken)", self.key)
+            return
 
     # --- context manager ------------------------------------------------------------------
 
@@ -248,6 +290,16 @@ ClientSource = RedisClient | Callable[[], RedisClient] | None
 
 _broker_clients: dict[str, RedisClient] = {}
 _broker_clients_lock = threading.Lock()
+_current_lock: ContextVar[TaskLock | None] = ContextVar("toolkit_current_lock", default=None)
+#: Added to a redelivered duplicate's retry countdown, past the lock's remaining TTL.
+REDELIVERY_MARGIN: Final = 0.5
+
+
+def current_lock() -> TaskLock | None:
+    """The lock of the :func:`single_instance` task running in this context, or None (outside
+    such a task, or running unlocked under ``fail_open``). Check ``current_lock().lost`` (or
+    ``.owned()``, one GET) before a step that must not run twice, e.g. between batches."""
+    return _current_lock.get()
 
 
 def broker_redis(app: Any) -> tuple[RedisClient, str]:
@@ -269,10 +321,17 @@ def broker_redis(app: Any) -> tuple[RedisClient, str]:
         client = _broker_clients.get(url)
         if client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
+            # redis-py's default (3 retries, exponential backoff) would hold a fail-closed task
+            # for seconds; one quick retry covers a pooled connection the server closed.
             client = cast(
                 RedisClient,
-                redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5),
+                redis.Redis.from_url(
+                    url, socket_connect_timeout=2, socket_timeout=5,
+                    retry=Retry(NoBackoff(), 1),
+                ),
             )
             _broker_clients[url] = client
     return client, prefix
@@ -333,13 +392,22 @@ class SingleInstance:
                 return fn(*args, **kwargs)
             if not acquired:
                 return self.duplicate(task, lock)
+            token = _current_lock.set(lock)
             try:
                 return fn(*args, **kwargs)
             finally:
+                _current_lock.reset(token)
                 try:
-                    lock.release()
+                    released = lock.release()
                 except LockUnavailable as exc:  # the key expires by itself after ttl
                     log.warning("could not release %r: %s", lock.key, exc)
+                else:
+                    if lock.lost or not released:
+                        log.warning(
+                            "%s lost its lock %r while running (expired or taken): another "
+                            "run may have overlapped this one",
+                            task.name, lock.key,
+                        )
 
         return cast(F, wrapper)
 
@@ -365,6 +433,18 @@ class SingleInstance:
         )
 
     def duplicate(self, task: Any, lock: TaskLock) -> Any:
+        if is_redelivery(task):
+            # A killed run's message comes back at once (acks_late + reject_on_worker_lost)
+            # while its lock still lives: skipping it would ack the only copy of the job.
+            left = lock.remaining() or 0.0
+            countdown = left + REDELIVERY_MARGIN
+            if self.on_duplicate == "retry":
+                countdown = max(countdown, self.retry_countdown)
+            log.warning(
+                "%s redelivered while its lock %r is held (%.1fs left): retrying in %.1fs",
+                task.name, lock.key, left, countdown,
+            )
+            raise task.retry(countdown=countdown, max_retries=self.max_retries)
         if self.on_duplicate == "retry":
             log.info(
                 "%s is already running (lock %r); retrying in %ss",
@@ -373,6 +453,13 @@ class SingleInstance:
             raise task.retry(countdown=self.retry_countdown, max_retries=self.max_retries)
         log.info("%s skipped: already running (lock %r)", task.name, lock.key)
         return SKIPPED
+
+
+def is_redelivery(task: Any) -> bool:
+    """True when the broker marked the running message as delivered before (AMQP's
+    ``redelivered``; kombu's Redis transport sets it when it restores an unacked message)."""
+    info = getattr(task.request, "delivery_info", None) or {}
+    return bool(info.get("redelivered"))
 
 
 def single_instance(
@@ -399,6 +486,11 @@ def single_instance(
     - A duplicate while one run holds the lock: ``on_duplicate="skip"`` logs one line and
       returns :data:`SKIPPED`; ``"retry"`` calls ``task.retry(countdown=retry_countdown,
       max_retries=max_retries)`` (``None``: the task's own ``max_retries``).
+    - A *redelivered* duplicate (``task.request.delivery_info["redelivered"]``: the message of
+      a killed run, requeued) is never skipped: it is retried with ``countdown`` = the lock's
+      remaining TTL + :data:`REDELIVERY_MARGIN` (at least ``retry_countdown`` in "retry" mode).
+    - The body can read its lock with :func:`current_lock`; a lock lost while the body ran
+      (renewal found it gone, or the final release found another owner) logs a WARNING.
     - The lock is released when the run returns, raises or retries. While the run lives the
       lock is renewed every ``ttl / 3`` s (``auto_renew``), so a killed worker frees it within
       ``ttl`` seconds.

@@ -3,7 +3,7 @@
     store = open_store("mysql://app:secret@db.internal:3306/app")   # or "sqlite:///var/ckpt.db"
     store.save("reports.rebuild", "2024-06", {"position": 500}, version=500)
     store.load("reports.rebuild", "2024-06")   # {"position": 500}
-    store.clear("reports.rebuild", "2024-06")
+    store.complete("reports.rebuild", "2024-06", version=1000)  # done: a tombstone
 
 URL schemes: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``sqlite:///:memory:``;
 ``mysql://``, ``mysql+pymysql://`` and ``mariadb://`` (PyMySQL, the ``mysql`` extra). A
@@ -26,7 +26,7 @@ from toolkit.checkpoints.base import (
     OnCorrupt,
     StaleCheckpoint,
 )
-from toolkit.checkpoints.progress import checkpointed, start_position
+from toolkit.checkpoints.progress import Checkpointed, checkpointed, start_position
 from toolkit.config import redact_url
 from toolkit.errors import CheckpointError
 
@@ -39,6 +39,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "CheckpointUnavailable",
+    "Checkpointed",
     "StaleCheckpoint",
     "checkpointed",
     "open_store",

@@ -4,7 +4,14 @@ A checkpoint is one row per (task name, key): a JSON object (the state), a versi
 it was written. ``save`` is one atomic upsert. With ``version=N`` it is a conditional write: it
 lands only if ``N`` is greater than the stored version, so a stale writer (an older run that woke
 up late) cannot overwrite newer progress; it raises :class:`StaleCheckpoint` instead. Without a
-version every save bumps the stored version by one (last writer wins, no increment lost).
+version every save bumps the stored version by one (last writer wins, no increment lost, and
+*no* stale-writer protection).
+
+``complete`` ends the work of a (task, key): it leaves a *tombstone*, a row whose state is JSON
+``null`` (never a valid state) and whose version is at least the final progress. ``load``/``get``
+treat it as "no checkpoint", a late ``save(version=N)`` from a stale writer is refused like any
+other stale save (N is not newer), and ``purge`` deletes it once it is old. ``clear`` deletes the
+row outright (tombstone or not), after which a stale writer could re-create it.
 
     CheckpointError            (toolkit.errors)
     ├── CheckpointUnavailable  the database cannot be reached (the message hides the password)
@@ -30,6 +37,9 @@ log = logging.getLogger("toolkit.checkpoints")
 
 DEFAULT_TABLE = "celery_checkpoints"
 MAX_NAME_LENGTH = 191  # utf8mb4 keys fit the 767-byte index limit of older MySQL
+MAX_VERSION = 2**63 - 1  # BIGINT / SQLite INTEGER
+#: The stored state of a completed (task, key): JSON null, which ``save`` can never write.
+TOMBSTONE = "null"
 OnCorrupt = Literal["raise", "restart"]
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -50,15 +60,19 @@ class CheckpointCorrupt(CheckpointError):
 class StaleCheckpoint(CheckpointError):
     """A conditional save lost to newer progress."""
 
-    def __init__(self, task: str, key: str, version: int, stored: int | None) -> None:
+    def __init__(
+        self, task: str, key: str, version: int, stored: int | None, completed: bool = False
+    ) -> None:
+        what = "the work was completed at version" if completed else "the stored version"
         super().__init__(
             f"checkpoint for task {task!r} key {key!r} not saved: version {version} is not "
-            f"newer than the stored version {stored}"
+            f"newer than {what} {stored}"
         )
         self.task = task
         self.key = key
         self.version = version
         self.stored = stored
+        self.completed = completed  # refused by a tombstone: a stale writer after completion
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,10 @@ class Row:
     state: str
     version: int
     updated_at: float
+
+    @property
+    def done(self) -> bool:
+        return self.state == TOMBSTONE
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,15 @@ def check_table(name: str) -> str:
     return name
 
 
+def check_version(version: object) -> int:
+    """A version is a plain ``int`` from 1 to 2**63 - 1 (no bool, no float, no str)."""
+    if type(version) is not int or not 1 <= version <= MAX_VERSION:
+        raise CheckpointError(
+            f"checkpoint version must be an integer >= 1 and < 2**63, got {version!r}"
+        )
+    return version
+
+
 def _check_name(what: str, value: str) -> None:
     if not isinstance(value, str) or not value:
         raise CheckpointError(f"checkpoint {what} must be a non-empty string, got {value!r}")
@@ -93,8 +120,8 @@ def _check_name(what: str, value: str) -> None:
 
 
 class CheckpointStore(ABC):
-    """Progress per (task, key). Backends implement ``_fetch``, ``_upsert``, ``_delete``,
-    ``_purge`` and ``close``; they create their table when it is missing."""
+    """Progress per (task, key). Backends implement ``_fetch``, ``_upsert``, ``_complete``,
+    ``_delete``, ``_purge`` and ``close``; they create their table when it is missing."""
 
     def __init__(
         self,
@@ -119,7 +146,13 @@ class CheckpointStore(ABC):
         """Write atomically; return the stored version, or None if ``version`` was not newer."""
 
     @abstractmethod
-    def _delete(self, task: str, key: str) -> bool: ...
+    def _complete(self, task: str, key: str, version: int, now: float) -> int:
+        """Write the tombstone (state TOMBSTONE) with version max(stored, ``version``); return
+        the stored version."""
+
+    @abstractmethod
+    def _delete(self, task: str, key: str, version: int | None = None) -> bool:
+        """Delete the row (only if its version is ``version``, when given)."""
 
     @abstractmethod
     def _purge(self, before: float) -> int: ...
@@ -134,15 +167,16 @@ class CheckpointStore(ABC):
     ) -> int:
         """Store ``state``; return the stored version.
 
-        ``version=N`` (N >= 1): only if N is greater than the stored version, else
-        :class:`StaleCheckpoint`. No version: the stored version goes up by one.
+        ``version=N`` (an int, N >= 1): only if N is greater than the stored version (a
+        tombstone's included), else :class:`StaleCheckpoint`. No version: the stored version
+        goes up by one and the write always lands: no protection against a stale writer.
         """
         _check_name("task", task)
         _check_name("key", key)
         if not isinstance(state, dict):
             raise CheckpointError(f"checkpoint state for {task!r} {key!r} must be a dict")
-        if version is not None and (isinstance(version, bool) or version < 1):
-            raise CheckpointError(f"checkpoint version must be an integer >= 1, got {version!r}")
+        if version is not None:
+            check_version(version)
         try:
             text = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -153,15 +187,39 @@ class CheckpointStore(ABC):
         if stored is None:
             assert version is not None
             current = self._fetch(task, key)
-            raise StaleCheckpoint(task, key, version, None if current is None else current.version)
+            raise StaleCheckpoint(
+                task, key, version,
+                None if current is None else current.version,
+                completed=current is not None and current.done,
+            )
         return stored
+
+    def complete(self, task: str, key: str, *, version: int | None = None) -> int:
+        """Mark the work of (task, key) done: replace the checkpoint with a tombstone whose
+        version is the larger of the stored one and ``version``; return it.
+
+        Pass the final progress as ``version`` so that a stale writer that was between saves
+        is refused too. A later run of the same key must save versions above the tombstone's
+        (:meth:`completed` tells it; :func:`checkpointed` does this by itself).
+        """
+        _check_name("task", task)
+        _check_name("key", key)
+        return self._complete(task, key, 1 if version is None else check_version(version),
+                              self.clock())
+
+    def completed(self, task: str, key: str) -> int | None:
+        """The tombstone's version if (task, key) was completed, else None."""
+        _check_name("task", task)
+        _check_name("key", key)
+        row = self._fetch(task, key)
+        return row.version if row is not None and row.done else None
 
     def get(self, task: str, key: str) -> Checkpoint | None:
         """The checkpoint with its version and time, or None."""
         _check_name("task", task)
         _check_name("key", key)
         row = self._fetch(task, key)
-        if row is None:
+        if row is None or row.done:
             return None
         try:
             state = json.loads(row.state)
@@ -173,24 +231,27 @@ class CheckpointStore(ABC):
                     "checkpoint for task %r key %r is unreadable (%s); starting over",
                     task, key, exc,
                 )
-                self._delete(task, key)
+                self._delete(task, key, row.version)  # not a newer row written meanwhile
                 return None
             raise CheckpointCorrupt(task, key, str(exc)) from exc
         return Checkpoint(task, key, state, row.version, row.updated_at)
 
     def load(self, task: str, key: str) -> dict[str, Any] | None:
-        """The saved state, or None when there is no checkpoint."""
+        """The saved state, or None when there is no checkpoint (or only a tombstone)."""
         checkpoint = self.get(task, key)
         return None if checkpoint is None else checkpoint.state
 
-    def clear(self, task: str, key: str) -> bool:
-        """Delete the checkpoint; True if there was one."""
+    def clear(self, task: str, key: str, *, version: int | None = None) -> bool:
+        """Delete the row (checkpoint or tombstone); True if there was one. With ``version``,
+        only if the stored version is still ``version``. Prefer :meth:`complete` when the work
+        is done: after ``clear`` a stale writer's ``save(version=N)`` lands again."""
         _check_name("task", task)
         _check_name("key", key)
-        return self._delete(task, key)
+        return self._delete(task, key, None if version is None else check_version(version))
 
     def purge(self, older_than: float) -> int:
-        """Delete checkpoints not written for ``older_than`` seconds; return how many."""
+        """Delete checkpoints and tombstones not written for ``older_than`` seconds; return how
+        many."""
         return self._purge(self.clock() - older_than)
 
     def __enter__(self) -> CheckpointStore:

@@ -3,6 +3,12 @@
 The upsert is one ``INSERT ... ON DUPLICATE KEY UPDATE`` statement; a conditional save changes
 the row only when the new version is greater, and the affected-row count (1 inserted, 2 updated,
 0 unchanged) tells which happened. Deadlocks between concurrent first inserts are retried.
+
+Task names and keys are ``VARBINARY``: compared byte for byte, like SQLite's TEXT. (A
+``utf8mb4_bin`` VARCHAR is PAD SPACE in MySQL 5.7 and MariaDB, so "k" and "k " would be the same
+key.) The ``VALUES(col)`` form of the upsert is deprecated since MySQL 8.0.20, but its
+replacement (``VALUES (...) AS new ... new.col``) is not understood by MariaDB (10.11 included),
+so it stays.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from toolkit.checkpoints.base import (
     DEFAULT_TABLE,
+    TOMBSTONE,
     CheckpointStore,
     CheckpointUnavailable,
     OnCorrupt,
@@ -28,8 +35,8 @@ from toolkit.errors import CheckpointError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS `{t}` (
-    task_name  VARCHAR(191) NOT NULL,
-    task_key   VARCHAR(191) NOT NULL,
+    task_name  VARBINARY(764) NOT NULL,
+    task_key   VARBINARY(764) NOT NULL,
     version    BIGINT       NOT NULL,
     state      LONGTEXT     NOT NULL,
     updated_at DOUBLE       NOT NULL,
@@ -174,9 +181,30 @@ class MySQLStore(CheckpointStore):
 
         return self._run(bump if version is None else conditional)
 
-    def _delete(self, task: str, key: str) -> bool:
+    def _complete(self, task: str, key: str, version: int, now: float) -> int:
+        t = self.table
+
+        def body(cur: Any) -> int:
+            cur.execute(
+                f"INSERT INTO `{t}` (task_name, task_key, version, state, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                "state = VALUES(state), updated_at = VALUES(updated_at), "
+                "version = GREATEST(version, VALUES(version))",
+                (task, key, version, TOMBSTONE, now),
+            )
+            cur.execute(
+                f"SELECT version FROM `{t}` WHERE task_name = %s AND task_key = %s", (task, key)
+            )
+            return int(cur.fetchone()[0])
+
+        return self._run(body)
+
+    def _delete(self, task: str, key: str, version: int | None = None) -> bool:
         sql = f"DELETE FROM `{self.table}` WHERE task_name = %s AND task_key = %s"
-        return bool(self._run(lambda cur: cur.execute(sql, (task, key))))
+        params: tuple[object, ...] = (task, key)
+        if version is not None:
+            sql, params = sql + " AND version = %s", (task, key, version)
+        return bool(self._run(lambda cur: cur.execute(sql, params)))
 
     def _purge(self, before: float) -> int:
         sql = f"DELETE FROM `{self.table}` WHERE updated_at < %s"

@@ -2,6 +2,10 @@
 
 One connection per process (reopened after a fork), serialised by a lock; writes run in
 ``BEGIN IMMEDIATE`` transactions, and the file uses WAL so readers do not block the writer.
+
+Errors: a database that cannot be opened, is locked past the timeout, or fails with an I/O error
+is :class:`CheckpointUnavailable` (try again later); anything else (a file that is not a
+database or is corrupt, a missing table, a constraint) is a plain :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from toolkit.checkpoints.base import (
     DEFAULT_TABLE,
+    TOMBSTONE,
     CheckpointStore,
     CheckpointUnavailable,
     OnCorrupt,
@@ -35,6 +40,18 @@ CREATE TABLE IF NOT EXISTS "{t}" (
 );
 CREATE INDEX IF NOT EXISTS "{t}_updated_at" ON "{t}" (updated_at);
 """
+# primary result codes that mean "not reachable now": BUSY, LOCKED, IOERR, FULL, CANTOPEN,
+# PROTOCOL (https://www.sqlite.org/rescode.html)
+_UNAVAILABLE_CODES = {5, 6, 10, 13, 14, 15}
+
+
+def _error(exc: sqlite3.Error, message: str) -> CheckpointError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    unavailable = (
+        code & 0xFF in _UNAVAILABLE_CODES if isinstance(code, int)
+        else isinstance(exc, sqlite3.OperationalError)  # no code: trust the class
+    )
+    return (CheckpointUnavailable if unavailable else CheckpointError)(f"{message}: {exc}")
 
 
 class SQLiteStore(CheckpointStore):
@@ -67,9 +84,7 @@ class SQLiteStore(CheckpointStore):
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
-            raise CheckpointUnavailable(
-                f"cannot open checkpoint database sqlite:///{self.path}: {exc}"
-            ) from exc
+            raise _error(exc, f"cannot open checkpoint database sqlite:///{self.path}") from exc
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -86,11 +101,7 @@ class SQLiteStore(CheckpointStore):
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                cls = (
-                    CheckpointUnavailable if isinstance(exc, sqlite3.OperationalError)
-                    else CheckpointError
-                )
-                raise cls(f"checkpoint database sqlite:///{self.path} failed: {exc}") from exc
+                raise _error(exc, f"checkpoint database sqlite:///{self.path} failed") from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -131,12 +142,28 @@ class SQLiteStore(CheckpointStore):
             )
             return version if cur.rowcount == 1 else None
 
-    def _delete(self, task: str, key: str) -> bool:
+    def _complete(self, task: str, key: str, version: int, now: float) -> int:
+        t = self.table
         with self._tx(write=True) as conn:
-            cur = conn.execute(
-                f'DELETE FROM "{self.table}" WHERE task_name = ? AND task_key = ?', (task, key)
+            conn.execute(
+                f'INSERT INTO "{t}" (task_name, task_key, version, state, updated_at) '
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_name, task_key) DO UPDATE SET "
+                "state = excluded.state, updated_at = excluded.updated_at, "
+                f'version = MAX("{t}".version, excluded.version)',
+                (task, key, version, TOMBSTONE, now),
             )
-            return cur.rowcount > 0
+            row = conn.execute(
+                f'SELECT version FROM "{t}" WHERE task_name = ? AND task_key = ?', (task, key)
+            ).fetchone()
+            return int(row[0])
+
+    def _delete(self, task: str, key: str, version: int | None = None) -> bool:
+        sql = f'DELETE FROM "{self.table}" WHERE task_name = ? AND task_key = ?'
+        params: tuple[object, ...] = (task, key)
+        if version is not None:
+            sql, params = sql + " AND version = ?", (task, key, version)
+        with self._tx(write=True) as conn:
+            return conn.execute(sql, params).rowcount > 0
 
     def _purge(self, before: float) -> int:
         with self._tx(write=True) as conn:
