@@ -81,6 +81,9 @@ class AlarmEvent:
     threshold: float | None = None
     datapoints: tuple[float, ...] = ()
     alarm_rule: str | None = None
+    # Every metric the alarm reads: one for a single-metric alarm, each input of a metric-math
+    # expression, none for a composite alarm. ``metric`` is the one chosen for display.
+    inputs: tuple[MetricRef, ...] = ()
 
     @property
     def cluster(self) -> str | None:
@@ -141,7 +144,10 @@ def parse_timestamp(raw: object) -> datetime | None:
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except (OverflowError, ValueError):  # an int too large for a float
+            return None
         if value != value or abs(value) > 1e14:
             return None
         if value > 1e11:  # milliseconds
@@ -171,9 +177,10 @@ def parse_timestamp(raw: object) -> datetime | None:
             int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros,
             tzinfo=tzinfo,
         )
-    except ValueError:
+        # 0001-01-01T00:00+0100 and 9999-12-31T23:59-0100 fall outside datetime's range in UTC.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed.astimezone(UTC)
 
 
 # --- small typed getters ------------------------------------------------------------------------
@@ -203,7 +210,7 @@ def _number(value: object) -> float | None:
         return None
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int beyond float range
         return None
     return number if number == number and abs(number) != float("inf") else None
 
@@ -289,6 +296,7 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
     kind: AlarmKind = "composite"
     metric: MetricRef | None = None
     threshold: float | None = None
+    inputs: tuple[MetricRef, ...] = ()
     if trigger is not None:
         threshold = _number(trigger.get("Threshold"))
         metric_name = _text(trigger, "MetricName")
@@ -299,6 +307,7 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
                 name=metric_name,
                 dimensions=_dims_from_pairs(trigger.get("Dimensions")),
             )
+            inputs = (metric,)
         elif isinstance(trigger.get("Metrics"), list):
             kind = "math"
             found = []
@@ -315,6 +324,7 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
                         )
                     )
             metric = _pick(found)
+            inputs = tuple(found)
     points, parsed_threshold = _datapoints(reason, None)
     return AlarmEvent(
         source="sns",
@@ -332,6 +342,7 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
         threshold=threshold if threshold is not None else parsed_threshold,
         datapoints=points,
         alarm_rule=_text(message, "AlarmRule"),
+        inputs=inputs,
     )
 
 
@@ -354,6 +365,7 @@ def _from_alarm_data(
     reason = _text(state_map, "reason") or ""
     kind: AlarmKind = "composite"
     metric: MetricRef | None = None
+    inputs: tuple[MetricRef, ...] = ()
     raw_metrics = config.get("metrics") if config else None
     if isinstance(raw_metrics, list) and raw_metrics:
         found = []
@@ -377,6 +389,7 @@ def _from_alarm_data(
         if found or has_expression:
             kind = "math" if has_expression or len(found) > 1 else "metric"
             metric = _pick(found)
+            inputs = tuple(found)
     points, threshold = _datapoints(reason, state_map.get("reasonData"))
     return AlarmEvent(
         source=source,
@@ -394,6 +407,7 @@ def _from_alarm_data(
         threshold=threshold,
         datapoints=points,
         alarm_rule=_text(config, "alarmRule"),
+        inputs=inputs,
     )
 
 

@@ -32,6 +32,7 @@ A config file looks like this (every key is optional except where noted)::
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -207,6 +208,9 @@ class HeartbeatSettings:
         )
 
 
+MIN_COOLDOWN_SECONDS = 60  # COOLDOWN_SECONDS below this is clamped up, with a warning
+
+
 @dataclass(frozen=True)
 class AlarmHandlerSettings:
     """What the alarm handler Lambda (and ``celery-ecs remediate``) reads from its environment."""
@@ -235,6 +239,15 @@ class AlarmHandlerSettings:
         metrics = tuple(
             m.strip() for m in (env.get(ENV_REMEDIATING_METRICS) or "WorkerStuck").split(",")
         )
+        cooldown = _int(env.get(ENV_COOLDOWN_SECONDS), ENV_COOLDOWN_SECONDS, 900)
+        if cooldown < MIN_COOLDOWN_SECONDS:
+            # Below a minute a stuck service could be redeployed in a loop before its new tasks
+            # even start: clamp (not refuse, so a typo does not disable alerting) and say so.
+            logging.getLogger("toolkit.config").warning(
+                "%s=%d is below the minimum of %d s: using %d",
+                ENV_COOLDOWN_SECONDS, cooldown, MIN_COOLDOWN_SECONDS, MIN_COOLDOWN_SECONDS,
+            )
+            cooldown = MIN_COOLDOWN_SECONDS
         return cls(
             environment=env.get(ENV_ENVIRONMENT, ""),
             slack_webhook_url=env.get(ENV_SLACK_WEBHOOK_URL) or None,
@@ -243,7 +256,7 @@ class AlarmHandlerSettings:
             slack_secret_arn=env.get(ENV_SLACK_SECRET_ARN) or None,
             slack_api_url=env.get(ENV_SLACK_API_URL) or None,
             remediation=mode,  # narrowed by the membership check above
-            cooldown_seconds=_int(env.get(ENV_COOLDOWN_SECONDS), ENV_COOLDOWN_SECONDS, 900),
+            cooldown_seconds=cooldown,
             max_remediations_per_hour=_int(
                 env.get(ENV_MAX_REMEDIATIONS_PER_HOUR), ENV_MAX_REMEDIATIONS_PER_HOUR, 3
             ),

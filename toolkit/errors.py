@@ -69,7 +69,16 @@ class RemediationError(ToolkitError):
 
 
 class SlackError(ToolkitError):
-    """Slack did not accept a message."""
+    """Slack did not accept a message.
+
+    ``retryable`` is True only for transport failures, timeouts, 429 and 5xx answers (a later
+    attempt may succeed); permanent refusals (``invalid_auth``, ``channel_not_found``, webhook
+    403/404, an unreadable secret) are False.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class LockError(ToolkitError):

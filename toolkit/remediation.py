@@ -30,11 +30,12 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from toolkit.alarms import AlarmEvent
 from toolkit.config import AlarmHandlerSettings, RemediationMode
+from toolkit.errors import AwsError
 from toolkit.state import REMEDIATION_WINDOW, MemoryStateStore, StateStore
 
 # mypy-boto3-ecs is not installed in every environment: type the client loosely.
@@ -135,7 +136,10 @@ class ServiceSnapshot:
     def last_remediated_at(self) -> datetime | None:
         raw = self.tag(REMEDIATED_AT_TAG)
         if raw and raw.isdigit():
-            return datetime.fromtimestamp(int(raw), tz=UTC)
+            try:  # a hand-edited tag ("9" * 20, "²") must not crash the guards
+                return datetime.fromtimestamp(int(raw), tz=UTC)
+            except (OverflowError, ValueError, OSError):
+                return None
         return None
 
     @property
@@ -189,6 +193,23 @@ class Decision:
             **({"details": dict(self.details)} if self.details else {}),
         }
 
+    @classmethod
+    def from_log(cls, data: Mapping[str, Any]) -> Decision:
+        """Rebuild a decision from :meth:`to_log` (a follow-up owed to Slack is stored so)."""
+        cluster, service = data.get("cluster"), data.get("service")
+        at = data.get("at")
+        return cls(
+            action=data.get("action", "failed"),
+            code=data.get("code", "ecs-error"),
+            reason=str(data.get("reason", "")),
+            target=Target(cluster, service) if cluster and service else None,
+            alarm=data.get("alarm"),
+            mode=data.get("mode", "off"),
+            at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+            retryable=bool(data.get("retryable", False)),
+            details=dict(data.get("details") or {}),
+        )
+
     def line(self) -> str:
         where = f" {self.target}" if self.target else ""
         return f"{self.action}{where}: {self.reason}"
@@ -209,17 +230,51 @@ def _minutes(seconds: float) -> str:
 
 
 def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | Decision:
-    """Guard 1: a remediating alarm in ALARM whose dimensions name an ECS service."""
+    """Guard 1: a remediating alarm in ALARM whose dimensions name an ECS service.
+
+    A metric-math alarm qualifies only when a remediating metric is among its inputs and every
+    input that names a service names the same one (``MAX([stuck_a, stuck_b])`` names two: no).
+    """
     base = {"alarm": alarm.name, "mode": policy.mode}
     if alarm.state != "ALARM":
         return Decision("skipped", "not-alarm", f"alarm is {alarm.state}, not ALARM", **base)  # type: ignore[arg-type]
-    metric = alarm.metric.name if alarm.metric else None
-    if metric is None or metric not in policy.remediating_metrics:
-        what = f"metric {metric}" if metric else f"a {alarm.kind} alarm without a metric"
+    inputs = alarm.inputs or ((alarm.metric,) if alarm.metric else ())
+    names = [m.name for m in inputs]
+    if not any(name in policy.remediating_metrics for name in names):
+        if alarm.kind == "math" and names:
+            what = f"metric math over {', '.join(sorted(set(names)))}"
+        elif names:
+            what = f"metric {names[0]}"
+        else:
+            what = f"a {alarm.kind} alarm without a metric"
         return Decision(
             "skipped",
             "not-remediating-metric",
             f"{what} is not a remediating metric ({', '.join(policy.remediating_metrics)})",
+            **base,  # type: ignore[arg-type]
+        )
+    if alarm.kind == "math":
+        named = sorted(
+            {
+                (m.dimension("ClusterName") or "?", m.dimension("ServiceName") or "?")
+                for m in inputs
+                if m.dimension("ClusterName") or m.dimension("ServiceName")
+            }
+        )
+        if len(named) > 1:
+            listed = ", ".join(f"{c}/{s}" for c, s in named)
+            return Decision(
+                "skipped",
+                "no-target",
+                f"the metric math inputs name more than one service ({listed})",
+                **base,  # type: ignore[arg-type]
+            )
+        if len(named) == 1 and "?" not in named[0]:
+            return Target(*named[0])
+        return Decision(
+            "skipped",
+            "no-target",
+            "the metric math inputs do not name both ClusterName and ServiceName",
             **base,  # type: ignore[arg-type]
         )
     if not alarm.cluster or not alarm.service:
@@ -299,6 +354,9 @@ _RETRYABLE = {
 
 
 def _error_code(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    if isinstance(exc, AwsError) and isinstance(code, str) and code:
+        return code
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code") or type(exc).__name__)
@@ -388,18 +446,72 @@ class Remediator:
             return decide("skipped", *refused)
         if mode == "dry-run":
             return decide("dry-run", "dry-run", "all guards pass: would force a new deployment")
+        return self._locked_deploy(target, snapshot, now, decide)
+
+    def _locked_deploy(
+        self,
+        target: Target,
+        snapshot: ServiceSnapshot,
+        now: datetime,
+        decide: Callable[..., Decision],
+    ) -> Decision:
+        """Lock the service, take an hourly slot, deploy; give both back if nothing deployed."""
+        # Per-service lock, held for the cooldown: of several deliveries (or alarms) racing past
+        # the ECS checks above before any deployment shows, only one reaches UpdateService.
+        key = str(target)
+        lock_ttl = timedelta(seconds=max(0, self.policy.cooldown_seconds))
         try:
-            reserved = self.state.reserve_remediation(str(target), now, self.policy.max_per_hour)
+            locked = self.state.lock_remediation(key, now, lock_ttl)
         except Exception as exc:  # noqa: BLE001
+            return decide(
+                "failed", "state-error", f"could not lock the service: {_error_code(exc)}",
+                retryable=True,
+            )
+        if not locked:
+            return decide(
+                "skipped", "cooldown",
+                "another delivery already took this service's remediation lock within the "
+                f"cooldown ({_minutes(self.policy.cooldown_seconds)})",
+            )
+        try:
+            reserved = self.state.reserve_remediation(key, now, self.policy.max_per_hour)
+        except Exception as exc:  # noqa: BLE001
+            self._unlock(key)
             return decide(
                 "failed", "state-error", f"could not record the remediation: {_error_code(exc)}",
                 retryable=True,
             )
         if not reserved:
+            self._unlock(key)
             return decide(
                 "skipped", "rate-limit", f"hourly limit of {self.policy.max_per_hour} reached"
             )
-        return self._deploy(target, snapshot, now, decide)
+        decision = self._deploy(target, snapshot, now, decide)
+        if not decision.performed:
+            # Nothing was deployed: give back the hourly slot and the lock so a retry may act.
+            released = self._release_slot(key, now)
+            self._unlock(key)
+            if released is not None:
+                decision = replace(decision, details={**decision.details, "ledger": released})
+        return decision
+
+    def _unlock(self, key: str) -> None:
+        try:
+            self.state.unlock_remediation(key)
+        except Exception as exc:  # noqa: BLE001 - the lock expires with the cooldown anyway
+            log.warning(json.dumps({"event": "unlock_failed", "target": key,
+                                    "error": _error_code(exc)}))
+
+    def _release_slot(self, key: str, now: datetime) -> str | None:
+        """Release the ledger slot; ``None`` when done, else the error code (slot stays used)."""
+        try:
+            self.state.release_remediation(key, now)
+        except Exception as exc:  # noqa: BLE001
+            code = _error_code(exc)
+            log.warning(json.dumps({"event": "ledger_release_failed", "target": key,
+                                    "error": code}))
+            return f"slot not released: {code}"
+        return None
 
     # -- helpers --
 
@@ -472,9 +584,18 @@ class Remediator:
 
 
 def _is_retryable(exc: Exception) -> bool:
-    from botocore.exceptions import BotoCoreError
+    """Unreachable, timed out or throttled: a later attempt may succeed. Anything else (a bad
+    parameter, missing credentials, AccessDenied) will fail the same way again."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
 
-    if isinstance(exc, BotoCoreError):  # endpoint unreachable, timeouts
+    transient = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
+                 ConnectionClosedError)
+    if isinstance(exc, transient):
         return True
     return _error_code(exc) in _RETRYABLE
 

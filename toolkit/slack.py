@@ -8,15 +8,22 @@ Messages are built by pure functions (:func:`alarm_message`, :func:`decision_mes
   ``ts`` so the remediation outcome (and later the OK) can be posted as a threaded reply.
 
 Both retry connection errors, rate limits (429, honouring ``Retry-After``) and 5xx answers with
-slack_sdk's retry handlers, then raise :class:`~toolkit.errors.SlackError`. Secrets (webhook URL,
-token) are never logged nor put in an error message: slack_sdk's own debug logging, which prints
-URLs and headers, goes to a logger pinned at INFO.
+slack_sdk's retry handlers, then raise :class:`~toolkit.errors.SlackError`, whose ``retryable``
+says whether a later attempt may succeed (transport failure, timeout, 429, 5xx) or not
+(``invalid_auth``, ``channel_not_found``, webhook 403/404, an unreadable secret).
+
+Secrets (webhook URL, token) are kept out of logs and error messages: slack_sdk logs to the
+``toolkit.slack.http`` logger, pinned at WARNING (slack_sdk logs
+``Going to retry the same request: POST <full URL>`` at INFO and URLs and headers at DEBUG), and a
+filter on that logger redacts URL paths and tokens from whatever still gets through, even if
+someone lowers its level.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,9 +46,39 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# slack_sdk logs full URLs (a webhook URL is a secret) and headers at DEBUG: keep that quiet.
+
+_REDACTIONS = (
+    # A webhook URL's path is the secret: keep the scheme and host, drop path and query.
+    (re.compile(r"(?i)\b(https?://[^/\s'\"<>]+)/[^\s'\"<>]*"), r"\1/[redacted]"),
+    (re.compile(r"xox[a-zA-Z]-[A-Za-z0-9-]+"), "xox?-[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with URL paths and Slack tokens replaced by ``[redacted]``."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not escape unredacted
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        if record.exc_info or record.exc_text:
+            record.exc_info, record.exc_text = None, None  # tracebacks may hold the URL
+        return True
+
+
+# slack_sdk logs "Going to retry the same request: POST <full URL>" at INFO and URLs and headers at
+# DEBUG (a webhook URL and a bot token are secrets): WARNING only, and redacted whatever the level.
 _HTTP_LOG = logging.getLogger("toolkit.slack.http")
-_HTTP_LOG.setLevel(logging.INFO)
+_HTTP_LOG.setLevel(logging.WARNING)
+_HTTP_LOG.addFilter(_RedactingFilter())
 
 STYLE: dict[AlarmState, tuple[str, str, str]] = {
     # state: (emoji, attachment colour, word)
@@ -299,9 +336,14 @@ def resolve_credentials(
         raw = secrets_client.get_secret_value(SecretId=arn)["SecretString"]
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "ClientError")
-        raise SlackError(f"cannot read the Slack secret: {code}") from None
+        raise SlackError(
+            f"cannot read the Slack secret: {code}", retryable=code in _RETRYABLE_AWS_CODES
+        ) from None
     except (BotoCoreError, KeyError) as exc:
-        raise SlackError(f"cannot read the Slack secret: {type(exc).__name__}") from None
+        raise SlackError(
+            f"cannot read the Slack secret: {type(exc).__name__}",
+            retryable=_aws_unreachable(exc),
+        ) from None
     try:
         data = json.loads(raw)
     except ValueError:
@@ -318,6 +360,26 @@ def resolve_credentials(
 
 
 # --- senders ------------------------------------------------------------------------------------
+
+
+_RETRYABLE_AWS_CODES = frozenset({
+    "ThrottlingException", "InternalServiceError", "InternalFailure", "ServiceUnavailable",
+    "ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException",
+})
+
+
+def _aws_unreachable(exc: BaseException) -> bool:
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    transient = (
+        EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError
+    )
+    return isinstance(exc, transient)
 
 
 class SlackSender(Protocol):
@@ -355,8 +417,18 @@ def _retry_handlers(max_retries: int, backoff: float) -> list[Any]:
 
 def _transport_error(exc: BaseException) -> SlackError:
     reason = getattr(exc, "reason", None)
-    detail = f": {reason}" if isinstance(reason, str | OSError) else ""
-    return SlackError(f"Slack unreachable ({type(exc).__name__}{detail})")
+    detail = f": {redact(str(reason))}" if isinstance(reason, str | OSError) else ""
+    return SlackError(f"Slack unreachable ({type(exc).__name__}{detail})", retryable=True)
+
+
+def _retryable_status(status: object) -> bool:
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
+
+# Web API error codes that say "try again later" even when the HTTP status is 200.
+_RETRYABLE_API_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
 
 
 class WebhookSender:
@@ -386,7 +458,9 @@ class WebhookSender:
             raise _transport_error(exc) from None
         if response.status_code != 200:
             raise SlackError(
-                f"Slack webhook answered HTTP {response.status_code}: {_cut(response.body, 80)}"
+                f"Slack webhook answered HTTP {response.status_code}: "
+                f"{redact(_cut(response.body or '', 80))}",
+                retryable=_retryable_status(response.status_code),
             )
         return None
 
@@ -437,7 +511,8 @@ class BotSender:
             status = getattr(exc.response, "status_code", "?")
             error = exc.response.get("error") if exc.response is not None else None
             raise SlackError(
-                f"chat.postMessage failed: HTTP {status}, {error or 'no error code'}"
+                f"chat.postMessage failed: HTTP {status}, {error or 'no error code'}",
+                retryable=_retryable_status(status) or error in _RETRYABLE_API_ERRORS,
             ) from None
         except Exception as exc:  # noqa: BLE001
             raise _transport_error(exc) from None

@@ -9,12 +9,18 @@ Two backends implement the same small :class:`StateStore` protocol:
   ``expires_at``). Claims are conditional puts, so exactly one of several concurrent deliveries
   wins; the remediation ledger is one item updated with optimistic locking (``version``), so the
   hourly limit holds across concurrent containers.
+
+Items (``pk``): ``claim#<event>`` (first delivery of a state change), ``outcome#<event>`` (what the
+first delivery left to do: a retryable remediation, a Slack follow-up owed), ``thread#<alarm>``
+(Slack ``ts``), ``remediate#<cluster>/<service>`` (per-service remediation lock, TTL = cooldown)
+and ``ledger#remediations``.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -56,6 +62,22 @@ class StateStore(Protocol):
     ) -> bool:
         """Atomically record a forced deployment of ``target`` if under ``limit`` are recent."""
 
+    def release_remediation(self, target: str, now: datetime) -> None:
+        """Give back the slot :meth:`reserve_remediation` took at ``now`` (nothing deployed)."""
+
+    def lock_remediation(self, target: str, now: datetime, ttl: timedelta) -> bool:
+        """Take the per-service remediation lock; True only for one caller until ``ttl`` passes."""
+
+    def unlock_remediation(self, target: str) -> None:
+        """Drop the lock early (nothing was deployed)."""
+
+    def get_record(self, key: str) -> dict[str, Any] | None:
+        """A small JSON record stored by :meth:`put_record`, or ``None``."""
+
+    def put_record(
+        self, key: str, data: Mapping[str, Any], now: datetime, ttl: timedelta
+    ) -> None: ...
+
 
 class MemoryStateStore:
     """In-process state (one Lambda container, one CLI run, or a test)."""
@@ -67,6 +89,7 @@ class MemoryStateStore:
         self._claims: dict[str, datetime] = {}
         self._threads: dict[str, str] = {}
         self._ledger: list[tuple[datetime, str]] = []
+        self._records: dict[str, tuple[datetime, str]] = {}
 
     def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
         with self._lock:
@@ -101,6 +124,31 @@ class MemoryStateStore:
                 return False
             self._ledger.append((now, target))
             return True
+
+    def release_remediation(self, target: str, now: datetime) -> None:
+        with self._lock:
+            if (now, target) in self._ledger:
+                self._ledger.remove((now, target))
+
+    def lock_remediation(self, target: str, now: datetime, ttl: timedelta) -> bool:
+        return self.claim(f"remediate#{target}", now, ttl)
+
+    def unlock_remediation(self, target: str) -> None:
+        self.release(f"remediate#{target}")
+
+    def get_record(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._records.get(key)
+        if entry is None:
+            return None
+        data = json.loads(entry[1])
+        return data if isinstance(data, dict) else None
+
+    def put_record(self, key: str, data: Mapping[str, Any], now: datetime, ttl: timedelta) -> None:
+        with self._lock:
+            self._records[key] = (now + ttl, json.dumps(dict(data), default=str))
+            if len(self._records) > 10_000:
+                self._records = {k: v for k, v in self._records.items() if v[0] > now}
 
 
 def _epoch(when: datetime) -> int:
@@ -140,13 +188,16 @@ class DynamoStateStore:
         return AwsError(f"DynamoDB {what} on table {self.table} failed: {reason}", code)
 
     def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
+        return self._put_if_absent(f"claim#{key}", now, ttl)
+
+    def _put_if_absent(self, pk: str, now: datetime, ttl: timedelta) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.put_item(
                 TableName=self.table,
                 Item={
-                    "pk": {"S": f"claim#{key}"},
+                    "pk": {"S": pk},
                     "claimed_at": {"N": str(_epoch(now))},
                     "expires_at": {"N": str(_epoch(now + ttl))},
                 },
@@ -163,12 +214,54 @@ class DynamoStateStore:
         return True
 
     def release(self, key: str) -> None:
+        self._delete(f"claim#{key}")
+
+    def _delete(self, pk: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"claim#{key}"}})
+            self.client.delete_item(TableName=self.table, Key={"pk": {"S": pk}})
         except (ClientError, BotoCoreError) as exc:
             raise self._wrap(exc, "DeleteItem") from exc
+
+    def lock_remediation(self, target: str, now: datetime, ttl: timedelta) -> bool:
+        return self._put_if_absent(f"remediate#{target}", now, ttl)
+
+    def unlock_remediation(self, target: str) -> None:
+        self._delete(f"remediate#{target}")
+
+    def get_record(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            item = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": f"outcome#{key}"}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "GetItem") from exc
+        raw = (item or {}).get("data", {}).get("S")
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def put_record(self, key: str, data: Mapping[str, Any], now: datetime, ttl: timedelta) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": f"outcome#{key}"},
+                    "data": {"S": json.dumps(dict(data), default=str)},
+                    "expires_at": {"N": str(_epoch(now + ttl))},
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "PutItem") from exc
 
     def get_thread(self, alarm_key: str) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -224,8 +317,6 @@ class DynamoStateStore:
     def reserve_remediation(
         self, target: str, now: datetime, limit: int, window: timedelta = REMEDIATION_WINDOW
     ) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         since = _epoch(now - window)
         for _attempt in range(8):
             entries, version = self._ledger()
@@ -233,30 +324,50 @@ class DynamoStateStore:
             if len(recent) >= limit:
                 return False
             recent.append((_epoch(now), target))
-            condition: dict[str, Any]
-            if version is None:
-                condition = {"ConditionExpression": "attribute_not_exists(pk)"}
-            else:
-                condition = {
-                    "ConditionExpression": "version = :v",
-                    "ExpressionAttributeValues": {":v": {"N": str(version)}},
-                }
-            try:
-                self.client.put_item(
-                    TableName=self.table,
-                    Item={
-                        "pk": {"S": LEDGER_KEY},
-                        "entries": {"L": [{"S": f"{at}|{t}"} for at, t in recent]},
-                        "version": {"N": str((version or 0) + 1)},
-                        "expires_at": {"N": str(_epoch(now + 2 * window))},
-                    },
-                    **condition,
-                )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                    continue  # someone else wrote the ledger: read it again
-                raise self._wrap(exc, "PutItem") from exc
-            except BotoCoreError as exc:
-                raise self._wrap(exc, "PutItem") from exc
-            return True
+            if self._write_ledger(recent, version, now, window):
+                return True
         return False  # persistent contention: refuse rather than risk exceeding the limit
+
+    def release_remediation(self, target: str, now: datetime) -> None:
+        entry = (_epoch(now), target)
+        for _attempt in range(8):
+            entries, version = self._ledger()
+            if entry not in entries:
+                return
+            entries.remove(entry)
+            if self._write_ledger(entries, version, now, REMEDIATION_WINDOW):
+                return
+        raise AwsError(f"DynamoDB ledger on table {self.table} is too contended to release a slot")
+
+    def _write_ledger(
+        self, entries: list[tuple[int, str]], version: int | None, now: datetime, window: timedelta
+    ) -> bool:
+        """Write the ledger if nobody else did since we read ``version``; False if they did."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        condition: dict[str, Any]
+        if version is None:
+            condition = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(version)}},
+            }
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": LEDGER_KEY},
+                    "entries": {"L": [{"S": f"{at}|{t}"} for at, t in entries]},
+                    "version": {"N": str((version or 0) + 1)},
+                    "expires_at": {"N": str(_epoch(now + 2 * window))},
+                },
+                **condition,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False  # someone else wrote the ledger: read it again
+            raise self._wrap(exc, "PutItem") from exc
+        except BotoCoreError as exc:
+            raise self._wrap(exc, "PutItem") from exc
+        return True
