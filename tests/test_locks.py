@@ -3,12 +3,14 @@ the single_instance decorator on eager tasks and on a real Celery worker."""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +29,13 @@ from tests.helpers import task_safety
 from toolkit.errors import LockError, ToolkitError
 from toolkit.locks import (
     DEFAULT_PREFIX,
+    REDELIVERY_MARGIN,
     SKIPPED,
     LockNotAcquired,
     LockUnavailable,
     TaskLock,
+    broker_redis,
+    current_lock,
     lock_name,
     single_instance,
 )
@@ -116,12 +121,24 @@ def test_wait_gives_up_after_the_timeout(fake: fakeredis.FakeRedis) -> None:
     assert 0.18 <= time.monotonic() - started < 1.0
 
 
-def test_wait_succeeds_when_the_holder_releases(fake: fakeredis.FakeRedis) -> None:
+def test_wait_succeeds_when_the_holders_ttl_runs_out(fake: fakeredis.FakeRedis) -> None:
     holder = TaskLock(fake, "job", 0.15)
     holder.acquire()
     started = time.monotonic()
     assert TaskLock(fake, "job", 10, retry_interval=0.01).acquire(wait=2) is True
     assert 0.1 <= time.monotonic() - started < 1.0  # freed by the holder's TTL
+    assert holder.release() is False  # ... not released by the holder
+
+
+def test_wait_succeeds_when_the_holder_releases(fake: fakeredis.FakeRedis) -> None:
+    holder = TaskLock(fake, "job", 60)
+    holder.acquire()
+    releaser = threading.Timer(0.15, holder.release)
+    releaser.start()
+    started = time.monotonic()
+    assert TaskLock(fake, "job", 10, retry_interval=0.01).acquire(wait=2) is True
+    assert 0.1 <= time.monotonic() - started < 1.0  # long before the holder's 60 s TTL
+    releaser.join()
 
 
 def test_context_manager_raises_when_held(fake: fakeredis.FakeRedis) -> None:
@@ -156,6 +173,81 @@ def test_renewal_notices_a_lost_lock(fake: fakeredis.FakeRedis) -> None:
     assert lock.lost is True
     assert fake.get(lock.key) == b"someone-else"
     assert lock.release() is False
+
+
+class FailingEval(fakeredis.FakeRedis):
+    """``eval`` (extend, release) raises ``error`` ``failures`` times, then works again."""
+
+    def __init__(self, error: Exception, failures: int = 1_000_000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
+        if "pexpire" in script:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise self.error
+        return super().eval(script, numkeys, *keys_and_args)
+
+
+def renewers(lock: TaskLock) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"lock-renew:{lock.key}"]
+
+
+def test_renewal_survives_any_error_until_the_ttl_runs_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FailingEval(ValueError("bad reply"))
+    lock = TaskLock(client, "failing", 0.3, auto_renew=True)
+    with caplog.at_level(logging.WARNING, logger="toolkit.locks"):
+        lock.acquire()
+        time.sleep(0.15)  # the first renewal (at 0.1 s) failed: the thread must still be alive
+        assert renewers(lock) and lock.lost is False
+        time.sleep(0.35)  # past the TTL: renewals kept failing, the lock is gone
+    assert client.calls >= 3
+    assert lock.lost is True
+    assert renewers(lock) == []  # ... and the thread has stopped
+    assert "renewal failed, retrying: ValueError: bad reply" in caplog.text
+    assert "renewal kept failing until its TTL ran out" in caplog.text
+
+
+def test_renewal_recovers_after_a_transient_error() -> None:
+    client = FailingEval(ValueError("blip"), failures=1)
+    lock = TaskLock(client, "blip", 0.3, auto_renew=True)
+    lock.acquire()
+    time.sleep(0.7)  # more than two TTLs
+    assert client.calls >= 3 and lock.lost is False and lock.owned() is True
+    assert lock.release() is True
+
+
+class SlowExtend(fakeredis.FakeRedis):
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
+        if "pexpire" in script:
+            time.sleep(2)
+        return super().eval(script, numkeys, *keys_and_args)
+
+
+def test_release_does_not_wait_forever_for_a_stuck_renewal() -> None:
+    lock = TaskLock(SlowExtend(), "stuck", 0.6, auto_renew=True)
+    lock.join_timeout = 0.2
+    lock.acquire()
+    time.sleep(0.3)  # the renewal thread is now inside a 2 s eval (it started at 0.2 s)
+    started = time.monotonic()
+    assert lock.release() is True
+    assert time.monotonic() - started < 1.0
+    assert lock.lost is False  # its late extend found no token: not reported as a loss
+
+
+def test_renewal_thread_stops_on_release(fake: fakeredis.FakeRedis) -> None:
+    lock = TaskLock(fake, "renew-stop", 5, auto_renew=True)
+    lock.acquire()
+    assert [t.is_alive() for t in renewers(lock)] == [True]
+    lock.release()
+    assert renewers(lock) == []
+    lock.acquire()  # a re-acquired lock gets one new renewal thread, not two
+    assert len(renewers(lock)) == 1
+    lock.release()
+    assert renewers(lock) == []
 
 
 def test_unreachable_redis_raises_lock_unavailable() -> None:
@@ -215,6 +307,18 @@ def test_race_harness_catches_a_broken_lock(real: redis.Redis, unique: str) -> N
     acquired, violations, _ = _race(f"broken-{unique}", 300, broken=True)
     assert acquired == 600
     assert violations > 0
+
+
+@pytest.mark.redis
+def test_real_redis_release_by_a_non_owner_is_refused(real: redis.Redis, unique: str) -> None:
+    owner, other = TaskLock(real, f"owner-{unique}", 10), TaskLock(real, f"owner-{unique}", 10)
+    assert owner.acquire() is True
+    assert other.acquire() is False and other.release() is False
+    other.token = "forged"  # a stale owner whose lock expired and was re-taken
+    assert other.release() is False and other.extend(60) is False
+    assert real.get(owner.key) == owner.token.encode()  # type: ignore[union-attr]
+    assert 9000 < real.pttl(owner.key) <= 10000  # not extended by the forger either
+    assert owner.release() is True and real.exists(owner.key) == 0
 
 
 @pytest.mark.redis
@@ -326,6 +430,108 @@ def test_duplicate_retried_on_request(fake: fakeredis.FakeRedis) -> None:
     assert calls == []
 
 
+def test_current_lock_is_the_running_tasks_lock(fake: fakeredis.FakeRedis) -> None:
+    app = make_app()
+    seen: list[tuple[str, bool]] = []
+
+    @app.task(bind=True)
+    @single_instance(client=fake, key_args=("x",))
+    def inspect_lock(self: Any, x: int) -> int:
+        lock = current_lock()
+        assert lock is not None
+        seen.append((lock.key, lock.owned()))
+        return x
+
+    assert current_lock() is None
+    assert inspect_lock.apply((3,)).get() == 3
+    assert seen == [(DEFAULT_PREFIX + inspect_lock.name + "(x=3)", True)]
+    assert current_lock() is None  # reset after the run
+
+
+def test_lost_lock_is_logged_and_visible_to_the_task(
+    fake: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    flags: list[bool] = []
+
+    @app.task(bind=True, name="locktest.lossy")
+    @single_instance(client=fake, ttl=0.3, key_args=("how",))
+    def lossy(self: Any, how: str) -> str:
+        lock = current_lock()
+        assert lock is not None
+        if how == "taken":  # another owner took it (e.g. after an expiry); renewal notices
+            fake.set(lock.key, "someone-else")
+            time.sleep(0.25)
+        else:  # expired with no renewal run yet: only the release notices
+            fake.delete(lock.key)
+        flags.append(lock.lost)
+        return how
+
+    with caplog.at_level(logging.WARNING, logger="toolkit.locks"):
+        assert lossy.apply(("taken",)).get() == "taken"
+        assert lossy.apply(("expired",)).get() == "expired"
+    assert flags == [True, False]
+    lost = [r for r in caplog.records if "lost its lock" in r.getMessage()]
+    assert len(lost) == 2 and all(r.levelno == logging.WARNING for r in lost)
+    assert fake.get(DEFAULT_PREFIX + 'locktest.lossy(how="taken")') == b"someone-else"
+
+
+def test_renewal_thread_stops_when_the_task_ends(fake: fakeredis.FakeRedis) -> None:
+    app = make_app()
+    locks: list[TaskLock] = []
+
+    @app.task(bind=True)
+    @single_instance(client=fake, ttl=5)
+    def renewed(self: Any, fail: bool) -> int:
+        lock = current_lock()
+        assert lock is not None and len(renewers(lock)) == 1
+        locks.append(lock)
+        if fail:
+            raise RuntimeError("boom")
+        return 1
+
+    renewed.apply((False,))
+    renewed.apply((True,))
+    assert len(locks) == 2 and [renewers(lock) for lock in locks] == [[], []]
+
+
+class FakeTask:
+    """Enough of a bound Celery task for SingleInstance.duplicate()."""
+
+    name = "locktest.fake"
+
+    def __init__(self, redelivered: bool | None) -> None:
+        self.request = type("Request", (), {"delivery_info": {"redelivered": redelivered}})()
+        self.retries: list[dict[str, Any]] = []
+
+    def retry(self, **kwargs: Any) -> Exception:
+        self.retries.append(kwargs)
+        return RuntimeError("retry")
+
+
+@pytest.mark.parametrize("mode", ["skip", "retry"])
+def test_redelivered_duplicate_is_retried_after_the_locks_ttl(
+    fake: fakeredis.FakeRedis, mode: str
+) -> None:
+    held = TaskLock(fake, "locktest.fake", 20)
+    held.acquire()
+    fake.pexpire(held.key, 7000)  # a dead run's lock, 7 s left
+    options = single_instance(client=fake, on_duplicate=mode, retry_countdown=3)  # type: ignore[arg-type]
+    task = FakeTask(redelivered=True)
+    with pytest.raises(RuntimeError, match="retry"):
+        options.duplicate(task, TaskLock(fake, "locktest.fake", 20))
+    assert len(task.retries) == 1
+    assert 7.0 < task.retries[0]["countdown"] <= 7.0 + REDELIVERY_MARGIN  # >= the TTL left
+    # a first delivery is still skipped (or retried after retry_countdown)
+    fresh = FakeTask(redelivered=False)
+    if mode == "skip":
+        assert options.duplicate(fresh, TaskLock(fake, "locktest.fake", 20)) == SKIPPED
+    else:
+        with pytest.raises(RuntimeError):
+            options.duplicate(fresh, TaskLock(fake, "locktest.fake", 20))
+        assert fresh.retries[0]["countdown"] == 3
+
+
 def test_unreachable_redis_fails_closed_by_default() -> None:
     app = make_app()
     calls: list[int] = []
@@ -353,6 +559,29 @@ def test_unreachable_redis_fail_open_runs_the_task(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING, logger="toolkit.locks"):
         assert relaxed.apply().get() == 7
     assert "without its lock (fail_open)" in caplog.text
+
+
+def test_default_client_fails_closed_quickly_when_redis_is_down() -> None:
+    app = make_app()
+    app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/4"
+
+    @app.task
+    @single_instance()
+    def closed() -> int:
+        return 1
+
+    started = time.monotonic()
+    result = closed.apply()
+    elapsed = time.monotonic() - started
+    assert isinstance(result.result, LockUnavailable)
+    assert elapsed < 0.5
+    # an unanswered connect (a black-holed host) costs the connect timeout per attempt:
+    # one immediate retry, not redis-py's default of 10 with backoff
+    client, _ = broker_redis(app)
+    retry = client.get_retry()  # type: ignore[attr-defined]
+    assert retry is not None and retry.get_retries() == 1
+    kwargs = client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+    assert kwargs["socket_connect_timeout"] == 2 and kwargs["socket_timeout"] == 5
 
 
 @pytest.mark.redis
@@ -416,15 +645,15 @@ class Worker(NamedTuple):
     proc: subprocess.Popen[bytes]
 
 
-@pytest.fixture
-def worker(real: redis.Redis, unique: str) -> Iterator[Worker]:
+def start_worker(real: redis.Redis, unique: str, pool: str) -> Iterator[Worker]:
     from tests.helpers.task_safety_app import make_app
 
     prefix = f"ts-{unique}:"
     env = {**os.environ, "TASK_SAFETY_PREFIX": prefix}
+    concurrency = "4" if pool == "threads" else "1"
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.helpers.task_safety_app", "worker",
-         "-P", "threads", "-c", "4", "--without-heartbeat", "--without-gossip",
+         "-P", pool, "-c", concurrency, "--without-heartbeat", "--without-gossip",
          "--without-mingle", "-l", "warning", "-n", f"ts-{unique}@localhost"],
         cwd=Path(__file__).resolve().parent.parent, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -447,6 +676,16 @@ def worker(real: redis.Redis, unique: str) -> Iterator[Worker]:
             real.delete(key)
 
 
+@pytest.fixture
+def worker(real: redis.Redis, unique: str) -> Iterator[Worker]:
+    yield from start_worker(real, unique, "threads")
+
+
+@pytest.fixture
+def prefork_worker(real: redis.Redis, unique: str) -> Iterator[Worker]:
+    yield from start_worker(real, unique, "prefork")
+
+
 @pytest.mark.redis
 def test_real_worker_skips_a_duplicate(worker: Worker, real: redis.Redis, unique: str) -> None:
     first = worker.app.send_task("task_safety.slow", args=(1, 2.0))
@@ -466,11 +705,12 @@ def test_real_worker_skips_a_duplicate(worker: Worker, real: redis.Redis, unique
 @pytest.mark.redis
 def test_real_worker_retries_a_duplicate_until_the_first_ends(worker: Worker) -> None:
     runs = [worker.app.send_task("task_safety.queued", args=(i, 0.8)) for i in range(2)]
-    (a, a_start, a_end), (b, b_start, b_end) = sorted(
+    (a, a_start, a_end, a_retries), (b, b_start, b_end, b_retries) = sorted(
         (r.get(timeout=30) for r in runs), key=lambda run: run[1]
     )
     assert {a, b} == {0, 1}
     assert b_start >= a_end  # never overlapped: the duplicate waited for the lock
+    assert a_retries == 0 and b_retries >= 1  # ... by retrying, not by luck of timing
 
 
 @pytest.mark.redis
@@ -492,3 +732,36 @@ def test_real_worker_killed_mid_task_frees_the_lock_after_its_ttl(
     freed_after = time.monotonic() - killed
     assert real.exists(key) == 0
     assert 2.0 < freed_after <= 5.2  # expired by its TTL, not released
+
+
+@pytest.mark.redis
+def test_real_worker_killed_child_task_runs_again_after_the_lock_expires(
+    prefork_worker: Worker, real: redis.Redis, unique: str
+) -> None:
+    """acks_late + reject_on_worker_lost + on_duplicate="skip" (the docs' worked example): the
+    SIGKILLed child's message is requeued at once and finds the dead run's lock still alive. It
+    must not be skipped (and acked, losing the job) but retried once the lock has expired."""
+    result = prefork_worker.app.send_task("task_safety.resumable", args=(5, 30.0))
+    runs_key = f"ts-{unique}:runs:5"
+    lock_key = f"ts-{unique}:{DEFAULT_PREFIX}task_safety.resumable(x=5)"
+    deadline = time.monotonic() + 20
+    while not real.llen(runs_key) and time.monotonic() < deadline:  # the worker is starting up
+        time.sleep(0.02)
+    child_pid = json.loads(real.lindex(runs_key, 0))[0]  # type: ignore[arg-type]
+    time.sleep(1.5)  # renewed at least once (ttl 4 s, every 1.33 s)
+    os.kill(child_pid, signal.SIGKILL)
+    killed = time.time()
+    left = real.pttl(lock_key) / 1000
+    assert 2.0 < left <= 4.0  # the dead run's lock is still there, renewed
+
+    runs, finished, retries = result.get(timeout=20)
+    assert runs == 2  # the body ran again: the job was not skipped and lost
+    # the requeued message came back while the lock lived (else this test proves nothing)
+    # and was retried, not skipped
+    assert retries >= 1
+    second_start = json.loads(real.lindex(runs_key, 1))[1]  # type: ignore[arg-type]
+    assert second_start >= killed + left - 0.05  # only once the dead run's lock had expired
+    assert json.loads(real.lindex(runs_key, 1))[0] != child_pid  # type: ignore[arg-type]
+    assert real.exists(lock_key) == 0
+    print(f"\nprefork kill: lock had {left:.2f}s left, second run "
+          f"{second_start - killed:.2f}s after the kill")

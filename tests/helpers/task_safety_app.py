@@ -6,10 +6,12 @@ the test builds the same app with :func:`make_app` to send tasks and read result
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 
 from toolkit.locks import single_instance
@@ -40,7 +42,22 @@ def make_app(prefix: str) -> Celery:
     def queued(self: Any, x: int, seconds: float) -> list[float]:
         started = time.time()
         time.sleep(seconds)
-        return [x, started, time.time()]
+        return [x, started, time.time(), self.request.retries]
+
+    # the docs' worked example in small: acks late, requeued when the worker process dies,
+    # duplicates skipped
+    @app.task(bind=True, name="task_safety.resumable", acks_late=True,
+              reject_on_worker_lost=True, max_retries=5)
+    @single_instance(ttl=4, key_args=("x",), on_duplicate="skip")
+    def resumable(self: Any, x: int, seconds: float) -> list[float]:
+        """Record each run of the body (pid, start time) in ``<prefix>runs:<x>``; the first run
+        sleeps ``seconds`` (to be killed), later ones return at once."""
+        client = redis.Redis.from_url(REDIS_URL)
+        runs = client.rpush(f"{prefix}runs:{x}", json.dumps([os.getpid(), time.time()]))
+        client.close()
+        if runs == 1:
+            time.sleep(seconds)
+        return [runs, time.time(), self.request.retries]
 
     return app
 
