@@ -71,27 +71,37 @@ def process_items(
     store.close()
 
 
-def conditional_writer(url: str, task: str, key: str, versions: list[int]) -> tuple[int, int]:
-    """Save each version (with state {"v": version}); count saves accepted and refused."""
+def conditional_writer(
+    url: str, task: str, key: str, versions: list[int], barrier: Any, results: Any
+) -> None:
+    """Save each version (state {"v": version}) once every writer is ready; put on ``results``
+    one (version, accepted, started, ended, stored-if-refused) per save, with
+    ``time.monotonic()`` (one clock for all processes on Linux)."""
     from toolkit.checkpoints import StaleCheckpoint
 
     store = open_store(url)
-    accepted = refused = 0
+    store.load(task, key)  # connect before the barrier
+    out: list[tuple[int, bool, float, float, int | None]] = []
+    barrier.wait()
     for version in versions:
+        started = time.monotonic()
         try:
             store.save(task, key, {"v": version}, version=version)
-            accepted += 1
-        except StaleCheckpoint:
-            refused += 1
+        except StaleCheckpoint as exc:
+            out.append((version, False, started, time.monotonic(), exc.stored))
+        else:
+            out.append((version, True, started, time.monotonic(), None))
     store.close()
-    return accepted, refused
+    results.put(out)
 
 
-def bumping_writer(url: str, task: str, key: str, saves: int) -> int:
-    """Unconditional saves; return the last version this writer saw stored."""
+def bumping_writer(url: str, task: str, key: str, saves: int, barrier: Any, results: Any) -> None:
+    """Unconditional saves once every writer is ready; put the versions returned on ``results``
+    with the time window of the run."""
     store = open_store(url)
-    last = 0
-    for i in range(saves):
-        last = store.save(task, key, {"i": i})
+    store.load(task, key)
+    barrier.wait()
+    started = time.monotonic()
+    got = [store.save(task, key, {"i": i}) for i in range(saves)]
     store.close()
-    return last
+    results.put((got, started, time.monotonic()))
