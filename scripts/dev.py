@@ -25,19 +25,35 @@ def log(msg: str) -> None:
     print(f"[dev] {msg}", flush=True)
 
 
+def _venv_ok() -> bool:
+    """The venv exists and its pip runs (a venv made without pip, or half made, is not ok)."""
+    if not PY.exists():
+        return False
+    probe = subprocess.run([str(PY), "-m", "pip", "--version"], capture_output=True)
+    return probe.returncode == 0
+
+
 def ensure_venv() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
-    if not PY.exists():
-        log(f"creating {VENV.relative_to(ROOT)}")
-        venv.EnvBuilder(with_pip=True).create(VENV)
+    if not _venv_ok():
+        log(f"creating {VENV.relative_to(ROOT)}" + (" again (no working pip in it)"
+                                                     if PY.exists() else ""))
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            sys.exit(f"[dev] could not create {VENV}: {exc}. On Debian/Ubuntu install "
+                     "python3-venv (apt-get install python3-venv) and run this again.")
+        STAMP.unlink(missing_ok=True)
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == want:
         return
     log("installing the project and its dev dependencies into .venv (first run takes a minute)")
     pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[dev]"], check=True, cwd=ROOT)
+    for step in ([*pip, "install", "--upgrade", "pip"], [*pip, "install", "-e", f"{ROOT}[dev]"]):
+        if subprocess.run(step, cwd=ROOT).returncode != 0:
+            sys.exit(f"[dev] failed: {' '.join(step[3:])} (see pip's output above; a network "
+                     "or index problem is the usual cause)")
     STAMP.write_text(want)
 
 

@@ -50,8 +50,23 @@ def test_messages_and_consumers_by_passive_declare(
     assert again.queues[0].exists is False
     # reported once, not every cycle
     assert sum("does not exist" in r.getMessage() for r in caplog.records) == 1
-    # a missing queue did not break the channel for the queues after it
-    assert reading.queues[0].oldest_enqueued_at is None  # RabbitMQ cannot tell the age
+    # the queue after the missing one was read on a fresh channel (its consumer count above)
+    assert got[2][3] is True and reading.queues[2].error is None
+
+
+def test_a_locked_or_overlong_queue_fails_only_itself(queues: list[str]) -> None:
+    app = Celery("producer", broker=RABBITMQ_URL, set_as_current=False)
+    for _ in range(3):
+        app.send_task("jobs.a", queue=queues[0])
+    with Connection(RABBITMQ_URL) as other:
+        # an exclusive queue of another connection: passive declare answers 405
+        Queue(queues[1], exclusive=True).bind(other.channel()).declare()
+        reader = open_reader(BrokerSettings(url=RABBITMQ_URL))
+        reading = reader.read([queues[1], "q" * 300, queues[0]])
+    locked, long_name, ok = reading.queues
+    assert locked.error is not None and "RESOURCE_LOCKED" in locked.error.upper()
+    assert long_name.error == "name longer than 255 bytes"
+    assert (ok.length, ok.error) == (3, None)
 
 
 def test_wrong_password_and_unreachable() -> None:

@@ -219,4 +219,50 @@ def test_queue_consumers_come_from_the_heartbeat_registry(use_script: bool) -> N
     assert [q.consumers for q in reading.queues] == [2, 1, 0]
     assert reading.workers is not None
     assert sorted(w.node for w in reading.workers) == ["celery@a", "celery@b"]
-    assert reading.round_trips == 1
+    assert reading.round_trips == (1 if use_script else 2)  # the fallback needs an MGET
+
+
+# --- awkward contents on the real Redis -------------------------------------------------------
+
+
+def test_a_key_of_the_wrong_type_fails_only_its_queue(client: redis.Redis, prefix: str) -> None:
+    client.lpush(f"{prefix}good", fake_message(10.0))
+    client.set(f"{prefix}clash\x06\x163", "not a list")  # e.g. an app key named like a queue
+    for use_script in (True, False):
+        reading = RedisReader(client, global_keyprefix=prefix, use_script=use_script).read(
+            ["good", "clash"]
+        )
+        good, clash = reading.queues
+        assert (good.length, good.error) == (1, None)
+        assert clash.error is not None and "WRONGTYPE" in clash.error
+
+
+def test_odd_list_entries_and_where_the_stamp_sits(client: redis.Redis, prefix: str) -> None:
+    client.lpush(f"{prefix}junk", "not json at all", b"\xff\xfe binary")
+    big = json.dumps({"body": "A" * 200_000, "headers": {HEADER: 42.5},
+                      "properties": {"x": "y" * 3000}})  # the stamp is far from the end
+    client.lpush(f"{prefix}big", big)
+    client.lpush(f"{prefix}spaced name", fake_message(7.0))
+    reading = RedisReader(client, global_keyprefix=prefix).read(["junk", "big", "spaced name"])
+    assert [(q.length, q.oldest_enqueued_at) for q in reading.queues] == [
+        (2, None), (1, 42.5), (1, 7.0)
+    ]
+
+
+def test_user_without_scripting_falls_back_to_the_pipeline(
+    client: redis.Redis, prefix: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = f"noscript-{unique}"
+    client.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-@scripting")
+    client.lpush(f"{prefix}q", fake_message(3.0), fake_message(4.0))
+    try:
+        reader = open_reader(
+            BrokerSettings(url=f"redis://{user}:pw@127.0.0.1:6379/1", global_keyprefix=prefix)
+        )
+        first = reader.read(["q"])
+        second = reader.read(["q"])
+    finally:
+        client.execute_command("ACL", "DELUSER", user)
+    assert (first.queues[0].length, first.queues[0].oldest_enqueued_at) == (2, 3.0)
+    assert second.queues[0].length == 2
+    assert sum("using the pipeline reader" in r.getMessage() for r in caplog.records) == 1

@@ -120,16 +120,16 @@ def test_loop_survives_a_dead_broker_and_exits_on_sigterm(moto_endpoint: str, un
     env_name = f"loop-{unique}"
     proc = subprocess.Popen(
         [CLI, "collect", "--broker", "redis://:topsecret@127.0.0.1:1/0", "--environment",
-         env_name, "--queue", "q", "--interval", "0.2"],
+         env_name, "--queue", "q", "--interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "AWS_ENDPOINT_URL": moto_endpoint},
     )
-    time.sleep(2.0)
+    time.sleep(3.5)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0
     errors = [line for line in err.splitlines() if "cannot reach Redis" in line]
-    assert len(errors) >= 3
+    assert len(errors) >= 2  # one per cycle, and the loop carried on after the first
     assert "Traceback" not in err and "topsecret" not in err + out
     # each failed cycle published CollectorErrors, and no heartbeat
     assert read_back(moto_endpoint, env_name, "CollectorErrors", {}) != []
@@ -143,10 +143,16 @@ def test_loop_survives_a_dead_broker_and_exits_on_sigterm(moto_endpoint: str, un
         (["--broker", "kafka://:pw-123@h/"], 2, "unsupported broker URL scheme kafka://"),
         (["--broker", "redis://127.0.0.1:6379/1", "--queue", "bad\x01name"], 2,
          "invalid queue name"),
-        (["--broker", "redis://127.0.0.1:6379/15"], 1, "no queues found on redis://127.0.0.1"),
         (["--broker", "redis://127.0.0.1:6379/1", "--interval", "-1"], 2, "--interval"),
+        (["--broker", "redis://127.0.0.1:6379/1", "--interval", "nan"], 2, "--interval"),
+        (["--broker", "redis://127.0.0.1:6379/1", "--interval", "inf"], 2, "--interval"),
+        (["--broker", "redis://127.0.0.1:6379/1", "--interval", "0.001"], 2, "at least 1"),
         (["--broker", "amqp://guest:pw-123@[::1"], 2, "malformed broker URL"),
+        (["--broker", "redis://127.0.0.1:1/0?password=pw-123"], 1, "password=***"),
         (["--broker", "redis://:pw-123@h:port/0"], 2, "malformed broker URL redis://:***@h"),
+        (["--broker", "redis://:pw-123/rest@h:6379/0"], 2, "the port is not a number"),
+        (["--broker", "redis://:pw-123?x@h:6379/0"], 2, "malformed broker URL"),
+        (["--broker", "redis://:pw-123#x@h:6379/0"], 2, "malformed broker URL"),
         (["--broker", "redis://:pw-123@h:6379/zero"], 2, "the Redis database must be a number"),
     ],
 )
@@ -157,6 +163,33 @@ def test_bad_input_one_line_and_exit_code(args: list[str], code: int, message: s
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in proc.stderr and "pw-123" not in proc.stderr + proc.stdout
+
+
+def test_wrong_password(unique: str) -> None:
+    import redis as redis_client
+
+    admin = redis_client.Redis.from_url(REDIS_URL)
+    user = f"cli-{unique}"
+    admin.execute_command("ACL", "SETUSER", user, "on", ">the-right-one", "~*", "+@all")
+    try:
+        proc = cli("collect", "--broker", f"redis://{user}:not-it-{unique}@127.0.0.1:6379/1",
+                   "--environment", "e", "--queue", "q", "--dry-run")
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+    assert proc.returncode == 1
+    assert f"celery-ecs collect: error: Redis at redis://{user}:***@127.0.0.1:6379/1 refused " \
+        "our credentials" in proc.stderr
+    assert f"not-it-{unique}" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_an_empty_broker_is_an_error_for_once(tmp_path: Path, unique: str) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text(f'[broker]\nglobal_keyprefix = "nothing-here-{unique}:"\n')
+    proc = cli("collect", "--config", str(config), "--broker", "redis://:pw-9@127.0.0.1:6379/1",
+               "--environment", "e", "--dry-run")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1
+    assert "no queues found on redis://:***@127.0.0.1:6379/1" in proc.stderr
 
 
 def test_malformed_config_file(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from toolkit.brokers.base import BrokerReading, QueueReading
 from toolkit.collector import Loop, QueueSource, run_cycle
@@ -59,7 +61,7 @@ def by_name(samples: Sequence[Sample]) -> dict[tuple[str, str | None], float]:
 def test_cycle_metrics_and_thresholds() -> None:
     settings = Settings(
         environment="prod",
-        queues=("emails", "images"),
+        only_queues=("emails", "images"),
         thresholds=Thresholds(max_length=100),
         queue_thresholds={"emails": Thresholds(max_length=10, max_age=60)},
     )
@@ -85,13 +87,13 @@ def test_broker_failure_reports_an_error_metric_and_no_heartbeat() -> None:
     reader = FakeReader({"q": 1})
     reader.fail_next = 1
     pub = FakePublisher()
-    result = run_cycle(reader, Settings(environment="e", queues=("q",)), pub)
+    result = run_cycle(reader, Settings(environment="e", only_queues=("q",)), pub)
     assert not result.ok and "cannot reach Redis" in result.errors[0]
     assert by_name(pub.published[0]) == {("CollectorErrors", None): 1}
 
 
 def test_publish_failure_is_reported_not_raised() -> None:
-    result = run_cycle(FakeReader({"q": 1}), Settings(environment="e", queues=("q",)),
+    result = run_cycle(FakeReader({"q": 1}), Settings(environment="e", only_queues=("q",)),
                        FakePublisher(fail=True))
     assert result.errors == ("PutMetricData to namespace 'Celery' failed: Throttling",)
     assert result.queues[0].length == 1
@@ -110,12 +112,33 @@ def test_discovery_merges_configured_queues_and_is_cached() -> None:
     assert reader.discoveries == 2
 
 
+def test_file_queues_add_to_discovery_and_flags_restrict(tmp_path: Path) -> None:
+    from toolkit.config import load_settings
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'environment = "e"\n[broker]\nurl = "redis://h/0"\n[queues.emails]\nmax_length = 5\n'
+        '[[services]]\ncluster = "c"\nservice = "s"\nqueues = ["images"]\n'
+    )
+    reader = FakeReader({"default": 1, "emails": 2})
+    from_file = load_settings(config, environ={})
+    run_cycle(reader, from_file, None)
+    # a threshold for one queue does not switch discovery off nor drop the services' queues
+    assert reader.asked[-1] == ["emails", "images", "default"]
+    flagged = load_settings(config, queues=["default"], environ={})
+    run_cycle(reader, flagged, None)
+    assert reader.asked[-1] == ["default"]
+    from_env = load_settings(config, environ={"CELERY_ECS_QUEUES": "emails, default"})
+    run_cycle(reader, from_env, None)
+    assert reader.asked[-1] == ["emails", "default"]
+
+
 def test_loop_survives_outages_and_stops() -> None:
     reader = FakeReader({"q": 5})
     reader.fail_next = 2
     pub = FakePublisher()
     results = []
-    loop = Loop(reader, Settings(environment="e", queues=("q",), interval=0.01), pub,
+    loop = Loop(reader, Settings(environment="e", only_queues=("q",), interval=0.01), pub,
                 on_cycle=results.append, max_cycles=4)
     assert loop.run() == 2
     assert [r.ok for r in results] == [False, False, True, True]
@@ -124,10 +147,16 @@ def test_loop_survives_outages_and_stops() -> None:
 
 def test_loop_stop_interrupts_the_wait() -> None:
     reader = FakeReader({"q": 5})
-    loop = Loop(reader, Settings(environment="e", queues=("q",), interval=3600), None)
+    loop = Loop(reader, Settings(environment="e", only_queues=("q",), interval=3600), None)
     t = threading.Thread(target=loop.run)
     t.start()
+    deadline = time.monotonic() + 5
+    while not reader.asked and time.monotonic() < deadline:  # the first cycle ran: now waiting
+        time.sleep(0.01)
+    time.sleep(0.1)
+    started = time.monotonic()
     loop.stop()
     t.join(timeout=5)
     assert not t.is_alive()
+    assert time.monotonic() - started < 2  # not the hour-long interval
     assert len(reader.asked) == 1

@@ -74,7 +74,8 @@ def test_flags_beat_file_beat_environment(tmp_path: Path) -> None:
     assert from_file.broker and from_file.broker.url == "redis://file-host:6379/0"
     flags = load_settings(path, environment="flag", broker_url="amqp://flag//", namespace="F",
                           queues=["x"], environ=env)
-    assert (flags.environment, flags.namespace, flags.queues) == ("flag", "F", ("x",))
+    assert (flags.environment, flags.namespace, flags.only_queues) == ("flag", "F", ("x",))
+    assert flags.queues == ("emails", "reports")  # the file's queues stay, for their thresholds
     assert flags.broker and flags.broker.url == "amqp://flag//"
     # the file's broker table still applies to a broker URL given by flag
     assert flags.broker.global_keyprefix == "app:"
@@ -97,7 +98,8 @@ def test_celery_broker_url_is_a_fallback() -> None:
         ("environment = 'e'\n[broker]\nurl='redis://h'\npriority_steps = []\n", "priority_steps"),
         ("environment = 'e'\n[thresholds]\nmax_length = 'lots'\n", "max_length must be an integer"),
         ("environment = 'e'\n[[services]]\ncluster = 'c'\n", "services[0] is missing queues"),
-        ("environment = 'e'\ninterval = 0\n", "interval must be greater than 0"),
+        ("environment = 'e'\ninterval = 0\n", "interval must be a finite number"),
+        ("environment = 'e'\ninterval = inf\n", "interval must be a finite number"),
     ],
 )
 def test_malformed_config_gives_one_line_error(tmp_path: Path, text: str, message: str) -> None:
@@ -129,6 +131,12 @@ def test_redact_url_survives_unencoded_special_characters(password: str) -> None
         shown = redact_url(url)
         assert password not in shown and "***" in shown
     assert redact_url("redis://token-only@h/0") == "redis://***@h/0"
+
+
+def test_redact_url_masks_secret_query_parameters() -> None:
+    shown = redact_url("redis://127.0.0.1:1/0?password=sekrit&db=2")
+    assert shown == "redis://127.0.0.1:1/0?password=***&db=2"
+    assert "tok" not in redact_url("rediss://h/0?ssl_cert_reqs=none&Token=tok")
 
 
 def test_alarm_handler_settings_from_env() -> None:

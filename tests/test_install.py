@@ -24,9 +24,9 @@ def test_install_can_skip_the_heartbeat() -> None:
     assert len(app.steps["consumer"]) == before
 
 
-def test_stamp_is_added_once() -> None:
+def test_each_publish_gets_its_own_stamp() -> None:
     headers: dict[str, object] = {}
     stamp_headers(headers, now=lambda: 1000.12345)
     assert headers == {HEADER: 1000.123}
-    stamp_headers(headers, now=lambda: 2000.0)  # a re-publish keeps the first stamp
-    assert headers == {HEADER: 1000.123}
+    stamp_headers(headers, now=lambda: 2000.0)  # a retry waits anew: its stamp is the retry's
+    assert headers == {HEADER: 2000.0}

@@ -33,7 +33,7 @@ from toolkit.metrics import (
 
 log = logging.getLogger(__name__)
 
-QueueState = Literal["ok", "critical", "missing"]
+QueueState = Literal["ok", "critical", "missing", "error"]
 
 
 class Publisher(Protocol):
@@ -78,6 +78,9 @@ def queue_statuses(reading: BrokerReading, settings: Settings, now: float) -> li
     out = []
     for q in reading.queues:
         age = None if q.oldest_enqueued_at is None else max(0.0, now - q.oldest_enqueued_at)
+        if q.error is not None:
+            out.append(QueueStatus(q.queue, 0, None, None, "error", (q.error,)))
+            continue
         if not q.exists:
             out.append(QueueStatus(q.queue, 0, None, None, "missing", ("queue does not exist",)))
             continue
@@ -95,11 +98,12 @@ def queue_statuses(reading: BrokerReading, settings: Settings, now: float) -> li
 def queue_samples(
     environment: str, statuses: Sequence[QueueStatus], unacked: int | None
 ) -> list[Sample]:
-    """The metrics one reading yields. Missing queues publish nothing (they are not 0)."""
+    """The metrics one reading yields. Missing or unreadable queues publish nothing: they are
+    not 0."""
     env = ("Environment", environment)
     samples: list[Sample] = []
     for q in statuses:
-        if q.state == "missing":
+        if q.state in ("missing", "error"):
             continue
         dims = (env, ("Queue", q.queue))
         samples.append(Sample(QUEUE_LENGTH, q.length, "Count", dims))
@@ -129,8 +133,8 @@ class QueueSource:
         self._cached_at = 0.0
 
     def queues(self, reader: BrokerReader, now: float) -> list[str]:
-        if self.settings.queues:
-            return list(self.settings.queues)
+        if self.settings.only_queues:
+            return list(self.settings.only_queues)
         configured = list(self.settings.configured_queues())
         if self._cached is None or now - self._cached_at >= self.rediscover_every:
             self._cached = reader.discover_queues()
@@ -163,6 +167,7 @@ def run_cycle(
         round_trips = reading.round_trips
         unacked = reading.unacked
         statuses = queue_statuses(reading, settings, now)
+        errors.extend(f"queue {q.queue!r}: {q.reasons[0]}" for q in statuses if q.state == "error")
         samples = queue_samples(env, statuses, unacked)
         samples.append(collector_sample(env, COLLECTOR_HEARTBEAT, 1))
     except ToolkitError as exc:
@@ -170,10 +175,7 @@ def run_cycle(
     except Exception as exc:  # noqa: BLE001 - the loop must outlive surprises; keep the trace
         log.exception("unexpected error while reading the broker")
         errors.append(f"unexpected {type(exc).__name__} while reading the broker")
-    if errors:
-        samples.append(collector_sample(env, COLLECTOR_ERRORS, len(errors)))
-    else:
-        samples.append(collector_sample(env, COLLECTOR_ERRORS, 0))
+    samples.append(collector_sample(env, COLLECTOR_ERRORS, len(errors)))
     published = None
     if publisher is not None:
         try:

@@ -33,7 +33,9 @@ A config file looks like this (every key is optional except where noted)::
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -70,6 +72,7 @@ ENV_HEARTBEAT_INTERVAL = "CELERY_ECS_HEARTBEAT_INTERVAL"
 ENV_ECS_METADATA_URI = "ECS_CONTAINER_METADATA_URI_V4"
 ENV_HEARTBEAT_REGISTRY = "CELERY_ECS_HEARTBEAT_REGISTRY"  # Redis URL, or "off"; default: broker
 ENV_HEARTBEAT_TTL = "CELERY_ECS_HEARTBEAT_TTL"
+ENV_HEARTBEAT_MAX_BUSY = "CELERY_ECS_HEARTBEAT_MAX_BUSY"  # solo pool: longest task kept alive
 
 DEFAULT_CONFIG_FILE = "celery-ecs.toml"
 DEFAULT_NAMESPACE = "Celery"
@@ -89,6 +92,7 @@ def redact_url(url: str) -> str:
     ``?`` or ``@`` defeats URL parsers: everything between ``scheme://user:`` and the last ``@``
     is masked. Errs towards masking too much.
     """
+    url = _SECRET_PARAM.sub(r"\1***", url)  # redis-py also takes ?password=...
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if "@" not in url else "<URL with credentials>"
@@ -102,13 +106,37 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:password|passwd|pass|pwd|token|secret|auth|sasl_password|api_key)=)[^&;#]*",
+    re.IGNORECASE,
+)
+
+
+MIN_INTERVAL = 1.0  # CloudWatch's finest resolution; anything shorter only burns API calls
+
+
+def check_interval(seconds: float, name: str) -> None:
+    if not math.isfinite(seconds) or seconds < MIN_INTERVAL:
+        raise ConfigError(
+            f"{name} must be a finite number of seconds, at least {MIN_INTERVAL:g}; got {seconds}"
+        )
+
+
 def check_broker_url(url: str) -> None:
     """Refuse a URL that cannot be parsed, with a one-line error that does not echo the password."""
+    # the parser's own messages quote the text it choked on, which can be part of a password
+    # with an unencoded '/', '?' or '#': give fixed reasons only
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"malformed broker URL {redact_url(url)}: cannot be parsed") from None
+    try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise ConfigError(f"malformed broker URL {redact_url(url)}: {exc}") from None
+    except ValueError:
+        raise ConfigError(
+            f"malformed broker URL {redact_url(url)}: the port is not a number (a password "
+            "with '/', '?' or '#' must be percent-encoded)"
+        ) from None
     if not parts.scheme or "://" not in url:
         raise ConfigError(f"malformed broker URL {redact_url(url)}: expected scheme://host")
     if parts.scheme.lower() in {"redis", "rediss"}:
@@ -122,7 +150,7 @@ def check_broker_url(url: str) -> None:
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    url: str
+    url: str = field(repr=False)  # may hold a password: never in a repr or a log line
     global_keyprefix: str = ""
     priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
     separator: str = DEFAULT_SEPARATOR
@@ -165,7 +193,10 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     high_resolution: bool = False
     interval: float = DEFAULT_INTERVAL
+    # queues named in the config file: always read, on top of the discovered ones
     queues: tuple[str, ...] = ()
+    # `--queue` flags or CELERY_ECS_QUEUES: read exactly these, no discovery
+    only_queues: tuple[str, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     queue_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
     services: tuple[ServiceSettings, ...] = ()
@@ -174,7 +205,7 @@ class Settings:
         return self.queue_thresholds.get(queue, self.thresholds)
 
     def configured_queues(self) -> tuple[str, ...]:
-        """Queues named explicitly or by a worker service, in order, without repeats."""
+        """Queues named in the file or by a worker service, in order, without repeats."""
         seen: dict[str, None] = dict.fromkeys(self.queues)
         for svc in self.services:
             seen.update(dict.fromkeys(svc.queues))
@@ -193,6 +224,9 @@ class HeartbeatSettings:
     registry: str | None = None
     registry_ttl: float = 30.0
     ecs_metadata_uri: str | None = None
+    # Solo pool only: a helper thread beats while a task runs, for at most this many seconds
+    # (or the task's own time limit), so a hung task goes stale instead of healthy forever.
+    max_busy: float = 1800.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HeartbeatSettings:
@@ -205,6 +239,7 @@ class HeartbeatSettings:
             registry=env.get(ENV_HEARTBEAT_REGISTRY) or None,
             registry_ttl=_float(env.get(ENV_HEARTBEAT_TTL), ENV_HEARTBEAT_TTL, base.registry_ttl),
             ecs_metadata_uri=env.get(ENV_ECS_METADATA_URI) or None,
+            max_busy=_float(env.get(ENV_HEARTBEAT_MAX_BUSY), ENV_HEARTBEAT_MAX_BUSY, base.max_busy),
         )
 
 
@@ -313,20 +348,23 @@ def _str(raw: object, name: str) -> str:
     return raw
 
 
+def check_queue_name(queue: str, where: str) -> str:
+    """A queue name is taken as written; empty, blank or control characters are refused."""
+    if not queue.strip() or any(not ch.isprintable() for ch in queue):
+        raise ConfigError(
+            f"{where}: invalid queue name {queue!r} (empty, or contains control characters)"
+        )
+    return queue
+
+
 def _queue_list(raw: object, name: str) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        items: Sequence[object] = [q for q in raw.split(",")]
+    if isinstance(raw, str):  # "a, b" from an environment variable: spaces around commas go
+        items: Sequence[object] = [q.strip() for q in raw.split(",")]
     elif isinstance(raw, list):
         items = raw
     else:
         raise ConfigError(f"{name} must be a list of queue names")
-    out = []
-    for item in items:
-        queue = _str(item, name).strip()
-        if not queue:
-            raise ConfigError(f"{name} contains an empty queue name")
-        out.append(queue)
-    return tuple(out)
+    return tuple(check_queue_name(_str(item, name), name) for item in items)
 
 
 def _thresholds(raw: object, name: str) -> Thresholds:
@@ -460,7 +498,7 @@ def load_settings(
             f"no broker URL: pass --broker, set [broker] url in the config file or {ENV_BROKER_URL}"
         )
 
-    queue_names, defaults, per_queue = _queue_config(data, queues, env)
+    queue_names, only, defaults, per_queue = _queue_config(data, queues, env)
 
     if high_resolution is None:
         if "high_resolution" in data:
@@ -473,8 +511,7 @@ def load_settings(
     every = interval if interval is not None else _float(
         data.get("interval"), "interval", DEFAULT_INTERVAL
     )
-    if every <= 0:
-        raise ConfigError("interval must be greater than 0 seconds")
+    check_interval(every, "interval")
 
     return Settings(
         environment=env_name,
@@ -483,6 +520,7 @@ def load_settings(
         high_resolution=high_resolution,
         interval=every,
         queues=queue_names,
+        only_queues=only,
         thresholds=defaults,
         queue_thresholds=per_queue,
         services=_services(data.get("services")),
@@ -491,8 +529,9 @@ def load_settings(
 
 def _queue_config(
     data: Mapping[str, Any], queues: Sequence[str] | None, env: Mapping[str, str]
-) -> tuple[tuple[str, ...], Thresholds, dict[str, Thresholds]]:
-    """Queue names (flags > file > environment) and their thresholds."""
+) -> tuple[tuple[str, ...], tuple[str, ...], Thresholds, dict[str, Thresholds]]:
+    """The file's queues (read in addition to discovery), the exclusive list (flags, else
+    CELERY_ECS_QUEUES), and the thresholds."""
     queue_tables = data.get("queues", {})
     queue_names: tuple[str, ...] = ()
     per_queue: dict[str, Thresholds] = {}
@@ -504,10 +543,11 @@ def _queue_config(
         queue_names = tuple(per_queue)
     else:
         raise ConfigError("queues must be a list of names or [queues.NAME] tables")
+    only: tuple[str, ...] = ()
     if queues:
-        queue_names = tuple(queues)
-    elif not queue_names and env.get(ENV_QUEUES):
-        queue_names = _queue_list(env[ENV_QUEUES], ENV_QUEUES)
+        only = tuple(check_queue_name(q, "--queue") for q in queues)
+    elif env.get(ENV_QUEUES):
+        only = _queue_list(env[ENV_QUEUES], ENV_QUEUES)
     defaults = Thresholds()
     if "thresholds" in data:
         defaults = _thresholds(data["thresholds"], "thresholds")
@@ -515,4 +555,4 @@ def _queue_config(
         q: replace(defaults, **{k: v for k, v in vars(t).items() if v is not None})
         for q, t in per_queue.items()
     }
-    return queue_names, defaults, merged
+    return queue_names, only, defaults, merged

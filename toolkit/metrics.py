@@ -117,8 +117,10 @@ def cloudwatch_client(region: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
-                    read_timeout=15)
+    # bounded so that a stopping collector (SIGTERM, ECS stopTimeout 30 s by default) finishes
+    # its cycle in time even when CloudWatch does not answer: at most 3 x (3 + 6) s
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3,
+                    read_timeout=6)
     return boto3.client("cloudwatch", region_name=region, config=config)
 
 

@@ -20,8 +20,13 @@ _DISPATCH_UID = "celery-ecs-toolkit.stamp"
 
 
 def stamp_headers(headers: dict[str, Any] | None, now: Callable[[], float] = time.time) -> None:
-    """Add the enqueue stamp to ``headers`` unless one is already there (a re-publish)."""
-    if headers is not None and HEADER not in headers:
+    """Set the enqueue stamp in ``headers``, replacing any there.
+
+    Celery carries unknown headers of a running task into ``task.retry()``: a retry is a new
+    wait in the queue, and keeping the first stamp would make ``QueueAge`` count the earlier
+    run too. (kombu's own redeliveries do not publish, so they keep theirs.)
+    """
+    if headers is not None:
         headers[HEADER] = round(now(), 3)
 
 

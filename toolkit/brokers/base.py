@@ -28,6 +28,8 @@ class QueueReading:
     oldest_enqueued_at: float | None = None
     consumers: int | None = None
     exists: bool = True
+    # the broker could not read this queue (wrong key type, access refused...): one line why
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
+from toolkit.brokers.base import first_line as _first_line
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "celery"
+MAX_QUEUE_NAME_BYTES = 255  # AMQP 0-9-1 short string
 
 
 class RabbitMQReader:
@@ -35,27 +37,38 @@ class RabbitMQReader:
         self._reported_missing: set[str] = set()
 
     def read(self, queues: Sequence[str]) -> BrokerReading:
-        from amqp.exceptions import NotFound
+        from amqp.exceptions import ChannelError, NotFound
 
         # kombu ships partial annotations; treat its connection as dynamic
         connection_cls: Any = importlib.import_module("kombu").Connection
         readings: list[QueueReading] = []
+        timeout = max(self.settings.connect_timeout, 5.0)
         conn: Any = connection_cls(
             self.settings.url.replace("pyamqp://", "amqp://", 1),
             connect_timeout=self.settings.connect_timeout,
-            transport_options={"max_retries": 0},
+            # a broker that accepts the connection and then stalls must not hang the loop
+            transport_options={"max_retries": 0, "read_timeout": timeout,
+                               "write_timeout": timeout},
         )
         try:
             with self._errors():
                 conn.connect()
                 channel: Any = conn.channel()
                 for queue in queues:
+                    if len(queue.encode("utf-8", "surrogateescape")) > MAX_QUEUE_NAME_BYTES:
+                        readings.append(QueueReading(
+                            queue, 0, error=f"name longer than {MAX_QUEUE_NAME_BYTES} bytes"))
+                        continue
                     try:
                         _, messages, consumers = channel.queue_declare(queue=queue, passive=True)
                     except NotFound:
                         self._report_missing(queue)
                         readings.append(QueueReading(queue, 0, None, 0, exists=False))
                         channel = conn.channel()  # the broker closed the old one
+                        continue
+                    except ChannelError as exc:  # 403 access refused, 405 locked (exclusive)
+                        readings.append(QueueReading(queue, 0, error=_first_line(exc)))
+                        channel = conn.channel()
                         continue
                     readings.append(QueueReading(queue, int(messages), None, int(consumers)))
         finally:

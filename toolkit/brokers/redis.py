@@ -28,7 +28,11 @@ from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 from toolkit.registry import INDEX_KEY, KEY_PREFIX, WorkerHeartbeat, consumers_per_queue
 from toolkit.stamp import HEADER
 
-_Raw = tuple[list[int], list[float | None], int, tuple[WorkerHeartbeat, ...] | None]
+# lengths, oldest stamps, per-queue errors, unacked, registry entries, round trips
+_Raw = tuple[
+    list[int], list[float | None], list[str | None], int,
+    tuple[WorkerHeartbeat, ...] | None, int,
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +64,14 @@ end
 local out = {}
 for qi = 7 + nsteps, #ARGV do
   local base = prefix .. ARGV[qi]
-  local total, oldest = 0, nil
+  local total, oldest, failure = 0, nil, nil
   for s = 1, nsteps do
     local key = base .. suffixes[s]
-    local len = redis.call('LLEN', key)
+    local len = redis.pcall('LLEN', key)
+    if type(len) == 'table' then  -- e.g. WRONGTYPE: report this queue, keep the others
+      failure = len.err or 'error'
+      len = 0
+    end
     if len > 0 then
       total = total + len
       if read_age then
@@ -82,7 +90,9 @@ for qi = 7 + nsteps, #ARGV do
       end
     end
   end
-  if oldest then
+  if failure then
+    out[#out + 1] = 'E ' .. string.gsub(failure, '\\n', ' ')
+  elseif oldest then
     out[#out + 1] = total .. ' ' .. string.format('%.3f', oldest)
   else
     out[#out + 1] = total .. ' -'
@@ -188,16 +198,16 @@ class RedisReader:
                     self.use_script = False
             if not self.use_script:
                 raw = self._read_pipeline(queues)
-        lengths, stamps, unacked, workers = raw
+        lengths, stamps, errors, unacked, workers, trips = raw
         consumers = None if workers is None else consumers_per_queue(workers)
         readings = tuple(
             QueueReading(
                 queue=q, length=n, oldest_enqueued_at=stamp,
-                consumers=None if consumers is None else consumers.get(q, 0),
+                consumers=None if consumers is None else consumers.get(q, 0), error=err,
             )
-            for q, n, stamp in zip(queues, lengths, stamps, strict=True)
+            for q, n, stamp, err in zip(queues, lengths, stamps, errors, strict=True)
         )
-        return BrokerReading(queues=readings, unacked=unacked, round_trips=1, workers=workers)
+        return BrokerReading(queues=readings, unacked=unacked, round_trips=trips, workers=workers)
 
     def _registry_min(self) -> str:
         """Index members older than this cannot have a live entry: skip them server-side."""
@@ -216,16 +226,23 @@ class RedisReader:
             raise BrokerError(f"unexpected reply from the read script ({len(lines)} lines)")
         lengths: list[int] = []
         stamps: list[float | None] = []
+        errors: list[str | None] = []
         for line in lines[: len(queues)]:
             length, _, stamp = line.partition(" ")
+            if length == "E":
+                lengths.append(0)
+                stamps.append(None)
+                errors.append(stamp or "error")
+                continue
             lengths.append(int(length))
             stamps.append(None if stamp == "-" else float(stamp))
+            errors.append(None)
         unacked = int(lines[len(queues)])
         rest = lines[len(queues) + 1:]
         workers = None
         if rest and rest[0] == "registry 1":
             workers = _parse_beats(rest[1:])
-        return lengths, stamps, unacked, workers
+        return lengths, stamps, errors, unacked, workers, 1
 
     def _read_pipeline(self, queues: Sequence[str]) -> _Raw:
         """The no-scripting fallback: one pipeline (a second one for registry entries)."""
@@ -240,7 +257,11 @@ class RedisReader:
         if self.read_workers:
             pipe.exists(index)
             pipe.zrangebyscore(index, self._registry_min(), "+inf")
-        raw = pipe.execute()
+        raw = pipe.execute(raise_on_error=False)
+        for item in raw[len(raw) - (3 if self.read_workers else 1):]:
+            if isinstance(item, Exception):  # unacked / registry: not per queue
+                raise item
+        trips = 1
         workers = None
         if self.read_workers:
             exists, nodes = raw[-2], raw[-1]
@@ -249,20 +270,26 @@ class RedisReader:
                 entries = []
                 if nodes:
                     entries = self.client.mget([_raw(self.prefix + KEY_PREFIX) + n for n in nodes])
+                    trips += 1
                 workers = _parse_beats([_text(e) for e in entries if e is not None])
         width = 2 if self.read_age else 1
-        per_list_len = [int(v) for v in raw[0:-1:width]]
+        per_list_len = raw[0:-1:width]
         per_list_stamp = (
-            [_stamp_from_message(v) for v in raw[1:-1:2]] if self.read_age
-            else [None] * len(keys)
+            [None if isinstance(v, Exception) else _stamp_from_message(v) for v in raw[1:-1:2]]
+            if self.read_age else [None] * len(keys)
         )
         n = len(self.steps)
-        lengths, stamps = [], []
+        lengths: list[int] = []
+        stamps: list[float | None] = []
+        errors: list[str | None] = []
         for i in range(len(queues)):
-            lengths.append(sum(per_list_len[i * n:(i + 1) * n]))
+            chunk = per_list_len[i * n:(i + 1) * n]
+            failed = next((v for v in chunk if isinstance(v, Exception)), None)
+            errors.append(None if failed is None else _first_line(failed))
+            lengths.append(0 if failed else sum(int(v) for v in chunk))
             found = [s for s in per_list_stamp[i * n:(i + 1) * n] if s is not None]
             stamps.append(min(found) if found else None)
-        return lengths, stamps, int(raw[-1]), workers
+        return lengths, stamps, errors, int(raw[-1]), workers, trips
 
     # -- discovery -------------------------------------------------------------------------
     def discover_queues(self) -> list[str]:
@@ -314,9 +341,13 @@ def _response_error() -> type[Exception]:
 
 
 def _is_script_refusal(exc: Exception) -> bool:
+    """EVAL refused as such: disabled, renamed away, or denied to this user by an ACL."""
     text = str(exc).lower()
-    return "unknown command" in text or "noscript" in text or "not allowed" in text or (
-        "eval" in text and "disabled" in text
+    return (
+        "unknown command" in text
+        or "noscript" in text
+        or "not allowed" in text
+        or ("eval" in text and ("disabled" in text or "no permissions" in text))
     )
 
 

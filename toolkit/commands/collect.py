@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from toolkit.collector import CycleResult, Loop, run_cycle
-from toolkit.config import Settings, load_settings
-from toolkit.errors import ConfigError
+from toolkit.config import Settings, check_interval, load_settings
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 FROM_CONFIG = object()  # `--interval` given without a value (not a str: argparse leaves it)
@@ -37,12 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    for q in args.queues or ():
-        if not q.strip() or any(not ch.isprintable() for ch in q):
-            raise ConfigError(f"invalid queue name {q!r}: empty or contains control characters")
     interval = None if args.interval is None or args.interval is FROM_CONFIG else args.interval
-    if interval is not None and interval <= 0:
-        raise ConfigError("--interval must be greater than 0 seconds")
+    if interval is not None:
+        check_interval(interval, "--interval")
     return load_settings(
         args.config,
         environment=args.environment,

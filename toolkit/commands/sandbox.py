@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 DEMO_QUEUES = {"default": 40, "emails": 250, "reports": 12}
 # what the pretend workers take per cycle: "emails" has no worker consuming it
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             thresholds=Thresholds(max_length=100, max_age=600),
         )
         reader = open_reader(settings.broker)  # type: ignore[arg-type]
-        publisher = CloudWatchPublisher(settings.namespace)
+        cloudwatch = aws.client("cloudwatch")
+        publisher = CloudWatchPublisher(settings.namespace, client=cloudwatch)
         source = QueueSource(settings)
         try:
             failed = 0
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 failed += 0 if result.ok else 1
                 for err in result.errors:
                     print(f"error: {err}", file=sys.stderr)
-            _read_back(settings.namespace, args.environment)
+            _read_back(cloudwatch, settings.namespace, args.environment)
         finally:
             if prefix:
                 _cleanup(reader, prefix)
@@ -91,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
 def _drain(url: str, prefix: str) -> None:
     """Consume and acknowledge a few tasks, as the workers of two of the queues would."""
     import importlib
-    from typing import Any
 
     connection_cls: Any = importlib.import_module("kombu").Connection  # partially typed
     with connection_cls(url, transport_options={"global_keyprefix": prefix}) as conn:
@@ -105,10 +106,7 @@ def _drain(url: str, prefix: str) -> None:
             simple.close()
 
 
-def _read_back(namespace: str, environment: str) -> None:
-    import boto3
-
-    cw = boto3.client("cloudwatch")
+def _read_back(cw: Any, namespace: str, environment: str) -> None:
     now = datetime.now(UTC)
     metrics = cw.list_metrics(Namespace=namespace,
                               Dimensions=[{"Name": "Environment", "Value": environment}])

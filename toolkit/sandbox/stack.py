@@ -60,8 +60,19 @@ class LocalAws:
     duration of the block, and restores the environment afterwards.
     """
 
-    _VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-             "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN")
+    # everything that could send a boto3 client elsewhere: service-specific endpoints, profiles
+    # and config files that name endpoints or credentials, instance and container credentials
+    _FORCED = {
+        "AWS_ACCESS_KEY_ID": "sandbox",
+        "AWS_SECRET_ACCESS_KEY": "sandbox",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    _CLEARED = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_ROLE_ARN",
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
 
     def __init__(self, port: int | None = None, region: str = "eu-west-1") -> None:
         self.port = port or free_port()
@@ -81,13 +92,22 @@ class LocalAws:
         self._server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
                                                      verbose=False)
         self._server.start()
-        self._saved = {k: os.environ.get(k) for k in self._VARS}
+        names = {*self._FORCED, *self._CLEARED, "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
+                 *(k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_"))}
+        self._saved = {k: os.environ.get(k) for k in names}
+        for key in names:
+            os.environ.pop(key, None)
+        os.environ.update(self._FORCED)
         os.environ["AWS_ENDPOINT_URL"] = self.endpoint
-        os.environ["AWS_ACCESS_KEY_ID"] = "sandbox"
-        os.environ["AWS_SECRET_ACCESS_KEY"] = "sandbox"
-        os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ["AWS_DEFAULT_REGION"] = self.region
         return self
+
+    def client(self, service: str) -> Any:
+        """A boto3 client bound to this server explicitly, whatever the environment says."""
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
