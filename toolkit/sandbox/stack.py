@@ -106,8 +106,9 @@ class LocalAws:
         """A boto3 client bound to this server explicitly, whatever the environment says."""
         import boto3
 
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
-                            aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+        make: Any = boto3.client  # the stubs' overloads want a literal service name
+        return make(service, endpoint_url=self.endpoint, region_name=self.region,
+                    aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
