@@ -189,9 +189,13 @@ class TaskLock:
         if token is None:
             return False
         ms = self.ttl_ms if ttl is None else max(1, int(ttl * 1000))
-        return bool(
+        sent = time.monotonic()
+        extended = bool(
             self._call("extend", lambda: self.client.eval(_EXTEND, 1, self.key, token, str(ms)))
         )
+        if extended:
+            self._expires = sent + ms / 1000
+        return extended
 
     def remaining(self) -> float | None:
         """Seconds until the key expires, whoever holds it; None if there is no key (or it
@@ -235,7 +239,6 @@ class TaskLock:
     def _renew_loop(self, stop: threading.Event) -> None:
         interval = self.ttl / 3
         while not stop.wait(interval):
-            sent = time.monotonic()
             try:
                 renewed = self.extend()
             except Exception as exc:  # noqa: BLE001 - the thread must not die silently
@@ -256,7 +259,6 @@ class TaskLock:
             if stop.is_set():  # released meanwhile: extend() found no token, nothing was lost
                 return
             if renewed:
-                self._expires = sent + self.ttl
                 continue
             self.lost = True
             log.warning("lock %r was lost before renewal (expired or taken)", self.key)
@@ -397,17 +399,17 @@ class SingleInstance:
                 return fn(*args, **kwargs)
             finally:
                 _current_lock.reset(token)
+                released: bool | None = None
                 try:
                     released = lock.release()
                 except LockUnavailable as exc:  # the key expires by itself after ttl
                     log.warning("could not release %r: %s", lock.key, exc)
-                else:
-                    if lock.lost or not released:
-                        log.warning(
-                            "%s lost its lock %r while running (expired or taken): another "
-                            "run may have overlapped this one",
-                            task.name, lock.key,
-                        )
+                if lock.lost or released is False:
+                    log.warning(
+                        "%s lost its lock %r while running (expired or taken): another "
+                        "run may have overlapped this one",
+                        task.name, lock.key,
+                    )
 
         return cast(F, wrapper)
 
