@@ -190,8 +190,15 @@ def main() -> int:
                   f"{rtt * 1000:.2f} ms, asked {2 * args.latency_ms:.2f} ms)")
         print(f"\nmetrics per cycle: {len(samples)}; PutMetricData calls: {cw.calls} "
               f"(ceil({len(samples)}/1000) = {-(-len(samples) // 1000)})")
-        print(f"toolkit vs the seed's loop: {seed_t / tk_t:.1f}x with ages, {seed_t / lo_t:.1f}x "
-              f"lengths only; vs a correct per-list loop: {nc_t / tk_t:.1f}x (target >= 20x)")
+        def verdict(ratio: float) -> str:
+            return "met" if ratio >= 20 else "NOT met"
+
+        full, lengths = seed_t / tk_t, seed_t / lo_t
+        print("\ntarget: >= 20x faster than the seed's loop (one LLEN per queue), same run:")
+        print(f"  toolkit, lengths + ages + unacked: {full:6.1f}x  {verdict(full)}")
+        print(f"  toolkit, lengths + unacked:        {lengths:6.1f}x  {verdict(lengths)}")
+        print(f"  (for reference: {nc_t / tk_t:.1f}x faster than a per-list loop that reads "
+              "what the toolkit reads)")
     finally:
         redis.connection.Connection.send_packed_command = _original_send  # type: ignore[method-assign]
         clean(client, prefix)
