@@ -3,7 +3,9 @@
 Serves both the Web API (``POST /api/chat.postMessage`` -> ``{"ok": true, "ts": ...}``) and
 incoming webhooks (any other ``POST`` -> ``ok``). Queue behaviours with :meth:`SlackServer.script`:
 ``"ok"``, ``"429"`` (with ``Retry-After``), ``"500"``, ``"hang"`` (no answer until the client gives
-up or the server stops), ``"invalid_auth"`` (Web API error body). Unscripted requests get ``"ok"``.
+up or the server stops), ``"invalid_auth"`` (Web API error body), ``"api:<error>"`` (HTTP 200 with
+``{"ok": false, "error": <error>}``, e.g. ``api:channel_not_found``) and ``"http:<status>"`` (that
+status with a short error body, e.g. ``http:404``). Unscripted requests get ``"ok"``.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ class SlackServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -- control --
 
@@ -119,6 +123,14 @@ class SlackServer:
             return
         if mode == "invalid_auth":
             self._send(handler, 200, {"ok": False, "error": "invalid_auth"})
+            return
+        if mode.startswith("api:"):
+            self._send(handler, 200, {"ok": False, "error": mode[4:]})
+            return
+        if mode.startswith("http:"):
+            status = int(mode[5:])
+            body = {"ok": False, "error": f"http_{status}"} if is_api else "no_service"
+            self._send(handler, status, body)
             return
         if is_api:
             with self._lock:

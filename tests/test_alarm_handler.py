@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -19,11 +22,14 @@ from moto import mock_aws
 from tests.aws_ecs import REGION, CountingEcs, make_service
 from tests.conftest import free_port, load_event
 from tests.slack_server import SlackServer
-from tests.test_alarms import alarmish, json_values, mutated
-from tests.test_remediation import create_state_table
+from tests.test_alarms import STUCK_FIXTURES, alarmish, json_values, mutated
+from tests.test_remediation import RacingEcs, SerialisedDynamo, create_state_table
+from toolkit import responder as responder_module
 from toolkit.alarms import try_parse_event
 from toolkit.config import AlarmHandlerSettings
+from toolkit.remediation import RemediationPolicy, Target, target_from_alarm
 from toolkit.responder import AlarmHandlingFailed, build_responder
+from toolkit.slack import BotSender, WebhookSender
 from toolkit.state import MemoryStateStore
 
 CLUSTER, SERVICE = "prod-cluster", "worker-emails"
@@ -111,6 +117,39 @@ def test_unrecognised_events_are_acknowledged(
     assert "unrecognised_event" in caplog.text
 
 
+def edge_events() -> list[dict[str, Any]]:
+    """Valid alarms carrying values that made the parser raise (OverflowError) before."""
+    late = load_event("eventbridge_worker_stuck_alarm")
+    late["detail"]["state"]["timestamp"] = "9999-12-31T23:59:59-0100"
+    early = load_event("lambda_worker_stuck_alarm")
+    early["alarmData"]["state"]["timestamp"] = "0001-01-01T00:00:00+0100"
+    huge = load_event("sns_worker_stuck_alarm")
+    message = json.loads(huge["Records"][0]["Sns"]["Message"])
+    message["Trigger"]["Threshold"] = 10**400
+    message["StateChangeTime"] = 10**400
+    huge["Records"][0]["Sns"]["Message"] = json.dumps(message)
+    return [late, early, huge]
+
+
+def test_edge_of_range_values_are_handled_not_raised(lam: ModuleType) -> None:
+    for event in edge_events():
+        assert lam.handler(event, None)["status"] == "handled"
+
+
+def test_any_parser_failure_is_logged_and_acknowledged(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def broken(event: object) -> Any:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(responder_module, "parse_event", broken)
+    result = lam.handler({1: "mixed", "key": "types"}, None)
+    assert result["status"] == "ignored" and "OverflowError" in result["reason"]
+    assert "unrecognised_event" in caplog.text
+
+
 def test_clients_are_built_once_per_container(
     lam: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,6 +205,156 @@ def test_duplicates_with_state_table_post_once_and_ok_threads_under_alarm(
     assert ok.json["thread_ts"] == follow_up.json["thread_ts"]  # under the ALARM message
     assert ok.json["reply_broadcast"] is True
     assert "Resolved" in ok.json["text"]
+
+
+def test_concurrent_duplicate_deliveries_deploy_once(
+    lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    """SNS delivers the same state change twice at the same moment to two containers sharing
+    STATE_TABLE: one alert, one deployment (before, the duplicate skipped only the alert)."""
+    create_state_table(unique)
+    monkeypatch.setenv("STATE_TABLE", unique)
+    racing = RacingEcs(aws, threading.Barrier(2), timeout=1.0)
+    start = threading.Barrier(2)
+    event = load_event("sns_worker_stuck_alarm")
+    results: list[Any] = []
+
+    def container() -> None:
+        responder = build_responder(
+            AlarmHandlerSettings.from_env(), ecs=racing,
+            dynamodb=SerialisedDynamo(boto3.client("dynamodb", region_name=REGION)),
+        )
+        start.wait(timeout=5)
+        results.append(responder.handle(copy.deepcopy(event)))
+
+    threads = [threading.Thread(target=container) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(racing.updates) == 1
+    assert sorted(r["alarms"][0]["duplicate"] for r in results) == [False, True]
+    assert len(server.messages()) == 2  # one alert, one follow-up
+
+
+def test_repeat_delivery_does_not_remediate_after_a_final_decision(
+    lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    """The first delivery decided (not opted in). A later copy of the same state change must not
+    act on it, even though the service has opted in meanwhile: only a retryable failure recorded
+    by the first delivery lets a repeat remediate."""
+    create_state_table(unique)
+    monkeypatch.setenv("STATE_TABLE", unique)
+    make_service(aws, CLUSTER, "worker-late", opted_in=False)
+    event = load_event("sns_worker_stuck_alarm")
+    message = json.loads(event["Records"][0]["Sns"]["Message"])
+    for dim in message["Trigger"]["Dimensions"]:
+        if dim["name"] == "ServiceName":
+            dim["value"] = "worker-late"
+    event["Records"][0]["Sns"]["Message"] = json.dumps(message)
+    counting = CountingEcs(aws)
+    lam.responder().remediator._ecs = counting
+    first = lam.handler(event, None)["alarms"][0]
+    assert first["remediation"] == "skipped" and "celery-ecs:remediate" in first["reason"]
+    arn = aws.describe_services(cluster=CLUSTER, services=["worker-late"])["services"][0][
+        "serviceArn"
+    ]
+    aws.tag_resource(resourceArn=arn, tags=[{"key": "celery-ecs:remediate", "value": "true"}])
+    new_container(lam)
+    lam.responder().remediator._ecs = counting
+    repeat = lam.handler(event, None)["alarms"][0]
+    assert repeat["duplicate"] and repeat["remediation"] is None
+    assert counting.updates == []
+    assert len(server.messages()) == 2  # the alert and its "not opted in" follow-up, once
+
+
+def test_failed_follow_up_is_posted_on_retry_without_a_second_alert(
+    lam: ModuleType, server: SlackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMEDIATION", "dry-run")
+    lam.responder()._sender = BotSender(TOKEN, "C0ALERTS", base_url=server.api_url, backoff=0.01)
+    server.script("ok", "500", "500", "500")  # the alert goes through, the follow-up does not
+    event = load_event("sns_worker_stuck_alarm")
+    with pytest.raises(AlarmHandlingFailed, match="HTTP 500"):
+        lam.handler(event, None)
+    result = lam.handler(event, None)  # Lambda's retry, same container
+    assert result["alarms"][0]["duplicate"] and result["alarms"][0]["slack_error"] is None
+    alert, follow_up = server.messages()
+    assert alert.json["text"].startswith("ALARM: ")
+    assert "Dry run: would force" in follow_up.json["text"]
+    assert follow_up.json["thread_ts"] == "1700000001.000100"  # under the one alert
+    lam.handler(event, None)  # a further copy: nothing is owed any more
+    assert len(server.messages()) == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["invalid_auth", "api:channel_not_found", "webhook:404", "webhook:403", "secret:not-json",
+     "secret:missing", "ecs:AccessDenied"],
+)
+def test_permanent_failures_are_logged_and_acknowledged(
+    lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, unique: str, failure: str,
+) -> None:
+    """A retry would fail the same way, so the handler returns instead of raising."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("REMEDIATION", "dry-run")  # nothing performed: only the error decides
+    kind, _, detail = failure.partition(":")
+    if kind in ("invalid_auth", "api"):
+        server.script(failure)
+    elif kind == "webhook":
+        monkeypatch.delenv("SLACK_BOT_TOKEN")
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", server.webhook_url)
+        server.script(f"http:{detail}")
+    elif kind == "secret":
+        monkeypatch.delenv("SLACK_BOT_TOKEN")
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        arn = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:{unique}-AbCdEf"
+        if detail == "not-json":
+            arn = sm.create_secret(Name=unique, SecretString="xoxb-not-json")["ARN"]
+        monkeypatch.setenv("SLACK_SECRET_ARN", arn)
+    else:
+        monkeypatch.setenv("REMEDIATION", "enabled")
+
+        class Denied(CountingEcs):
+            def update_service(self, **kwargs: Any) -> Any:
+                from botocore.exceptions import ClientError
+
+                raise ClientError({"Error": {"Code": "AccessDeniedException"}}, "UpdateService")
+
+        lam.responder().remediator._ecs = Denied(aws)
+    result = lam.handler(load_event("sns_worker_stuck_alarm"), None)  # does not raise
+    (outcome,) = result["alarms"]
+    if kind == "ecs":
+        assert outcome["remediation"] == "failed" and "AccessDenied" in outcome["reason"]
+    else:
+        assert outcome["slack_error"] and outcome["slack_retryable"] is False
+        assert "slack_failed" in caplog.text or "slack_unavailable" in caplog.text
+    assert "xoxb-not-json" not in caplog.text and TOKEN not in caplog.text
+
+
+def test_transient_slack_failure_still_raises_for_retry(
+    lam: ModuleType, server: SlackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMEDIATION", "off")
+    lam.responder()._sender = WebhookSender(server.webhook_url, backoff=0.01)
+    server.retry_after = 0
+    server.script("429", "429", "429")
+    with pytest.raises(AlarmHandlingFailed, match="HTTP 429"):
+        lam.handler(load_event("sns_worker_stuck_alarm"), None)
+
+
+def test_startup_warns_that_an_exact_cap_needs_a_state_table(
+    lam: ModuleType, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING)
+    lam.responder()
+    assert "no_state_table" in caplog.text and "needs STATE_TABLE" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("STATE_TABLE", "t")
+    new_container(lam)
+    lam.responder()
+    assert "no_state_table" not in caplog.text
 
 
 def test_slack_down_remediation_still_done_and_logged(
@@ -299,25 +488,42 @@ def stub_responder() -> tuple[Any, StubEcs]:
     return responder, ecs
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(st.one_of(json_values, alarmish))
-def test_garbage_events_never_raise_and_never_act(event: object) -> None:
-    responder, ecs = stub_responder()
-    result = responder.handle(event)
-    assert result["status"] in ("ignored", "handled")
-    assert ecs.updates == []
+POLICY = RemediationPolicy(mode="enabled", max_per_hour=10**9, cooldown_seconds=0)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(mutated())
-def test_mutated_events_act_only_on_a_valid_stuck_alarm(event: object) -> None:
-    responder, ecs = stub_responder()
-    responder.handle(event)  # never raises: Slack and ECS stubs are up
-    if ecs.updates:
-        alarms = try_parse_event(event)
-        assert alarms is not None
-        (alarm,) = [a for a in alarms if a.state == "ALARM"]
-        assert alarm.metric is not None and alarm.metric.name == "WorkerStuck"
-        assert ecs.updates == [
-            {"cluster": alarm.cluster, "service": alarm.service, "forceNewDeployment": True}
-        ]
+def expected_targets(event: object) -> set[tuple[str, str]]:
+    """The services a correct handler deploys for ``event`` when every ECS guard passes."""
+    targets = set()
+    for alarm in try_parse_event(event) or ():
+        target = target_from_alarm(alarm, POLICY)
+        if isinstance(target, Target):
+            assert alarm.state == "ALARM"
+            assert any(m.name == "WorkerStuck" for m in alarm.inputs)
+            targets.add((target.cluster, target.service))
+    return targets
+
+
+def test_garbage_and_near_valid_events_never_raise_and_act_exactly_when_valid() -> None:
+    """Random JSON, alarm-shaped dicts and mutated fixtures (a third of them mutations of a valid
+    WorkerStuck alarm, so many stay valid or nearly so) through the whole handler, with ECS and
+    Slack stubs where every service-side guard passes: the handler never raises, and deploys
+    exactly the services named by events that still parse as a remediating alarm."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck),
+              database=None)
+    @given(st.one_of(json_values, alarmish, mutated(), mutated(STUCK_FIXTURES)))
+    def run(event: object) -> None:
+        responder, ecs = stub_responder()
+        result = responder.handle(copy.deepcopy(event))
+        assert result["status"] in ("ignored", "handled")
+        assert all(u["forceNewDeployment"] is True for u in ecs.updates)
+        deployed = {(u["cluster"], u["service"]) for u in ecs.updates}
+        assert deployed == expected_targets(event)
+        seen[result["status"]] += 1
+        seen["deployed"] += bool(deployed)
+
+    run()
+    print(f"garbage/near-valid events: {dict(seen)}")
+    # The generator reaches every branch: garbage ignored, valid alarms handled and acted on.
+    assert seen["ignored"] >= 100 and seen["handled"] >= 100 and seen["deployed"] >= 50, seen

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,13 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 from moto import mock_aws
 
 from tests.aws_ecs import (
@@ -25,6 +33,7 @@ from tests.aws_ecs import (
 )
 from toolkit.alarms import AlarmEvent, MetricRef
 from toolkit.cli import main
+from toolkit.config import AlarmHandlerSettings
 from toolkit.remediation import (
     REMEDIATED_AT_TAG,
     Decision,
@@ -144,6 +153,9 @@ NOON = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
             ),
             "cooldown",
         ),
+        # A hand-edited remediated-at tag is ignored, not a crash.
+        (snapshot(tags=(("celery-ecs:remediate", "true"), (REMEDIATED_AT_TAG, "9" * 20))), None),
+        (snapshot(tags=(("celery-ecs:remediate", "true"), (REMEDIATED_AT_TAG, "²"))), None),
     ],
 )
 def test_check_service_guards(snap: ServiceSnapshot, code: str | None) -> None:
@@ -173,6 +185,49 @@ def test_alarm_guards(alarm: AlarmEvent, code: str) -> None:
     decision = target_from_alarm(alarm, ENABLED)
     assert isinstance(decision, Decision)
     assert decision.code == code and decision.action == "skipped"
+
+
+def math(*inputs: MetricRef) -> AlarmEvent:
+    return AlarmEvent(
+        source="eventbridge", kind="math", name="m", state="ALARM", metric=inputs[0],
+        inputs=inputs,
+    )
+
+
+def stuck_ref(service: str, cluster: str = CLUSTER, metric: str = "WorkerStuck") -> MetricRef:
+    return MetricRef("Celery", metric, (("ClusterName", cluster), ("ServiceName", service)))
+
+
+def test_metric_math_over_two_services_names_no_target() -> None:
+    """MAX([stuck_a, stuck_b]) cannot say which service is stuck: no deployment."""
+    decision = target_from_alarm(math(stuck_ref("svc-a"), stuck_ref("svc-b")), ENABLED)
+    assert isinstance(decision, Decision) and decision.code == "no-target"
+    assert "more than one service" in decision.reason and "svc-b" in decision.reason
+
+
+def test_metric_math_needs_a_remediating_input() -> None:
+    # Both inputs name the same service, but neither is WorkerStuck.
+    alarm = math(stuck_ref("svc-a", metric="RunningTaskCount"), stuck_ref("svc-a", metric="Q"))
+    decision = target_from_alarm(alarm, ENABLED)
+    assert isinstance(decision, Decision) and decision.code == "not-remediating-metric"
+    # The picked (display) metric is not WorkerStuck, but an input is, and one service is named.
+    queue = MetricRef("Celery", "QueueLength", (("Queue", "emails"),))
+    alarm = math(stuck_ref("svc-a", metric="RunningTaskCount"), queue, stuck_ref("svc-a"))
+    assert target_from_alarm(alarm, ENABLED) == Target(CLUSTER, "svc-a")
+    # A service named by one input and a different cluster by another: refused.
+    alarm = math(stuck_ref("svc-a"), stuck_ref("svc-a", cluster="other"))
+    decision = target_from_alarm(alarm, ENABLED)
+    assert isinstance(decision, Decision) and decision.code == "no-target"
+
+
+def test_metric_math_over_two_services_deploys_nothing(ecs: Any) -> None:
+    for name in ("svc-a", "svc-b"):
+        make_service(ecs, CLUSTER, name)
+    counting = CountingEcs(ecs)
+    decision = Remediator(ENABLED, counting).remediate_alarm(
+        math(stuck_ref("svc-a"), stuck_ref("svc-b")), now()
+    )
+    assert decision.code == "no-target" and counting.updates == []
 
 
 def test_composite_alarm_is_never_a_target() -> None:
@@ -295,6 +350,54 @@ def test_ecs_unreachable_is_a_retryable_failure() -> None:
     assert "EndpointConnectionError" in decision.reason
 
 
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (EndpointConnectionError(endpoint_url="https://ecs"), True),
+        (ReadTimeoutError(endpoint_url="https://ecs"), True),
+        (ConnectionClosedError(endpoint_url="https://ecs"), True),
+        (ClientError({"Error": {"Code": "ThrottlingException"}}, "DescribeServices"), True),
+        (NoCredentialsError(), False),  # a BotoCoreError, but a retry would fail the same way
+        (ClientError({"Error": {"Code": "AccessDeniedException"}}, "DescribeServices"), False),
+    ],
+)
+def test_only_transient_ecs_errors_are_retryable(error: Exception, retryable: bool) -> None:
+    class FailingEcs:
+        def describe_services(self, **_: Any) -> Any:
+            raise error
+
+    decision = Remediator(ENABLED, FailingEcs()).remediate_alarm(stuck(), NOON)
+    assert decision.action == "failed" and decision.retryable is retryable
+
+
+class RefusingEcs(CountingEcs):
+    def update_service(self, **kwargs: Any) -> Any:
+        self.updates.append((kwargs["cluster"], kwargs["service"]))
+        raise ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateService"
+        )
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_failed_update_service_gives_back_the_hourly_slot_and_the_lock(
+    ecs: Any, unique: str, durable: bool
+) -> None:
+    make_service(ecs, CLUSTER, "worker-emails")
+    state: Any = MemoryStateStore()
+    if durable:
+        create_state_table(unique)
+        state = DynamoStateStore(unique, boto3.client("dynamodb"))
+    policy = RemediationPolicy(mode="enabled", max_per_hour=1)
+    when = now()
+    failed = Remediator(policy, RefusingEcs(ecs), state=state).remediate_alarm(stuck(), when)
+    assert failed.action == "failed" and failed.code == "ecs-error"
+    assert state.recent_remediations(when + timedelta(seconds=1)) == 0
+    # The slot and the lock are free again: with ECS fixed, the next delivery deploys.
+    worked = Remediator(policy, ecs, state=state).remediate_alarm(stuck(), when)
+    assert worked.code == "deployed", worked
+    assert state.recent_remediations(when + timedelta(seconds=1)) == 1
+
+
 def test_update_service_refused_is_reported_with_its_code(ecs: Any) -> None:
     make_service(ecs, CLUSTER, "worker-emails")
 
@@ -367,8 +470,90 @@ def test_storm_without_state_table(ecs: Any) -> None:
     remediators = [Remediator(ENABLED, counting, state=MemoryStateStore()) for _ in range(4)]
     for i, alarm in enumerate(alarms):
         remediators[i % 4].remediate_alarm(alarm, now())
-    assert len(counting.updates) <= ENABLED.max_per_hour
+    # One cluster, alarms handled one after another: the remediated-at tags make the limit exact
+    # even across containers. (Containers racing each other can overshoot: exact needs a table.)
+    assert len(counting.updates) == ENABLED.max_per_hour
     assert len(set(counting.updates)) == len(counting.updates)  # never the same service twice
+
+
+class SerialisedDynamo:
+    """DynamoDB applies a conditional write atomically; moto, called from two threads, does not
+    promise that. Serialise calls to the (shared) table, as the real service does."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(**kwargs: Any) -> Any:
+            with self._lock:
+                return method(**kwargs)
+
+        return call
+
+
+class RacingEcs(CountingEcs):
+    """Both callers read the service before either deploys: the window the lock must close."""
+
+    def __init__(self, client: Any, barrier: threading.Barrier, timeout: float = 5.0) -> None:
+        super().__init__(client)
+        self._barrier = barrier
+        self._timeout = timeout
+
+    def describe_services(self, **kwargs: Any) -> Any:
+        result = self._client.describe_services(**kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other caller never came
+            self._barrier.wait(timeout=self._timeout)
+        return result
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_two_alarms_racing_for_one_service_deploy_once(
+    ecs: Any, unique: str, durable: bool
+) -> None:
+    """Two different alarms (so different de-duplication keys) about the same service, handled
+    at the same moment by two containers sharing the table (or two threads of one container
+    sharing memory): both pass every ECS guard, the per-service lock lets one deploy."""
+    make_service(ecs, CLUSTER, "worker-emails")
+    racing = RacingEcs(ecs, threading.Barrier(2))
+    shared: Any = MemoryStateStore()
+    if durable:
+        create_state_table(unique)
+        shared = None
+    alarms = [stuck(minute=0), stuck(minute=1)]
+    decisions: list[Decision] = []
+
+    def container(alarm: AlarmEvent) -> None:
+        state = shared or DynamoStateStore(unique, SerialisedDynamo(boto3.client("dynamodb")))
+        decisions.append(Remediator(ENABLED, racing, state=state).remediate_alarm(alarm, now()))
+
+    threads = [threading.Thread(target=container, args=(a,)) for a in alarms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(racing.updates) == 1
+    assert sorted(d.code for d in decisions) == ["cooldown", "deployed"]
+    (refused,) = [d for d in decisions if d.code == "cooldown"]
+    assert "remediation lock" in refused.reason
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_cooldown_below_a_minute_is_clamped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    assert AlarmHandlerSettings.from_env({"COOLDOWN_SECONDS": "5"}).cooldown_seconds == 60
+    assert "COOLDOWN_SECONDS=5 is below the minimum of 60 s: using 60" in caplog.text
+    caplog.clear()
+    assert AlarmHandlerSettings.from_env({"COOLDOWN_SECONDS": "60"}).cooldown_seconds == 60
+    assert AlarmHandlerSettings.from_env({}).cooldown_seconds == 900
+    assert caplog.text == ""
 
 
 # --- the CLI -----------------------------------------------------------------------------------

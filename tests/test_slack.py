@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from moto import mock_aws
 
 from tests.conftest import free_port, load_event
@@ -229,6 +230,102 @@ def test_secrets_never_appear_in_logs_or_errors(
     assert TOKEN not in repr(AlarmHandlerSettings(slack_bot_token=TOKEN))
 
 
+SECRET_PATH = "services/T0SECRET/B0SECRET/hookTOKENxyz123"
+
+
+@pytest.mark.parametrize("failure", ["refused", "hang"])
+@pytest.mark.parametrize("http_level", [None, logging.DEBUG])
+def test_unreachable_webhook_never_logs_its_url(
+    server: SlackServer, caplog: pytest.LogCaptureFixture, failure: str, http_level: int | None
+) -> None:
+    """slack_sdk logs ``Going to retry the same request: POST <full URL>`` at INFO on connection
+    errors, and URLs and headers at DEBUG: none of it may carry the webhook path."""
+    caplog.set_level(logging.DEBUG)  # the root logger and so every propagating logger
+    if http_level is not None:  # even if someone turns slack_sdk's logger all the way up
+        caplog.set_level(http_level, logger="toolkit.slack.http")
+    if failure == "refused":
+        url = f"http://127.0.0.1:{free_port()}/{SECRET_PATH}"
+    else:
+        server.script("hang", "hang")
+        url = f"{server.url}/{SECRET_PATH}"
+    sender = WebhookSender(url, timeout=1, max_retries=1, backoff=0.01)
+    with pytest.raises(SlackError) as info:
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert info.value.retryable
+    assert any(r.name == "toolkit.slack.http" for r in caplog.records)  # slack_sdk did log
+    captured = caplog.text + " ".join(r.getMessage() for r in caplog.records)
+    for text in (captured, str(info.value), repr(info.value)):
+        for secret in ("T0SECRET", "B0SECRET", "hookTOKENxyz123"):
+            assert secret not in text
+
+
+def test_bot_token_is_redacted_even_at_debug(
+    server: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="toolkit.slack.http")
+    server.script("500", "ok")
+    BotSender(TOKEN, "C1", base_url=server.api_url, backoff=0.01).post(
+        alarm_message(alarm("sns_worker_stuck_alarm"))
+    )
+    assert any(r.name == "toolkit.slack.http" for r in caplog.records)
+    assert "SECRET-TOKEN" not in caplog.text
+
+
+def test_redact() -> None:
+    assert slack.redact(f"POST https://hooks.slack.com/{SECRET_PATH}?x=1 done") == (
+        "POST https://hooks.slack.com/[redacted] done"
+    )
+    assert slack.redact(f"{{'Authorization': 'Bearer {TOKEN}'}}") == (
+        "{'Authorization': 'Bearer [redacted]'}"
+    )
+    assert "SECRET" not in slack.redact(f"token={TOKEN}")
+
+
+def test_webhook_rate_limit_honours_retry_after(server: SlackServer) -> None:
+    server.script("429")
+    sender = WebhookSender(server.webhook_url, backoff=0.01)
+    started = time.monotonic()
+    sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert time.monotonic() - started >= 0.9  # Retry-After: 1, not the 0.01 s backoff
+    assert [r.answered for r in server.requests] == ["429", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("transport", "script", "retryable", "match"),
+    [
+        ("webhook", ["http:404"], False, "HTTP 404"),
+        ("webhook", ["http:403"], False, "HTTP 403"),
+        ("webhook", ["500"] * 3, True, "HTTP 500"),
+        ("webhook", ["429"] * 3, True, "HTTP 429"),
+        ("bot", ["invalid_auth"], False, "invalid_auth"),
+        ("bot", ["api:channel_not_found"], False, "channel_not_found"),
+        ("bot", ["http:404"], False, "HTTP 404"),
+        ("bot", ["500"] * 3, True, "HTTP 500"),
+    ],
+)
+def test_slack_errors_say_whether_a_retry_can_help(
+    server: SlackServer, transport: str, script: list[str], retryable: bool, match: str
+) -> None:
+    server.retry_after = 0
+    server.script(*script)
+    sender: Any = (
+        WebhookSender(server.webhook_url, backoff=0.01) if transport == "webhook"
+        else BotSender(TOKEN, "C1", base_url=server.api_url, backoff=0.01)
+    )
+    with pytest.raises(SlackError, match=match) as info:
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert info.value.retryable is retryable
+    assert len(server.requests) == len(script)  # permanent errors are not retried
+
+
+def test_unreachable_bot_api_is_retryable() -> None:
+    sender = BotSender(TOKEN, "C1", base_url=f"http://127.0.0.1:{free_port()}/api/", backoff=0.01)
+    with pytest.raises(SlackError) as info:
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert info.value.retryable
+
+
 # --- credentials -------------------------------------------------------------------------------
 
 
@@ -265,6 +362,7 @@ def test_credentials_from_secrets_manager_are_fetched_once() -> None:
         with pytest.raises(SlackError, match="ResourceNotFoundException") as info:
             resolve_credentials(settings, secrets_client=sm)
         assert TOKEN not in str(info.value)
+        assert not info.value.retryable  # a missing secret stays missing
 
 
 def test_secret_that_is_not_json() -> None:
@@ -274,6 +372,27 @@ def test_secret_that_is_not_json() -> None:
         with pytest.raises(SlackError, match="not a JSON object") as info:
             resolve_credentials(AlarmHandlerSettings(slack_secret_arn=arn), secrets_client=sm)
         assert TOKEN not in str(info.value)
+        assert not info.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ClientError({"Error": {"Code": "AccessDeniedException"}}, "GetSecretValue"), False),
+        (ClientError({"Error": {"Code": "ThrottlingException"}}, "GetSecretValue"), True),
+        (EndpointConnectionError(endpoint_url="https://secretsmanager"), True),
+        (NoCredentialsError(), False),
+    ],
+)
+def test_secret_errors_say_whether_a_retry_can_help(error: Exception, retryable: bool) -> None:
+    class Secrets:
+        def get_secret_value(self, **_: Any) -> Any:
+            raise error
+
+    settings = AlarmHandlerSettings(slack_secret_arn="arn:aws:secretsmanager:eu-west-1:1:secret:x")
+    with pytest.raises(SlackError) as info:
+        resolve_credentials(settings, secrets_client=Secrets(), use_cache=False)
+    assert info.value.retryable is retryable
 
 
 # --- docs/alerts.md shows what the code renders -------------------------------------------------

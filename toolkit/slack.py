@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -400,8 +401,16 @@ def _retry_handlers(max_retries: int, backoff: float) -> list[Any]:
     from slack_sdk.http_retry.builtin_interval_calculators import (
         BackoffRetryIntervalCalculator,
     )
+    from slack_sdk.http_retry.jitter import Jitter
 
-    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
+    class ProportionalJitter(Jitter):
+        """Up to +100% of the interval (slack_sdk's default adds up to a whole second to every
+        wait, whatever the backoff: 1-2 s per retry even with a 0.01 s backoff)."""
+
+        def recalculate(self, duration: float) -> float:
+            return duration * (1.0 + random.random())  # noqa: S311 - jitter, not crypto
+
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff, jitter=ProportionalJitter())
     from urllib.error import URLError
 
     return [
