@@ -4,24 +4,30 @@ A forced deployment happens only when every guard passes, in this order (cheap c
 ones needing ECS after):
 
 1. the alarm is in ALARM, watches a remediating metric (``WorkerStuck`` by default) and its
-   dimensions name the ECS ``ClusterName`` and ``ServiceName``;
+   dimensions name the ECS ``ClusterName`` and ``ServiceName`` (a metric-math alarm: a remediating
+   metric is among its inputs and every input naming a service names the same one);
 2. ``REMEDIATION`` is not ``off``;
 3. the service exists, is ACTIVE and carries the tag ``celery-ecs:remediate=true``;
 4. no deployment is in progress (one deployment only, not ``IN_PROGRESS``);
 5. its last deployment (and our last forced one, kept in a service tag) is older than
    ``COOLDOWN_SECONDS``;
 6. fewer than ``MAX_REMEDIATIONS_PER_HOUR`` forced deployments happened in the last hour;
-7. ``REMEDIATION`` is ``enabled`` (``dry-run`` stops here and reports what it would do).
+7. ``REMEDIATION`` is ``enabled`` (``dry-run`` stops here and reports what it would do);
+8. the per-service remediation lock (``remediate#<cluster>/<service>``, TTL = cooldown) is free
+   and taken, then an hourly ledger slot is reserved. Both are given back if ``UpdateService``
+   fails, so a retry may act and a failure does not use up the hourly limit.
 
 Guards 1 and 3 to 6 are pure functions over frozen dataclasses; :class:`Remediator` does the I/O.
 Every call returns a :class:`Decision` with a code and a reason in words.
 
-What holds without ``STATE_TABLE``: a duplicate delivery of the same alarm cannot deploy twice,
+What holds without ``STATE_TABLE``: duplicates handled one after another cannot deploy twice,
 because the first deployment resets the ECS deployment ``createdAt`` (guard 5) and shows as in
-progress (guard 4). The hourly limit counts services of the *same cluster* whose
-``celery-ecs:remediated-at`` tag is recent, plus this container's own record; concurrent containers
-may each pass it once before the other's tag lands. With ``STATE_TABLE`` the limit is one
-conditionally-written ledger, exact across containers and clusters.
+progress (guard 4); copies racing in *different* containers can both pass those checks, and only
+the in-memory lock of one container stands in the way. The hourly limit counts services of the
+*same cluster* whose ``celery-ecs:remediated-at`` tag is recent, plus this container's own record;
+concurrent containers may each pass it once before the other's tag lands. With ``STATE_TABLE`` the
+lock is a conditional write shared by every container and the limit is one conditionally-written
+ledger, exact across containers and clusters.
 """
 
 from __future__ import annotations
