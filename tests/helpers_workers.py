@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.registry import WorkerHeartbeat, read_registry
+
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
 CLI = str(Path(sys.executable).with_name("celery-ecs"))
@@ -51,6 +53,15 @@ class Worker:
             time.sleep(0.05)
         tail = self.log()[-3000:]
         raise AssertionError(f"worker {self.node} not ready after {timeout} s:\n{tail}")
+
+    def stopped(self) -> bool:
+        """Whether the main process is stopped (SIGSTOP): state ``T`` in /proc."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] in {"T", "t"}
+
+    def block_loop(self) -> None:
+        """SIGUSR2: tests/hc_app.py blocks the main thread for $HC_BLOCK_SECONDS (not stopped)."""
+        os.kill(self.proc.pid, signal.SIGUSR2)
 
     def freeze(self) -> None:
         os.killpg(self.proc.pid, signal.SIGSTOP)
@@ -175,6 +186,27 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 3
     return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
 
+def registry_entry(node: str, prefix: str = "") -> WorkerHeartbeat | None:
+    """This node's live registry entry in db 2, or None."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        return {b.node: b for b in read_registry(client, prefix)}.get(node)
+    finally:
+        client.close()
+
+
+def wait_idle(worker: Worker, timeout: float = 40.0) -> None:
+    """Wait until the worker's registry entry says no task is running (shared workers carry
+    tasks over from earlier tests)."""
+    def idle() -> bool:
+        entry = registry_entry(worker.node)
+        return entry is not None and entry.active == 0
+
+    assert wait_for(idle, timeout=timeout, interval=0.2), worker.log()[-2000:]
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,14 +216,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
     return predicate()
 
 
-def send_task(broker: str, queue: str, name: str, *args: object, keyprefix: str = "") -> None:
-    """Publish one task with a bare app (the tests' producer side)."""
+def send_task(
+    broker: str, queue: str, name: str, *args: object, keyprefix: str = "", **options: object
+) -> None:
+    """Publish one task with a bare app (the tests' producer side); ``options`` go to
+    ``send_task`` (e.g. ``time_limit``)."""
     from celery import Celery
 
     producer = Celery("hc-producer", broker=broker)
     if keyprefix:
         producer.conf.broker_transport_options = {"global_keyprefix": keyprefix}
     try:
-        producer.send_task(name, args=list(args), queue=queue)
+        producer.send_task(name, args=list(args), queue=queue, **options)
     finally:
         producer.close()

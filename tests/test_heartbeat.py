@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -23,12 +25,15 @@ import redis
 
 from tests.conftest import free_port
 from tests.helpers_workers import REDIS_BROKER, WorkerPool, run_cli, send_task, wait_for
+from toolkit import heartbeat
 from toolkit.config import HeartbeatSettings
 from toolkit.heartbeat import (
     Beater,
     EcsMetadata,
+    TaskCounters,
     WorkerHeartbeat,
     consumers_per_queue,
+    consuming,
     fetch_ecs_metadata,
     fresh,
     index_key,
@@ -109,14 +114,48 @@ def test_entries_expire_on_real_redis(unique: str) -> None:
     client = redis.Redis.from_url(REDIS_BROKER)
     prefix = f"t-{unique}:"
     try:
-        write_heartbeat(client, _beat("celery@short", updated=time.time()), ttl=0.3, prefix=prefix)
-        write_heartbeat(client, _beat("celery@long", updated=time.time()), ttl=30, prefix=prefix)
+        write_heartbeat(client, _beat("celery@short", updated=time.time()), ttl=2, prefix=prefix)
+        write_heartbeat(client, _beat("celery@long", updated=time.time()), ttl=60, prefix=prefix)
+        # a 2 s TTL leaves a loaded CI box time to read before the expiry
         assert [b.node for b in read_registry(client, prefix)] == ["celery@long", "celery@short"]
-        time.sleep(0.5)
-        assert [b.node for b in read_registry(client, prefix)] == ["celery@long"]
+        assert wait_for(
+            lambda: [b.node for b in read_registry(client, prefix)] == ["celery@long"], timeout=10
+        )
     finally:
         client.delete(registry_key("celery@long", prefix), index_key(prefix))
         client.close()
+
+
+class _CountingRedis(fakeredis.FakeRedis):  # type: ignore[misc]
+    """Counts round trips: direct commands and pipeline executions."""
+
+    trips: int = 0
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self.trips += 1
+        return super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        assert transaction is False  # no MULTI/EXEC: nothing needs to be atomic
+        original = pipe.execute
+
+        def execute(*args: Any, **kwargs: Any) -> Any:
+            self.trips += 1
+            return original(*args, **kwargs)
+
+        pipe.execute = execute
+        return pipe
+
+
+def test_one_beat_is_one_registry_round_trip() -> None:
+    client = _CountingRedis()
+    write_heartbeat(client, _beat("celery@a"), ttl=60)
+    assert client.trips == 1
+    assert [b.node for b in read_registry(client)] == ["celery@a"]
+    client.trips = 0
+    remove_heartbeat(client, "celery@a")
+    assert client.trips == 1 and client.zscore(index_key(), "celery@a") is None
 
 
 def test_pure_helpers() -> None:
@@ -183,7 +222,43 @@ def test_fetch_ecs_metadata(ecs_metadata: str) -> None:
     assert fetch_ecs_metadata("file:///etc/passwd") is None
     started = time.monotonic()
     assert fetch_ecs_metadata(f"http://127.0.0.1:{free_port()}/v4/x", timeout=0.5) is None
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 8.0
+
+
+def test_ecs_metadata_bypasses_proxies(ecs_metadata: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint is link-local: an HTTP(S)_PROXY in the container must not be used for it."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, dead)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    meta = fetch_ecs_metadata(ecs_metadata)
+    assert meta is not None and meta.task_arn == TASK_ARN
+
+
+def test_ecs_metadata_garbage_http_response_is_not_an_exception() -> None:
+    """http.client.HTTPException (e.g. BadStatusLine) is neither OSError nor ValueError."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def serve() -> None:
+        for _ in range(2):  # the container URL and its /task URL
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"NOT-HTTP garbage\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert fetch_ecs_metadata(f"http://127.0.0.1:{server.getsockname()[1]}/v4/x") is None
+    finally:
+        server.close()
+        thread.join(5)
 
 
 # --- the beater without a worker ----------------------------------------------------------------
@@ -207,8 +282,14 @@ def test_unwritable_path_warns_once_and_registry_still_written(
 
 
 class _BrokenRedis(fakeredis.FakeRedis):  # type: ignore[misc]
-    def set(self, *args: Any, **kwargs: Any) -> Any:
-        raise redis.ConnectionError("down")
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = super().pipeline(*args, **kwargs)
+
+        def execute(*_: Any, **__: Any) -> Any:
+            raise redis.ConnectionError("down")
+
+        pipe.execute = execute
+        return pipe
 
 
 def test_registry_failure_warns_once_and_backs_off(
@@ -231,9 +312,148 @@ def test_shutdown_removes_files_and_entry(tmp_path: Path) -> None:
     beater = Beater(settings=settings, registry=client, node="celery@x")
     beater.beat()
     assert (tmp_path / "hb").exists() and (tmp_path / "ready").exists()
+    assert client.zscore(index_key(), "celery@x") is not None
     beater.shutdown()
     assert not (tmp_path / "hb").exists() and not (tmp_path / "ready").exists()
     assert read_registry(client) == []
+    assert client.zscore(index_key(), "celery@x") is None
+    assert not client.exists(registry_key("celery@x"))
+
+
+def test_no_beat_after_shutdown_and_the_helper_thread_is_joined(tmp_path: Path) -> None:
+    """The solo helper thread used to be able to beat after shutdown() and re-create the files
+    and the registry entry."""
+    client = fakeredis.FakeRedis()
+    settings = HeartbeatSettings(
+        file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"), interval=0.05
+    )
+    beater = Beater(settings=settings, registry=client, node="celery@x", busy_limit=60)
+    beater.task_started_here()  # a task "runs" until after shutdown
+    keeper = beater._keeper
+    assert keeper is not None
+    assert wait_for(lambda: (tmp_path / "hb").exists(), timeout=5)
+    beater.shutdown()
+    assert not keeper.is_alive()
+    beater.beat()  # a beat racing with shutdown (e.g. from the loop) is a no-op
+    time.sleep(0.2)
+    assert not (tmp_path / "hb").exists() and not (tmp_path / "ready").exists()
+    assert read_registry(client) == [] and client.zscore(index_key(), "celery@x") is None
+
+
+def test_ready_file_is_recreated_if_deleted_while_consuming(tmp_path: Path) -> None:
+    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"))
+    beater = Beater(settings=settings)
+    beater.beat()
+    (tmp_path / "ready").unlink()
+    beater.beat()
+    assert (tmp_path / "ready").exists()
+
+
+def test_helper_thread_stops_beating_after_the_busy_cap(tmp_path: Path) -> None:
+    settings = HeartbeatSettings(
+        file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"), interval=0.05
+    )
+    beater = Beater(settings=settings, busy_limit=60)
+    try:
+        beater.task_started_here(limit=0.4)  # the task's own limit wins over busy_limit
+        assert wait_for(lambda: (tmp_path / "hb").exists(), timeout=5)
+        time.sleep(0.8)  # past the cap: no more beats
+        mtime = (tmp_path / "hb").stat().st_mtime_ns
+        time.sleep(0.4)
+        assert (tmp_path / "hb").stat().st_mtime_ns == mtime
+        beater.task_finished_here()
+        beater.task_started_here()  # a new task, no limit of its own: busy_limit (60 s)
+        assert wait_for(lambda: (tmp_path / "hb").stat().st_mtime_ns > mtime, timeout=5)
+    finally:
+        beater.shutdown()
+
+
+def test_task_time_limit_from_request_then_task_class() -> None:
+    from toolkit.heartbeat import _task_time_limit
+
+    def task(timelimit: Any = None, **attrs: Any) -> Any:
+        return SimpleNamespace(request=SimpleNamespace(timelimit=timelimit), **attrs)
+
+    assert _task_time_limit(task((120, 100))) == 120.0
+    assert _task_time_limit(task((None, 90))) == 90.0
+    assert _task_time_limit(task([None, None], time_limit=300)) == 300.0
+    assert _task_time_limit(task(None, soft_time_limit=45)) == 45.0
+    assert _task_time_limit(task((None, None), time_limit=None)) is None
+    assert _task_time_limit(None) is None
+    assert _task_time_limit(task("junk")) is None
+
+
+def test_helper_thread_only_for_the_solo_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threads (and every other) pool keeps running its loop during tasks: a helper thread
+    there would only hide a blocked loop."""
+    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"))
+    beater = Beater(settings=settings, busy_limit=60)
+    monkeypatch.setattr(heartbeat, "_ACTIVE", beater)
+    task = SimpleNamespace(request=SimpleNamespace(timelimit=(7, None)))
+    heartbeat._on_prerun(task=task)
+    assert beater._keeper is None
+    beater.solo = True
+    heartbeat._on_prerun(task=task)
+    assert beater._keeper is not None and beater._busy_cap == 7.0
+    beater.shutdown()
+    assert beater.counters.snapshot()[0] == 2
+
+
+def test_counters_lock_held_by_a_dead_child_does_not_block_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = fakeredis.FakeRedis()
+    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"))
+    counters = TaskCounters()
+    counters.task_started(123.0)
+    beater = Beater(settings=settings, counters=counters, registry=client, node="celery@x")
+    beater.beat()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # stands in for a pool process that died holding the lock
+        with counters._values.get_lock():
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(5)
+    try:
+        with caplog.at_level(logging.WARNING, logger="toolkit.heartbeat"):
+            started = time.monotonic()
+            for _ in range(3):
+                beater.beat()
+            took = time.monotonic() - started
+        assert took < 3.0  # 3 x 0.1 s lock timeouts, not forever
+        assert [r.getMessage() for r in caplog.records if "lock" in r.getMessage()] == [
+            "celery-ecs heartbeat: task counters lock not available after 0.1 s (a pool process "
+            "probably died holding it); counts are skipped while it stays locked"
+        ]
+        (entry,) = read_registry(client)
+        assert (entry.started, entry.last_task_started) == (1, 123.0)  # the last known counts
+    finally:
+        release.set()
+        thread.join(5)
+    counters.task_succeeded()
+    assert counters.snapshot()[:3] == (1, 1, 0)
+
+
+def test_consuming_needs_a_task_consumer_and_a_connected_connection() -> None:
+    up = SimpleNamespace(connected=True)
+    down = SimpleNamespace(connected=False)
+    assert consuming(SimpleNamespace(task_consumer=object(), connection=up))
+    assert not consuming(SimpleNamespace(task_consumer=object(), connection=down))
+    assert not consuming(SimpleNamespace(task_consumer=object(), connection=None))
+    assert not consuming(SimpleNamespace(task_consumer=None, connection=up))
+
+    class Broken:
+        @property
+        def connected(self) -> bool:
+            raise OSError("gone")
+
+    assert not consuming(SimpleNamespace(task_consumer=object(), connection=Broken()))
 
 
 # --- the bootstep in real workers ---------------------------------------------------------------
@@ -295,11 +515,44 @@ def test_worker_registry_entry_counts_tasks_and_carries_ecs_metadata(
 
 
 @pytest.mark.redis
+def test_worker_with_an_unusable_registry_url_still_starts_and_beats(
+    tmp_path: Path, unique: str
+) -> None:
+    """A ';' failover list (or any URL redis-py rejects) used to raise in the bootstep's start()
+    and kill the worker. Now: one warning, no password in it, the files still work."""
+    pool = WorkerPool(tmp_path, unique)
+    try:
+        worker = pool.start(
+            pool="solo",
+            name="badreg",
+            env={
+                "CELERY_ECS_HEARTBEAT_REGISTRY":
+                    "redis://:Pw9Secret@127.0.0.1:6379;redis://127.0.0.1:6380/0",
+                "ECS_CONTAINER_METADATA_URI_V4": "http://[::1",  # malformed too
+            },
+        )
+        assert worker.ready_file.exists()
+        mtime = worker.heartbeat_file.stat().st_mtime_ns
+        assert wait_for(lambda: worker.heartbeat_file.stat().st_mtime_ns > mtime, timeout=10)
+        send_task(worker.broker, worker.queue, "hc.sleep", 0)
+        rc, out, _, _ = run_cli("healthcheck", "ping", "--broker", REDIS_BROKER,
+                                "--node", worker.node, "--timeout", "5")
+        assert rc == 0, out
+        log = worker.log()
+        assert worker.proc.poll() is None
+        assert log.count("cannot use registry URL") == 1, log[-3000:]
+        assert "redis://:***@" in log and "Pw9Secret" not in log
+        assert "Traceback" not in log
+    finally:
+        pool.close()
+
+
+@pytest.mark.redis
 def test_frozen_worker_leaves_registry_and_shutdown_cleans_up(tmp_path: Path, unique: str) -> None:
     pool = WorkerPool(tmp_path, unique)
     client = redis.Redis.from_url(REDIS_BROKER)
     try:
-        worker = pool.start(name="life", env={"CELERY_ECS_HEARTBEAT_TTL": "1.5"})
+        worker = pool.start(name="life", env={"CELERY_ECS_HEARTBEAT_TTL": "2"})
 
         def registered() -> bool:
             return worker.node in {b.node for b in read_registry(client)}
@@ -308,13 +561,13 @@ def test_frozen_worker_leaves_registry_and_shutdown_cleans_up(tmp_path: Path, un
         assert worker.heartbeat_file.exists() and worker.ready_file.exists()
         worker.freeze()
         try:
-            assert wait_for(lambda: not registered(), timeout=5)  # TTL 1.5 s, no more beats
+            assert wait_for(lambda: not registered(), timeout=10)  # TTL 2 s, no more beats
             mtime = worker.heartbeat_file.stat().st_mtime
             time.sleep(1.0)
             assert worker.heartbeat_file.stat().st_mtime == mtime
         finally:
             worker.thaw()
-        assert wait_for(registered, timeout=5)  # back after SIGCONT
+        assert wait_for(registered, timeout=10)  # back after SIGCONT
 
         assert worker.terminate() == 0  # warm shutdown, as ECS stops a task
         assert not worker.heartbeat_file.exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import time
 from typing import Any, Literal
@@ -43,10 +44,9 @@ DEFAULT_PING_TIMEOUT = 3.0
 #: a backwards clock step the worker rewrites it at its next beat, so this costs one probe at most,
 #: while trusting it would keep a frozen worker "healthy" until the clock caught up.
 FUTURE_TOLERANCE = 1.0
-#: Broker URL schemes kombu can ping a worker through (checked before importing kombu).
-PING_SCHEMES = frozenset(
-    {"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "librabbitmq", "memory"}
-)
+#: Broker URL schemes the probe can ping a worker through (checked before importing kombu).
+#: ``sentinel://`` is not among them: it needs a master name the probe has no option for.
+PING_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "librabbitmq", "memory"})
 
 
 class ProbeResult:
@@ -99,7 +99,7 @@ def check_heartbeat(
         return ProbeResult("misconfigured", f"--max-age must be greater than 0, got {max_age}")
     path = path or default_heartbeat_file()
     try:
-        mtime = os.stat(path).st_mtime
+        info = os.stat(path)
     except FileNotFoundError:
         return ProbeResult(
             "unhealthy",
@@ -107,6 +107,9 @@ def check_heartbeat(
         )
     except OSError as exc:
         return ProbeResult("misconfigured", f"cannot read heartbeat file {path}: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):  # e.g. --file /tmp: a directory's mtime proves nothing
+        return ProbeResult("misconfigured", f"heartbeat path {path} is not a regular file")
+    mtime = info.st_mtime
     age = (time.time() if now is None else now) - mtime
     if age < -FUTURE_TOLERANCE:
         return ProbeResult(
@@ -122,13 +125,17 @@ def check_heartbeat(
 
 
 def default_node(environ: dict[str, str] | None = None) -> str:
-    """``celery@$HOSTNAME``: the node name a worker started without ``-n`` gets in a container."""
-    env = os.environ if environ is None else environ
-    host = env.get("HOSTNAME")
-    if not host:
-        import socket
+    """``celery@HOST``: the node name a worker started without ``-n`` gets.
 
-        host = socket.gethostname()
+    HOST is ``socket.gethostname()``, as Celery itself uses for the default node name (in an ECS
+    container that is also ``$HOSTNAME``); ``$HOSTNAME`` is only the fallback when it is empty.
+    """
+    import socket
+
+    host = socket.gethostname()
+    if not host:
+        env = os.environ if environ is None else environ
+        host = env.get("HOSTNAME") or "localhost"
     return f"celery@{host}"
 
 
@@ -138,24 +145,46 @@ def default_broker_url(environ: dict[str, str] | None = None) -> str | None:
 
 
 def _validate_broker_url(url: str | None) -> str | None:
-    """Return a reason the URL cannot be used, or None when it looks usable."""
+    """Return a reason the URL cannot be used, or None when it looks usable.
+
+    The reasons are fixed texts plus the redacted URL: URL parsers quote the part they choke
+    on, which for a password with an unencoded ``/``, ``?``, ``#`` or ``@`` is a piece of it.
+    """
     from urllib.parse import urlsplit
+
+    from toolkit.config import redact_url
 
     if not url:
         return f"no broker URL: pass --broker or set {ENV_BROKER_URL}"
+    safe = redact_url(url)
+    if ";" in url:
+        return (
+            f"malformed broker URL {safe}: a ';' failover list; pass the one broker URL this "
+            "worker uses"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        return f"malformed broker URL: {exc}"
+    except ValueError:
+        return (
+            f"malformed broker URL {safe}: host or port cannot be parsed (percent-encode "
+            "'/', '?', '#' and '@' in the user name and password)"
+        )
     scheme = parts.scheme.lower()
     if not scheme or "://" not in url:
         return "malformed broker URL: expected SCHEME://HOST[:PORT]/..."
     if scheme not in PING_SCHEMES:
         known = ", ".join(sorted(PING_SCHEMES))
         return f"unsupported broker URL scheme {scheme!r} (use one of {known})"
-    if scheme != "memory" and not parts.hostname and scheme != "sentinel":
-        return "malformed broker URL: no host"
+    if "@" in url.partition("://")[2][len(parts.netloc):]:
+        # user:pa/ss@host parses as host "user", port "pa"...: an '@' after the authority is
+        # an unencoded character of the password, and connecting would go to the wrong host.
+        return (
+            f"malformed broker URL {safe}: '@' after the host (percent-encode '/', '?', '#' "
+            "and '@' in the user name and password)"
+        )
+    if scheme != "memory" and not parts.hostname:
+        return f"malformed broker URL {safe}: no host"
     return None
 
 
@@ -222,12 +251,17 @@ def ping(
             },
         )
     except Exception as exc:  # noqa: BLE001 - kombu raises KeyError/ValueError/ImportError
-        return ProbeResult("misconfigured", f"cannot use broker URL {safe}: {_short(exc)}")
+        # the class only: the text may quote part of the URL
+        return ProbeResult("misconfigured", f"cannot use broker URL {safe}: {type(exc).__name__}")
     try:
         try:
             # One attempt, no retry loop: a probe must answer within the ECS timeout.
             conn.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+            )
+        except ValueError as exc:  # kombu/redis-py reject a value in the URL (db, options)
+            return ProbeResult(
+                "misconfigured", f"cannot use broker URL {safe}: {type(exc).__name__}"
             )
         except Exception as exc:  # noqa: BLE001 - connection errors differ per transport
             if _is_auth_error(exc) or _is_auth_error(exc.__cause__ or exc):
@@ -262,6 +296,36 @@ def ping(
         f"no reply from {node} within {timeout:g} s (frozen or blocked, or no worker has this "
         "node name: check --node / the worker's -n)",
     )
+
+
+def ping_or_heartbeat(
+    broker_url: str | None,
+    node: str | None,
+    timeout: float,
+    heartbeat_file: str,
+    max_age: float = DEFAULT_MAX_AGE,
+    *,
+    global_keyprefix: str = "",
+) -> ProbeResult:
+    """The combined mode: healthy when ``node`` answers the ping **or** the heartbeat file is
+    fresher than ``max_age``.
+
+    A busy solo-pool worker cannot answer pings while a task runs (the task runs in its loop),
+    but its heartbeat stays fresh (up to its busy cap), so this mode does not kill it, while a
+    frozen worker fails both. A misconfigured ping (bad URL, credentials) is reported as such,
+    not hidden by a fresh heartbeat: fix the probe rather than run half of it.
+    """
+    if not max_age > 0:
+        return ProbeResult("misconfigured", f"--max-age must be greater than 0, got {max_age}")
+    pinged = ping(broker_url, node, timeout, global_keyprefix=global_keyprefix)
+    if pinged.status != "unhealthy":
+        return pinged
+    beat = check_heartbeat(heartbeat_file, max_age)
+    if beat.status == "healthy":
+        return ProbeResult("healthy", f"no ping reply, but {beat.message} (busy worker?)")
+    if beat.status == "misconfigured":
+        return beat
+    return ProbeResult("unhealthy", f"{pinged.message}; and {beat.message}")
 
 
 # --- python -m toolkit.healthcheck ------------------------------------------------------------

@@ -46,6 +46,8 @@ class RedisLike(Protocol):
 
     def delete(self, *names: str) -> Any: ...
 
+    def pipeline(self, transaction: bool = True) -> Any: ...
+
 
 # --- the registry entry -----------------------------------------------------------------------
 
@@ -144,15 +146,22 @@ def _text(value: str | bytes) -> str:
 
 
 def write_heartbeat(client: RedisLike, beat: WorkerHeartbeat, ttl: float, prefix: str = "") -> None:
-    """Store ``beat`` for ``ttl`` seconds and index it (pruning index members older than a day)."""
-    client.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(ttl * 1000), 1))
-    client.zadd(index_key(prefix), {beat.node: beat.updated})
-    client.zremrangebyscore(index_key(prefix), "-inf", beat.updated - INDEX_RETENTION)
+    """Store ``beat`` for ``ttl`` seconds and index it (pruning index members older than a day).
+
+    One round trip: the three commands go in one non-transactional pipeline.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(ttl * 1000), 1))
+    pipe.zadd(index_key(prefix), {beat.node: beat.updated})
+    pipe.zremrangebyscore(index_key(prefix), "-inf", beat.updated - INDEX_RETENTION)
+    pipe.execute()
 
 
 def remove_heartbeat(client: RedisLike, node: str, prefix: str = "") -> None:
-    client.delete(registry_key(node, prefix))
-    client.zrem(index_key(prefix), node)
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(registry_key(node, prefix))
+    pipe.zrem(index_key(prefix), node)
+    pipe.execute()
 
 
 def read_registry(

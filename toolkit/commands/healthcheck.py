@@ -7,6 +7,7 @@ ping mode imports kombu lazily. See ``docs/healthcheck.md`` for which mode to ch
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from toolkit import healthcheck
 
@@ -21,15 +22,31 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Usage errors also print the probe's one line on stdout (ECS shows stdout in the health
+    check output), then argparse's usage on stderr and exit status 2."""
+    original = parser.error
+
+    def error(message: str) -> NoReturn:
+        print(f"misconfigured: {' '.join(message.split())}", flush=True)
+        original(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "exit status: 0 healthy, 1 unhealthy, 2 misconfigured"
+    _one_line_errors(parser)
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
 
     ping = modes.add_parser(
         "ping",
         help="ping this worker's node through the broker (no app import)",
-        description="Ping one Celery node through the broker's control channel.",
+        description="Ping one Celery node through the broker's control channel. With "
+        "--heartbeat-file: healthy when the node answers OR that heartbeat file is fresh.",
     )
+    _one_line_errors(ping)
     ping.add_argument(
         "--broker",
         metavar="URL",
@@ -52,12 +69,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=healthcheck.DEFAULT_PING_TIMEOUT,
         help=f"seconds to wait for the reply (default: {healthcheck.DEFAULT_PING_TIMEOUT:g})",
     )
+    ping.add_argument(
+        "--heartbeat-file",
+        metavar="PATH",
+        help="combined mode: also healthy when this heartbeat file is fresh (a busy solo-pool "
+        "worker cannot answer pings while a task runs)",
+    )
+    ping.add_argument(
+        "--max-age",
+        metavar="S",
+        type=_positive_float,
+        default=healthcheck.DEFAULT_MAX_AGE,
+        help="with --heartbeat-file: oldest acceptable heartbeat in seconds "
+        f"(default: {healthcheck.DEFAULT_MAX_AGE:g})",
+    )
 
     beat = modes.add_parser(
         "heartbeat",
         help="check the age of the heartbeat file written by toolkit.heartbeat",
-        description="Check the age of the worker's heartbeat file (stdlib only, ~30 ms).",
+        description="Check the age of the worker's heartbeat file (stdlib only, ~60 ms).",
     )
+    _one_line_errors(beat)
     beat.add_argument(
         "--file",
         metavar="PATH",
@@ -78,8 +110,14 @@ def run(args: argparse.Namespace) -> int:
         result = healthcheck.check_heartbeat(args.file, args.max_age)
     else:
         broker = args.broker or healthcheck.default_broker_url()
-        result = healthcheck.ping(
-            broker, args.node, args.timeout, global_keyprefix=args.keyprefix
-        )
+        if args.heartbeat_file:
+            result = healthcheck.ping_or_heartbeat(
+                broker, args.node, args.timeout, args.heartbeat_file, args.max_age,
+                global_keyprefix=args.keyprefix,
+            )
+        else:
+            result = healthcheck.ping(
+                broker, args.node, args.timeout, global_keyprefix=args.keyprefix
+            )
     print(result.line, flush=True)
     return result.exit_code
