@@ -8,16 +8,20 @@ runs each probe ``--runs`` times, round-robin in the same run so load drifts hit
   (a)  celery -A benchmarks.bench_app inspect ping          what users run today (broadcast)
   (a') celery -A benchmarks.bench_app inspect ping -d NODE  the same, aimed at this node
   (b)  celery-ecs healthcheck ping --node NODE              no app import, returns on the reply
+  (b') celery-ecs healthcheck ping ... --heartbeat-file P   the combined mode (worker answers)
   (c)  celery-ecs healthcheck heartbeat                     file age, stdlib only
   (c') python -m toolkit.healthcheck heartbeat              the same without the console script
 
 Wall time is measured around each process; peak RSS is the child's ``ru_maxrss`` from
-``os.wait4`` (the largest resident set of that probe process, in MiB).
+``os.wait4`` (the largest resident set of that probe process, in MiB). Every probe must exit 0
+against the healthy worker: a non-zero exit means the numbers measure a failure path, so the
+benchmark stops with that probe's output instead of printing a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -32,30 +36,42 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+class ProbeFailed(Exception):
+    pass
+
+
 def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of one probe process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """(wall seconds, peak RSS MiB, exit code) of one probe process; raises :class:`ProbeFailed`
+    (with its output) when it exits non-zero."""
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            out.seek(0)
+            text = out.read().decode(errors="replace")[-2000:]
+            raise ProbeFailed(f"{' '.join(argv)} exited {proc.returncode}:\n{text}")
     return wall, usage.ru_maxrss / 1024.0, proc.returncode
 
 
 def start_worker(node: str, queue: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = open(Path(env["CELERY_ECS_HEARTBEAT_FILE"]).with_suffix(".log"), "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "benchmarks.bench_app", "worker", "-P", "prefork", "-c", "1",
-         "-n", node, "-Q", queue, "--without-mingle", "--without-gossip", "-l", "warning"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log_path = Path(env["CELERY_ECS_HEARTBEAT_FILE"]).with_suffix(".log")
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "benchmarks.bench_app", "worker", "-P", "prefork", "-c",
+             "1", "-n", node, "-Q", queue, "--without-mingle", "--without-gossip",
+             "-l", "warning"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     ready = Path(env["CELERY_ECS_READY_FILE"])
     deadline = time.monotonic() + 60
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"worker did not start; see {log.name}")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise SystemExit(f"worker did not start; see {log_path}")
         time.sleep(0.1)
     return proc
 
@@ -85,6 +101,10 @@ def main() -> int:
         "(b)  celery-ecs ping": [
             cli, "healthcheck", "ping", "--broker", args.broker, "--node", node,
         ],
+        "(b') celery-ecs ping --heartbeat-file": [
+            cli, "healthcheck", "ping", "--broker", args.broker, "--node", node,
+            "--heartbeat-file", env["CELERY_ECS_HEARTBEAT_FILE"],
+        ],
         "(c)  celery-ecs heartbeat": [cli, "healthcheck", "heartbeat"],
         "(c') python -m heartbeat": [sys.executable, "-m", "toolkit.healthcheck", "heartbeat"],
     }
@@ -96,6 +116,10 @@ def main() -> int:
         for _ in range(args.runs):
             for name, argv in probes.items():
                 results[name].append(run_once(argv, env))
+    except ProbeFailed as exc:
+        print(f"benchmark aborted, a probe failed against the healthy worker: {exc}",
+              file=sys.stderr)
+        return 1
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)

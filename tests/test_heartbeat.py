@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -232,6 +233,8 @@ def test_ecs_metadata_bypasses_proxies(ecs_metadata: str, monkeypatch: pytest.Mo
         monkeypatch.setenv(name, dead)
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
+    # urlopen() caches an opener (and the proxies it read) at first use: start from none
+    monkeypatch.setattr(urllib.request, "_opener", None)
     meta = fetch_ecs_metadata(ecs_metadata)
     assert meta is not None and meta.task_arn == TASK_ARN
 
