@@ -116,6 +116,27 @@ def test_json_output_and_dry_run(prefix: str, tmp_path: Path) -> None:
     assert {"QueueLength", "QueueAge", "UnackedMessages", "CollectorHeartbeat"} <= names
 
 
+def test_queue_age_can_be_switched_off(prefix: str, tmp_path: Path) -> None:
+    publish(prefix, {"q1": 2})
+    on = tmp_path / "on.toml"
+    on.write_text(f'[broker]\nglobal_keyprefix = "{prefix}"\n')
+    off = tmp_path / "off.toml"
+    off.write_text(f'[broker]\nglobal_keyprefix = "{prefix}"\nqueue_age = false\n')
+    common = ["--broker", REDIS_URL, "--environment", "j", "--queue", "q1", "--dry-run", "--json"]
+    runs = {
+        "default": cli("collect", "--config", str(on), *common),
+        "flag": cli("collect", "--config", str(on), "--no-queue-age", *common),
+        "file": cli("collect", "--config", str(off), *common),
+    }
+    ages = {}
+    for name, proc in runs.items():
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["queues"][0]["length"] == 2
+        ages[name] = "QueueAge" in {m["name"] for m in doc["metrics"]}
+    assert ages == {"default": True, "flag": False, "file": False}
+
+
 def test_loop_survives_a_dead_broker_and_exits_on_sigterm(moto_endpoint: str, unique: str) -> None:
     env_name = f"loop-{unique}"
     proc = subprocess.Popen(

@@ -156,6 +156,9 @@ class BrokerSettings:
     separator: str = DEFAULT_SEPARATOR
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
     connect_timeout: float = 5.0
+    # read the oldest message of every non-empty priority list for QueueAge (Redis); off saves
+    # about three quarters of the server time of a cycle when producers do not stamp messages
+    queue_age: bool = True
 
     @property
     def scheme(self) -> str:
@@ -389,7 +392,7 @@ def _broker(raw: object, url_override: str | None, env_url: str | None) -> Broke
         table = raw
         unknown = set(table) - {
             "url", "global_keyprefix", "priority_steps", "separator", "visibility_timeout",
-            "connect_timeout",
+            "connect_timeout", "queue_age",
         }
         if unknown:
             raise ConfigError(f"[broker] has unknown keys: {', '.join(sorted(unknown))}")
@@ -411,6 +414,7 @@ def _broker(raw: object, url_override: str | None, env_url: str | None) -> Broke
             table.get("visibility_timeout"), "broker.visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT
         ),
         connect_timeout=_float(table.get("connect_timeout"), "broker.connect_timeout", 5.0),
+        queue_age=_bool(table.get("queue_age", True), "broker.queue_age"),
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
 from toolkit.brokers.base import first_line as _first_line
-from toolkit.config import BrokerSettings, redact_url
+from toolkit.config import BrokerSettings, check_broker_url, redact_url
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 from toolkit.registry import INDEX_KEY, KEY_PREFIX, WorkerHeartbeat, consumers_per_queue
 from toolkit.stamp import HEADER
@@ -159,6 +159,7 @@ class RedisReader:
     def from_settings(cls, settings: BrokerSettings) -> RedisReader:
         import redis
 
+        check_broker_url(settings.url)
         try:
             client = redis.Redis.from_url(
                 settings.url,
@@ -167,14 +168,16 @@ class RedisReader:
                 retry_on_timeout=False,
             )
         except ValueError as exc:
-            # redis-py's messages may quote the URL; say what is wrong without it.
-            safe = redact_url(settings.url)
-            raise BrokerError(f"invalid Redis URL {safe}: {_first_line(exc)}") from None
+            # redis-py's messages may quote parts of the URL, password included
+            raise BrokerError(
+                f"invalid Redis URL {redact_url(settings.url)} ({type(exc).__name__})"
+            ) from None
         return cls(
             client,
             global_keyprefix=settings.global_keyprefix,
             priority_steps=settings.priority_steps,
             separator=settings.separator,
+            read_age=settings.queue_age,
             safe_url=settings.safe_url,
         )
 
