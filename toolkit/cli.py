@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,7 +35,10 @@ EXIT_MISCONFIGURED = 2
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items())
+    lines = "\n".join(
+        f"  {name:<12} {help_}" + ("" if _available(module) else " (not yet available)")
+        for name, (module, help_) in COMMANDS.items()
+    )
     parser = argparse.ArgumentParser(
         prog="celery-ecs",
         description="Visibility and self-healing for Celery workers on Amazon ECS.",
@@ -44,6 +48,13 @@ def _top_parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     return parser
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
