@@ -384,7 +384,9 @@ def _thresholds(raw: object, name: str) -> Thresholds:
     )
 
 
-def _broker(raw: object, url_override: str | None, env_url: str | None) -> BrokerSettings | None:
+def _broker(
+    raw: object, url_override: str | None, env_url: str | None, queue_age: bool | None = None
+) -> BrokerSettings | None:
     table: dict[str, Any] = {}
     if raw is not None:
         if not isinstance(raw, dict):
@@ -414,7 +416,10 @@ def _broker(raw: object, url_override: str | None, env_url: str | None) -> Broke
             table.get("visibility_timeout"), "broker.visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT
         ),
         connect_timeout=_float(table.get("connect_timeout"), "broker.connect_timeout", 5.0),
-        queue_age=_bool(table.get("queue_age", True), "broker.queue_age"),
+        queue_age=(
+            queue_age if queue_age is not None
+            else _bool(table.get("queue_age", True), "broker.queue_age")
+        ),
     )
 
 
@@ -470,6 +475,7 @@ def load_settings(
     queues: Sequence[str] | None = None,
     high_resolution: bool | None = None,
     interval: float | None = None,
+    queue_age: bool | None = None,
     environ: Mapping[str, str] | None = None,
     require_broker: bool = True,
 ) -> Settings:
@@ -496,7 +502,7 @@ def load_settings(
         )
 
     env_url = env.get(ENV_BROKER_URL) or env.get(ENV_BROKER_URL_FALLBACK)
-    broker = _broker(data.get("broker"), broker_url, env_url)
+    broker = _broker(data.get("broker"), broker_url, env_url, queue_age)
     if broker is None and require_broker:
         raise ConfigError(
             f"no broker URL: pass --broker, set [broker] url in the config file or {ENV_BROKER_URL}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
 from toolkit.collector import CycleResult, Loop, run_cycle
@@ -39,13 +38,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = _load(args)
-    if args.no_queue_age and settings.broker is not None:
-        settings = replace(settings, broker=replace(settings.broker, queue_age=False))
-    return settings
-
-
-def _load(args: argparse.Namespace) -> Settings:
     interval = None if args.interval is None or args.interval is FROM_CONFIG else args.interval
     if interval is not None:
         check_interval(interval, "--interval")
@@ -57,6 +49,7 @@ def _load(args: argparse.Namespace) -> Settings:
         queues=args.queues,
         high_resolution=args.high_resolution,
         interval=interval,
+        queue_age=False if args.no_queue_age else None,
     )
 
 
