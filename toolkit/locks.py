@@ -319,6 +319,9 @@ def broker_redis(app: Any) -> tuple[RedisClient, str]:
         )
     options = app.conf.broker_transport_options or {}
     prefix = str(options.get("global_keyprefix", "") or "")
+    client = _broker_clients.get(url)  # every task call: no lock once the client exists
+    if client is not None:
+        return client, prefix
     with _broker_clients_lock:
         client = _broker_clients.get(url)
         if client is None:
@@ -349,9 +352,9 @@ def lock_name(task_name: str, values: Sequence[tuple[str, Any]]) -> str:
     return f"{task_name}({args})"
 
 
-def _select(fn: Callable[..., Any], key_args: Sequence[str], args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
-    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+def _select(fn: Callable[..., Any], signature: inspect.Signature, key_args: Sequence[str],
+            args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    bound = signature.bind_partial(*args, **kwargs)
     bound.apply_defaults()
     missing = [name for name in key_args if name not in bound.arguments]
     if missing:
@@ -374,6 +377,9 @@ class SingleInstance:
     fail_open: bool = False
 
     def __call__(self, fn: F) -> F:
+        # read once here, not on every call: inspect.signature() is the costly part of a lookup
+        signature = inspect.signature(fn) if self.key_args else None
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from celery import current_task
@@ -384,7 +390,7 @@ class SingleInstance:
                     f"{fn.__name__} is decorated with single_instance "
                     "but is not running as a Celery task"
                 )
-            lock = self.lock_for(task, fn, args, kwargs)
+            lock = self.lock_for(task, fn, signature, args, kwargs)
             try:
                 acquired = lock.acquire()
             except LockUnavailable as exc:
@@ -422,10 +428,15 @@ class SingleInstance:
         return self.client(), ""
 
     def lock_for(
-        self, task: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: Any,
+        fn: Callable[..., Any],
+        signature: inspect.Signature | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> TaskLock:
         redis_client, key_prefix = self.redis_for(task)
-        values = _select(fn, self.key_args, args, kwargs) if self.key_args else []
+        values = [] if signature is None else _select(fn, signature, self.key_args, args, kwargs)
         return TaskLock(
             redis_client,
             lock_name(task.name, values),
