@@ -215,14 +215,10 @@ def _number(value: object) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
-def _region_from_arn(arn: str | None) -> str | None:
+def _arn_part(arn: str | None, index: int) -> str | None:
+    """Field ``index`` of an ARN (3: region, 4: account), or ``None`` when absent or empty."""
     parts = arn.split(":") if arn else []
-    return parts[3] if len(parts) > 5 and parts[0] == "arn" and parts[3] else None
-
-
-def _account_from_arn(arn: str | None) -> str | None:
-    parts = arn.split(":") if arn else []
-    return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[4] else None
+    return parts[index] if len(parts) > 5 and parts[0] == "arn" and parts[index] else None
 
 
 def _dims_from_pairs(raw: object) -> tuple[tuple[str, str], ...]:
@@ -247,6 +243,31 @@ def _dims_from_mapping(raw: object) -> tuple[tuple[str, str], ...]:
         return _dims_from_pairs(raw)
     pairs = ((k, v) for k, v in raw_map.items() if isinstance(k, str) and isinstance(v, str))
     return tuple(sorted(pairs))
+
+
+def _sns_metric(raw: Mapping[str, Any] | None) -> MetricRef | None:
+    """SNS style (a ``Trigger`` or a ``MetricStat.Metric``): ``Namespace``, ``MetricName`` and
+    ``Dimensions`` pairs; ``None`` without a metric name."""
+    name = _text(raw, "MetricName")
+    if raw is None or name is None:
+        return None
+    return MetricRef(
+        namespace=_text(raw, "Namespace") or "",
+        name=name,
+        dimensions=_dims_from_pairs(raw.get("Dimensions")),
+    )
+
+
+def _alarm_data_metric(raw: Mapping[str, Any] | None) -> MetricRef | None:
+    """EventBridge / Lambda style ``metricStat.metric``: ``namespace``, ``name``, ``dimensions``."""
+    name = _text(raw, "name")
+    if raw is None or name is None:
+        return None
+    return MetricRef(
+        namespace=_text(raw, "namespace") or "",
+        name=name,
+        dimensions=_dims_from_mapping(raw.get("dimensions")),
+    )
 
 
 def _pick(metrics: list[MetricRef]) -> MetricRef | None:
@@ -299,14 +320,9 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
     inputs: tuple[MetricRef, ...] = ()
     if trigger is not None:
         threshold = _number(trigger.get("Threshold"))
-        metric_name = _text(trigger, "MetricName")
-        if metric_name:
+        metric = _sns_metric(trigger)
+        if metric is not None:
             kind = "metric"
-            metric = MetricRef(
-                namespace=_text(trigger, "Namespace") or "",
-                name=metric_name,
-                dimensions=_dims_from_pairs(trigger.get("Dimensions")),
-            )
             inputs = (metric,)
         elif isinstance(trigger.get("Metrics"), list):
             kind = "math"
@@ -314,15 +330,9 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
             for item in trigger["Metrics"]:
                 item_map = _map(item)
                 stat = _map(item_map.get("MetricStat")) if item_map else None
-                inner = _map(stat.get("Metric")) if stat else None
-                if inner is not None and _text(inner, "MetricName"):
-                    found.append(
-                        MetricRef(
-                            namespace=_text(inner, "Namespace") or "",
-                            name=_text(inner, "MetricName") or "",
-                            dimensions=_dims_from_pairs(inner.get("Dimensions")),
-                        )
-                    )
+                ref = _sns_metric(_map(stat.get("Metric")) if stat else None)
+                if ref is not None:
+                    found.append(ref)
             metric = _pick(found)
             inputs = tuple(found)
     points, parsed_threshold = _datapoints(reason, None)
@@ -335,8 +345,8 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
         reason=reason,
         timestamp=parse_timestamp(message.get("StateChangeTime")),
         arn=arn,
-        region=_region_from_arn(arn),
-        account=_text(message, "AWSAccountId") or _account_from_arn(arn),
+        region=_arn_part(arn, 3),
+        account=_text(message, "AWSAccountId") or _arn_part(arn, 4),
         description=_text(message, "AlarmDescription"),
         metric=metric,
         threshold=threshold if threshold is not None else parsed_threshold,
@@ -377,15 +387,9 @@ def _from_alarm_data(
             if _text(item_map, "expression"):
                 has_expression = True
             stat = _map(item_map.get("metricStat"))
-            inner = _map(stat.get("metric")) if stat else None
-            if inner is not None and _text(inner, "name"):
-                found.append(
-                    MetricRef(
-                        namespace=_text(inner, "namespace") or "",
-                        name=_text(inner, "name") or "",
-                        dimensions=_dims_from_mapping(inner.get("dimensions")),
-                    )
-                )
+            ref = _alarm_data_metric(_map(stat.get("metric")) if stat else None)
+            if ref is not None:
+                found.append(ref)
         if found or has_expression:
             kind = "math" if has_expression or len(found) > 1 else "metric"
             metric = _pick(found)
@@ -400,8 +404,8 @@ def _from_alarm_data(
         reason=reason,
         timestamp=parse_timestamp(state_map.get("timestamp")) or parse_timestamp(time),
         arn=arn,
-        region=region or _region_from_arn(arn),
-        account=account or _account_from_arn(arn),
+        region=region or _arn_part(arn, 3),
+        account=account or _arn_part(arn, 4),
         description=_text(config, "description"),
         metric=metric,
         threshold=threshold,
