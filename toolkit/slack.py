@@ -424,6 +424,15 @@ def _retry_handlers(max_retries: int, backoff: float) -> list[Any]:
     ]
 
 
+def _client_options(timeout: float, max_retries: int, backoff: float) -> dict[str, Any]:
+    """What both slack_sdk clients are built with: timeout, the redacting logger, retries."""
+    return {
+        "timeout": int(max(1, timeout)),
+        "logger": _HTTP_LOG,
+        "retry_handlers": _retry_handlers(max_retries, backoff),
+    }
+
+
 def _transport_error(exc: BaseException) -> SlackError:
     reason = getattr(exc, "reason", None)
     detail = f": {redact(str(reason))}" if isinstance(reason, str | OSError) else ""
@@ -450,19 +459,13 @@ class WebhookSender:
     ) -> None:
         from slack_sdk.webhook import WebhookClient
 
-        self._client = WebhookClient(
-            url,
-            timeout=int(max(1, timeout)),
-            logger=_HTTP_LOG,
-            retry_handlers=_retry_handlers(max_retries, backoff),
-        )
+        self._client = WebhookClient(url, **_client_options(timeout, max_retries, backoff))
 
     def post(
         self, message: SlackMessage, *, thread_ts: str | None = None, broadcast: bool = False
     ) -> str | None:
-        payload = message.payload()
         try:
-            response = self._client.send_dict(payload)
+            response = self._client.send_dict(message.payload())
         except Exception as exc:  # noqa: BLE001 - URLError, timeouts, resets
             raise _transport_error(exc) from None
         if response.status_code != 200:
@@ -491,17 +494,11 @@ class BotSender:
     ) -> None:
         from slack_sdk import WebClient
 
-        kwargs: dict[str, Any] = {}
+        kwargs = _client_options(timeout, max_retries, backoff)
         if base_url:
             kwargs["base_url"] = base_url if base_url.endswith("/") else base_url + "/"
         self.channel = channel
-        self._client = WebClient(
-            token=token,
-            timeout=int(max(1, timeout)),
-            logger=_HTTP_LOG,
-            retry_handlers=_retry_handlers(max_retries, backoff),
-            **kwargs,
-        )
+        self._client = WebClient(token=token, **kwargs)
 
     def post(
         self, message: SlackMessage, *, thread_ts: str | None = None, broadcast: bool = False
@@ -509,13 +506,12 @@ class BotSender:
         from slack_sdk.errors import SlackApiError
 
         payload = message.payload()
-        extra: dict[str, Any] = {}
         if thread_ts:
-            extra["thread_ts"] = thread_ts
+            payload["thread_ts"] = thread_ts
             if broadcast:
-                extra["reply_broadcast"] = True
+                payload["reply_broadcast"] = True
         try:
-            response = self._client.chat_postMessage(channel=self.channel, **payload, **extra)
+            response = self._client.chat_postMessage(channel=self.channel, **payload)
         except SlackApiError as exc:
             status = getattr(exc.response, "status_code", "?")
             error = exc.response.get("error") if exc.response is not None else None
