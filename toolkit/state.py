@@ -187,24 +187,23 @@ class DynamoStateStore:
         reason = code or type(exc).__name__
         return AwsError(f"DynamoDB {what} on table {self.table} failed: {reason}", code)
 
-    def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
-        return self._put_if_absent(f"claim#{key}", now, ttl)
-
-    def _put_if_absent(self, pk: str, now: datetime, ttl: timedelta) -> bool:
+    def _get_item(self, pk: str) -> dict[str, Any] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": pk},
-                    "claimed_at": {"N": str(_epoch(now))},
-                    "expires_at": {"N": str(_epoch(now + ttl))},
-                },
-                # TTL deletion lags by up to days: an expired item counts as absent.
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues={":now": {"N": str(_epoch(now))}},
-            )
+            item: dict[str, Any] | None = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": pk}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise self._wrap(exc, "GetItem") from exc
+        return item
+
+    def _put_item(self, item: dict[str, Any], **condition: Any) -> bool:
+        """PutItem; False when ``condition`` (a conditional write) did not hold."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_item(TableName=self.table, Item=item, **condition)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return False
@@ -212,6 +211,21 @@ class DynamoStateStore:
         except BotoCoreError as exc:
             raise self._wrap(exc, "PutItem") from exc
         return True
+
+    def claim(self, key: str, now: datetime, ttl: timedelta) -> bool:
+        return self._put_if_absent(f"claim#{key}", now, ttl)
+
+    def _put_if_absent(self, pk: str, now: datetime, ttl: timedelta) -> bool:
+        return self._put_item(
+            {
+                "pk": {"S": pk},
+                "claimed_at": {"N": str(_epoch(now))},
+                "expires_at": {"N": str(_epoch(now + ttl))},
+            },
+            # TTL deletion lags by up to days: an expired item counts as absent.
+            ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+            ExpressionAttributeValues={":now": {"N": str(_epoch(now))}},
+        )
 
     def release(self, key: str) -> None:
         self._delete(f"claim#{key}")
@@ -231,15 +245,7 @@ class DynamoStateStore:
         self._delete(f"remediate#{target}")
 
     def get_record(self, key: str) -> dict[str, Any] | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            item = self.client.get_item(
-                TableName=self.table, Key={"pk": {"S": f"outcome#{key}"}}, ConsistentRead=True
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise self._wrap(exc, "GetItem") from exc
-        raw = (item or {}).get("data", {}).get("S")
+        raw = (self._get_item(f"outcome#{key}") or {}).get("data", {}).get("S")
         if not raw:
             return None
         try:
@@ -249,56 +255,25 @@ class DynamoStateStore:
         return data if isinstance(data, dict) else None
 
     def put_record(self, key: str, data: Mapping[str, Any], now: datetime, ttl: timedelta) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": f"outcome#{key}"},
-                    "data": {"S": json.dumps(dict(data), default=str)},
-                    "expires_at": {"N": str(_epoch(now + ttl))},
-                },
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self._wrap(exc, "PutItem") from exc
+        self._put_item({
+            "pk": {"S": f"outcome#{key}"},
+            "data": {"S": json.dumps(dict(data), default=str)},
+            "expires_at": {"N": str(_epoch(now + ttl))},
+        })
 
     def get_thread(self, alarm_key: str) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            item = self.client.get_item(
-                TableName=self.table, Key={"pk": {"S": f"thread#{alarm_key}"}}, ConsistentRead=True
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise self._wrap(exc, "GetItem") from exc
-        ts = (item or {}).get("ts", {}).get("S")
+        ts = (self._get_item(f"thread#{alarm_key}") or {}).get("ts", {}).get("S")
         return ts or None
 
     def put_thread(self, alarm_key: str, ts: str, now: datetime, ttl: timedelta) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": f"thread#{alarm_key}"},
-                    "ts": {"S": ts},
-                    "expires_at": {"N": str(_epoch(now + ttl))},
-                },
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self._wrap(exc, "PutItem") from exc
+        self._put_item({
+            "pk": {"S": f"thread#{alarm_key}"},
+            "ts": {"S": ts},
+            "expires_at": {"N": str(_epoch(now + ttl))},
+        })
 
     def _ledger(self) -> tuple[list[tuple[int, str]], int | None]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            item = self.client.get_item(
-                TableName=self.table, Key={"pk": {"S": LEDGER_KEY}}, ConsistentRead=True
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise self._wrap(exc, "GetItem") from exc
+        item = self._get_item(LEDGER_KEY)
         if not item:
             return [], None
         entries = []
@@ -343,8 +318,6 @@ class DynamoStateStore:
         self, entries: list[tuple[int, str]], version: int | None, now: datetime, window: timedelta
     ) -> bool:
         """Write the ledger if nobody else did since we read ``version``; False if they did."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         condition: dict[str, Any]
         if version is None:
             condition = {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -353,21 +326,12 @@ class DynamoStateStore:
                 "ConditionExpression": "version = :v",
                 "ExpressionAttributeValues": {":v": {"N": str(version)}},
             }
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": LEDGER_KEY},
-                    "entries": {"L": [{"S": f"{at}|{t}"} for at, t in entries]},
-                    "version": {"N": str((version or 0) + 1)},
-                    "expires_at": {"N": str(_epoch(now + 2 * window))},
-                },
-                **condition,
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False  # someone else wrote the ledger: read it again
-            raise self._wrap(exc, "PutItem") from exc
-        except BotoCoreError as exc:
-            raise self._wrap(exc, "PutItem") from exc
-        return True
+        return self._put_item(
+            {
+                "pk": {"S": LEDGER_KEY},
+                "entries": {"L": [{"S": f"{at}|{t}"} for at, t in entries]},
+                "version": {"N": str((version or 0) + 1)},
+                "expires_at": {"N": str(_epoch(now + 2 * window))},
+            },
+            **condition,
+        )
