@@ -43,11 +43,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit.config import HeartbeatSettings
+from toolkit.config import (
+    ENV_HEARTBEAT_MAX_BUSY,
+    ENV_HEARTBEAT_REGISTRY,
+    HeartbeatSettings,
+    redact_url,
+)
 from toolkit.errors import ConfigError
 from toolkit.registry import (
     RedisLike,
     WorkerHeartbeat,
+    _opt_str,
     consumers_per_queue,
     fresh,
     index_key,
@@ -98,10 +104,6 @@ class EcsMetadata:
     cluster: str | None = None
     container: str | None = None
     service: str | None = None
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 #: The task metadata endpoint is link-local: never send it through HTTP(S)_PROXY.
@@ -466,7 +468,7 @@ def _step_class(settings: HeartbeatSettings) -> type:
                         "helper thread keeps the heartbeat fresh for at most the task's time "
                         "limit, else %g s (task_time_limit / %s); past that it goes stale.",
                         b.busy_limit or 0.0,
-                        "CELERY_ECS_HEARTBEAT_MAX_BUSY",
+                        ENV_HEARTBEAT_MAX_BUSY,
                     )
             b.queues = _consumed_queues(c)
             # First beat as soon as the loop runs (the task consumer is consuming then).
@@ -515,8 +517,6 @@ def _setup_extras(beater: Beater, app: Any, settings: HeartbeatSettings) -> None
     try:
         beater.registry, beater.prefix = _registry_for(app, settings)
     except Exception as exc:  # noqa: BLE001 - e.g. a malformed URL or a ';' failover list
-        from toolkit.config import redact_url
-
         target = settings.registry or app.conf.broker_write_url or app.conf.broker_url
         shown = redact_url(target) if isinstance(target, str) else "<not a string>"
         # The exception text is not shown: URL parsers quote the part they choke on, which
@@ -526,7 +526,7 @@ def _setup_extras(beater: Beater, app: Any, settings: HeartbeatSettings) -> None
             "registry (the heartbeat files still work). Set %s to one redis:// URL, or 'off'.",
             shown,
             type(exc).__name__,
-            "CELERY_ECS_HEARTBEAT_REGISTRY",
+            ENV_HEARTBEAT_REGISTRY,
         )
         beater.registry, beater.prefix = None, ""
 
