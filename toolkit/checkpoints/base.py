@@ -216,11 +216,18 @@ class CheckpointStore(ABC):
 
     def get(self, task: str, key: str) -> Checkpoint | None:
         """The checkpoint with its version and time, or None."""
+        return self._lookup(task, key)[0]
+
+    def _lookup(self, task: str, key: str) -> tuple[Checkpoint | None, int | None]:
+        """One read for both :meth:`get` and :meth:`completed`: (the checkpoint, the
+        tombstone's version); at most one of them is not None."""
         _check_name("task", task)
         _check_name("key", key)
         row = self._fetch(task, key)
-        if row is None or row.done:
-            return None
+        if row is None:
+            return None, None
+        if row.done:
+            return None, row.version
         try:
             state = json.loads(row.state)
             if not isinstance(state, dict):
@@ -232,9 +239,9 @@ class CheckpointStore(ABC):
                     task, key, exc,
                 )
                 self._delete(task, key, row.version)  # not a newer row written meanwhile
-                return None
+                return None, None
             raise CheckpointCorrupt(task, key, str(exc)) from exc
-        return Checkpoint(task, key, state, row.version, row.updated_at)
+        return Checkpoint(task, key, state, row.version, row.updated_at), None
 
     def load(self, task: str, key: str) -> dict[str, Any] | None:
         """The saved state, or None when there is no checkpoint (or only a tombstone)."""

@@ -43,9 +43,9 @@ T = TypeVar("T")
 
 def _start(store: CheckpointStore, task: str, key: str) -> tuple[int, int]:
     """(position, version base) to resume from."""
-    checkpoint = store.get(task, key)
+    checkpoint, completed = store._lookup(task, key)  # one read: not get() then completed()
     if checkpoint is None:
-        return 0, store.completed(task, key) or 0
+        return 0, completed or 0
     position = checkpoint.state.get("position")
     if isinstance(position, int) and not isinstance(position, bool) and position >= 0:
         return position, max(0, checkpoint.version - position)
