@@ -398,13 +398,10 @@ class Remediator:
                 self._ecs = boto3.client("ecs")
         return self._ecs
 
-    def is_candidate(self, alarm: AlarmEvent) -> bool:
-        return isinstance(target_from_alarm(alarm, self.policy), Target)
-
     def remediate_alarm(self, alarm: AlarmEvent, now: datetime | None = None) -> Decision:
         target = target_from_alarm(alarm, self.policy)
         if isinstance(target, Decision):
-            return _stamp(target, now or self.clock())
+            return replace(target, at=now or self.clock())
         return self.remediate(target, now=now, alarm=alarm.name)
 
     def remediate(
@@ -604,8 +601,3 @@ def _is_retryable(exc: Exception) -> bool:
     if isinstance(exc, transient):
         return True
     return _error_code(exc) in _RETRYABLE
-
-
-def _stamp(decision: Decision, now: datetime) -> Decision:
-    return replace(decision, at=now)
-
