@@ -32,13 +32,11 @@ Registry contract: see :mod:`toolkit.registry` (re-exported here: :func:`read_re
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,15 +104,13 @@ class EcsMetadata:
     service: str | None = None
 
 
-#: The task metadata endpoint is link-local: never send it through HTTP(S)_PROXY.
-_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def _get_json(opener: Any, url: str, timeout: float) -> dict[str, Any] | None:
+    import http.client
 
-
-def _get_json(url: str, timeout: float) -> dict[str, Any] | None:
     if not url.startswith(("http://", "https://")):
         return None
     try:
-        with _NO_PROXY_OPENER.open(url, timeout=timeout) as resp:
+        with opener.open(url, timeout=timeout) as resp:
             data = json.loads(resp.read(1_000_000))
     except (OSError, ValueError, http.client.HTTPException) as exc:
         logger.info("ECS metadata %s unavailable: %s", url, exc)
@@ -127,8 +123,13 @@ def fetch_ecs_metadata(uri: str | None, timeout: float = METADATA_TIMEOUT) -> Ec
     one) from ``$ECS_CONTAINER_METADATA_URI_V4``. ``None`` when not on ECS or unreachable."""
     if not uri:
         return None
-    container = _get_json(uri, timeout) or {}
-    task = _get_json(uri.rstrip("/") + "/task", timeout) or {}
+    # Imported here, once per worker start: every process importing the app imports this module.
+    import urllib.request
+
+    # The task metadata endpoint is link-local: never send it through HTTP(S)_PROXY.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    container = _get_json(opener, uri, timeout) or {}
+    task = _get_json(opener, uri.rstrip("/") + "/task", timeout) or {}
     if not container and not task:
         return None
     labels = container.get("Labels")
