@@ -98,13 +98,11 @@ class SQLiteStore(CheckpointStore):
                 yield conn
                 if write:
                     conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise _error(exc, f"checkpoint database sqlite:///{self.path} failed") from exc
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _error(exc, f"checkpoint database sqlite:///{self.path} failed") from exc
                 raise
 
     def _fetch(self, task: str, key: str) -> Row | None:
