@@ -618,6 +618,21 @@ def test_non_redis_broker_needs_a_client() -> None:
     assert "pass client=" in str(result.result) and "secret" not in str(result.result)
 
 
+def test_malformed_broker_url_does_not_leak_the_password() -> None:
+    app = make_app()
+    app.conf.broker_url = "redis://u:pa/ss@127.0.0.1:6379/4"  # unencoded '/' in the password
+
+    @app.task
+    @single_instance()
+    def leaky() -> int:
+        return 1
+
+    result = leaky.apply()
+    assert isinstance(result.result, LockError)
+    text = str(result.result)
+    assert "malformed broker URL" in text and "pa/ss" not in text and "'pa'" not in text
+
+
 def test_bad_options_and_plain_calls(fake: fakeredis.FakeRedis) -> None:
     with pytest.raises(ValueError, match="on_duplicate"):
         single_instance(on_duplicate="queue")  # type: ignore[arg-type]

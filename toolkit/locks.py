@@ -331,13 +331,18 @@ def broker_redis(app: Any) -> tuple[RedisClient, str]:
 
             # redis-py's default (3 retries, exponential backoff) would hold a fail-closed task
             # for seconds; one quick retry covers a pooled connection the server closed.
-            client = cast(
-                RedisClient,
-                redis.Redis.from_url(
-                    url, socket_connect_timeout=2, socket_timeout=5,
-                    retry=Retry(NoBackoff(), 1),
-                ),
-            )
+            try:
+                client = cast(
+                    RedisClient,
+                    redis.Redis.from_url(
+                        url, socket_connect_timeout=2, socket_timeout=5,
+                        retry=Retry(NoBackoff(), 1),
+                    ),
+                )
+            except ValueError:  # redis-py quotes the part it choked on: maybe the password
+                raise LockError(
+                    f"single_instance: malformed broker URL {redact_url(url)}"
+                ) from None
             _broker_clients[url] = client
     return client, prefix
 
