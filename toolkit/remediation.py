@@ -241,9 +241,12 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
     A metric-math alarm qualifies only when a remediating metric is among its inputs and every
     input that names a service names the same one (``MAX([stuck_a, stuck_b])`` names two: no).
     """
-    base = {"alarm": alarm.name, "mode": policy.mode}
+
+    def skip(code: DecisionCode, reason: str) -> Decision:
+        return Decision("skipped", code, reason, alarm=alarm.name, mode=policy.mode)
+
     if alarm.state != "ALARM":
-        return Decision("skipped", "not-alarm", f"alarm is {alarm.state}, not ALARM", **base)  # type: ignore[arg-type]
+        return skip("not-alarm", f"alarm is {alarm.state}, not ALARM")
     inputs = alarm.inputs or ((alarm.metric,) if alarm.metric else ())
     names = [m.name for m in inputs]
     if not any(name in policy.remediating_metrics for name in names):
@@ -253,11 +256,9 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
             what = f"metric {names[0]}"
         else:
             what = f"a {alarm.kind} alarm without a metric"
-        return Decision(
-            "skipped",
+        return skip(
             "not-remediating-metric",
             f"{what} is not a remediating metric ({', '.join(policy.remediating_metrics)})",
-            **base,  # type: ignore[arg-type]
         )
     if alarm.kind == "math":
         named = sorted(
@@ -269,26 +270,17 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
         )
         if len(named) > 1:
             listed = ", ".join(f"{c}/{s}" for c, s in named)
-            return Decision(
-                "skipped",
-                "no-target",
-                f"the metric math inputs name more than one service ({listed})",
-                **base,  # type: ignore[arg-type]
+            return skip(
+                "no-target", f"the metric math inputs name more than one service ({listed})"
             )
         if len(named) == 1 and "?" not in named[0]:
             return Target(*named[0])
-        return Decision(
-            "skipped",
-            "no-target",
-            "the metric math inputs do not name both ClusterName and ServiceName",
-            **base,  # type: ignore[arg-type]
+        return skip(
+            "no-target", "the metric math inputs do not name both ClusterName and ServiceName"
         )
     if not alarm.cluster or not alarm.service:
-        return Decision(
-            "skipped",
-            "no-target",
-            "the alarm's dimensions do not name both ClusterName and ServiceName",
-            **base,  # type: ignore[arg-type]
+        return skip(
+            "no-target", "the alarm's dimensions do not name both ClusterName and ServiceName"
         )
     return Target(alarm.cluster, alarm.service)
 
@@ -449,19 +441,15 @@ class Remediator:
             return decide("skipped", *refused)
         if mode == "dry-run":
             return decide("dry-run", "dry-run", "all guards pass: would force a new deployment")
-        return self._locked_deploy(target, snapshot, now, decide)
+        return self._locked_deploy(snapshot, now, decide)
 
     def _locked_deploy(
-        self,
-        target: Target,
-        snapshot: ServiceSnapshot,
-        now: datetime,
-        decide: Callable[..., Decision],
+        self, snapshot: ServiceSnapshot, now: datetime, decide: Callable[..., Decision]
     ) -> Decision:
         """Lock the service, take an hourly slot, deploy; give both back if nothing deployed."""
         # Per-service lock, held for the cooldown: of several deliveries (or alarms) racing past
         # the ECS checks above before any deployment shows, only one reaches UpdateService.
-        key = str(target)
+        key = str(snapshot.target)
         lock_ttl = timedelta(seconds=max(0, self.policy.cooldown_seconds))
         try:
             locked = self.state.lock_remediation(key, now, lock_ttl)
@@ -489,7 +477,7 @@ class Remediator:
             return decide(
                 "skipped", "rate-limit", f"hourly limit of {self.policy.max_per_hour} reached"
             )
-        decision = self._deploy(target, snapshot, now, decide)
+        decision = self._deploy(snapshot, now, decide)
         if not decision.performed:
             # Nothing was deployed: give back the hourly slot and the lock so a retry may act.
             released = self._release_slot(key, now)
@@ -552,12 +540,9 @@ class Remediator:
         return count
 
     def _deploy(
-        self,
-        target: Target,
-        snapshot: ServiceSnapshot,
-        now: datetime,
-        decide: Callable[..., Decision],
+        self, snapshot: ServiceSnapshot, now: datetime, decide: Callable[..., Decision]
     ) -> Decision:
+        target = snapshot.target
         try:
             response = self.ecs.update_service(
                 cluster=target.cluster, service=target.service, forceNewDeployment=True
