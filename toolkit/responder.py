@@ -161,7 +161,7 @@ class AlarmResponder:
         try:
             first = self.state.claim(claim_key, now, CLAIM_TTL)
         except ToolkitError as exc:  # state table down: better a duplicate message than none
-            log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            _state_unavailable(exc)
             first = True
         outcome = self._first(alarm, claim_key, now) if first else self._repeat(alarm, now)
         log.info(json.dumps({"event": "alarm_handled", **outcome.to_dict()}, default=str))
@@ -257,7 +257,7 @@ class AlarmResponder:
             try:
                 self.state.put_thread(alarm.alarm_key, ts, now, THREAD_TTL)
             except ToolkitError as exc:
-                log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+                _state_unavailable(exc)
         return ts, None
 
     def _post_follow_up(self, decision: Decision, ts: str | None) -> _SlackFailure | None:
@@ -279,14 +279,14 @@ class AlarmResponder:
         try:
             return self.state.get_thread(alarm.alarm_key)
         except ToolkitError as exc:
-            log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            _state_unavailable(exc)
             return None
 
     def _get_record(self, alarm: AlarmEvent) -> dict[str, Any] | None:
         try:
             return self.state.get_record(alarm.dedup_key)
         except ToolkitError as exc:
-            log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            _state_unavailable(exc)
             return None
 
     def _put_record(
@@ -302,13 +302,17 @@ class AlarmResponder:
         try:
             self.state.put_record(alarm.dedup_key, data, now, CLAIM_TTL)
         except ToolkitError as exc:
-            log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            _state_unavailable(exc)
 
     def _release(self, key: str) -> None:
         try:
             self.state.release(key)
         except ToolkitError as exc:
-            log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
+            _state_unavailable(exc)
+
+
+def _state_unavailable(exc: Exception) -> None:
+    log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
 
 
 def _decision(raw: object) -> Decision | None:
