@@ -51,6 +51,7 @@ LAMBDA_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "collector": ("redis", "kombu"),
 }
 # The Python Lambda runtime ships these; bundling them only makes the zip bigger and older.
+# Written normalised (lower case, '-'), as both dependency sources compare normalised names.
 PROVIDED_BY_RUNTIME = frozenset(
     {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"}
 )
@@ -168,12 +169,11 @@ def _pip_files(requirements: Sequence[str], pip_args: Sequence[str]) -> dict[str
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise PackagingError(f"pip install failed: {tail[0]}")
         root = Path(tmp)
-        provided = {_normalise(n) for n in PROVIDED_BY_RUNTIME}
         files = {}
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root).as_posix()
             top = _normalise(rel.split("/", 1)[0].split(".dist-info")[0].rsplit("-", 1)[0])
-            keep = _wanted(rel) and top not in provided and rel.split("/")[0] != "bin"
+            keep = _wanted(rel) and top not in PROVIDED_BY_RUNTIME and rel.split("/")[0] != "bin"
             if path.is_file() and keep:
                 files[rel] = path.read_bytes()
         return files
