@@ -35,6 +35,17 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
+def _add_max_age(parser: argparse.ArgumentParser, when: str = "") -> None:
+    parser.add_argument(
+        "--max-age",
+        metavar="S",
+        type=_positive_float,
+        default=healthcheck.DEFAULT_MAX_AGE,
+        help=f"{when}oldest acceptable heartbeat in seconds "
+        f"(default: {healthcheck.DEFAULT_MAX_AGE:g})",
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "exit status: 0 healthy, 1 unhealthy, 2 misconfigured"
     _one_line_errors(parser)
@@ -75,14 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="combined mode: also healthy when this heartbeat file is fresh (a busy solo-pool "
         "worker cannot answer pings while a task runs)",
     )
-    ping.add_argument(
-        "--max-age",
-        metavar="S",
-        type=_positive_float,
-        default=healthcheck.DEFAULT_MAX_AGE,
-        help="with --heartbeat-file: oldest acceptable heartbeat in seconds "
-        f"(default: {healthcheck.DEFAULT_MAX_AGE:g})",
-    )
+    _add_max_age(ping, "with --heartbeat-file: ")
 
     beat = modes.add_parser(
         "heartbeat",
@@ -96,13 +100,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"heartbeat file (default: ${healthcheck.ENV_HEARTBEAT_FILE}, "
         f"then {healthcheck.DEFAULT_HEARTBEAT_FILE})",
     )
-    beat.add_argument(
-        "--max-age",
-        metavar="S",
-        type=_positive_float,
-        default=healthcheck.DEFAULT_MAX_AGE,
-        help=f"oldest acceptable heartbeat in seconds (default: {healthcheck.DEFAULT_MAX_AGE:g})",
-    )
+    _add_max_age(beat)
 
 
 def run(args: argparse.Namespace) -> int:
