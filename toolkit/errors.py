@@ -91,3 +91,14 @@ class CheckpointError(ToolkitError):
 
 class PackagingError(ToolkitError):
     """A Lambda zip could not be built (missing source, dependency or pip failure)."""
+
+
+def aws_error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError`` (or of an :class:`AwsError`), else None."""
+    if isinstance(exc, AwsError):
+        return exc.code
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from toolkit.errors import PublishError
+from toolkit.errors import PublishError, aws_error_code
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,9 @@ class CloudWatchPublisher:
 
 
 def _aws_message(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        err = response.get("Error", {})
-        code, message = err.get("Code"), err.get("Message")
-        if code:
-            return f"{code}: {message}" if message else str(code)
+    code = aws_error_code(exc)
+    if code:
+        message = getattr(exc, "response", {}).get("Error", {}).get("Message")
+        return f"{code}: {message}" if message else code
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from toolkit.alarms import AlarmEvent
 from toolkit.config import AlarmHandlerSettings, RemediationMode
-from toolkit.errors import AwsError
+from toolkit.errors import aws_error_code
 from toolkit.state import REMEDIATION_WINDOW, MemoryStateStore, StateStore
 
 # mypy-boto3-ecs is not installed in every environment: type the client loosely.
@@ -352,13 +352,7 @@ _RETRYABLE = {
 
 
 def _error_code(exc: Exception) -> str:
-    code = getattr(exc, "code", None)
-    if isinstance(exc, AwsError) and isinstance(code, str) and code:
-        return code
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code") or type(exc).__name__)
-    return type(exc).__name__
+    return aws_error_code(exc) or type(exc).__name__
 
 
 class Remediator:

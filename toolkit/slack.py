@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from toolkit.alarms import AlarmEvent, AlarmState
 from toolkit.config import AlarmHandlerSettings
-from toolkit.errors import SlackError
+from toolkit.errors import SlackError, aws_error_code
 from toolkit.remediation import Decision
 
 __all__ = [
@@ -336,7 +336,7 @@ def resolve_credentials(
     try:
         raw = secrets_client.get_secret_value(SecretId=arn)["SecretString"]
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "ClientError")
+        code = aws_error_code(exc) or "ClientError"
         raise SlackError(
             f"cannot read the Slack secret: {code}", retryable=code in _RETRYABLE_AWS_CODES
         ) from None

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from toolkit.errors import AwsError
+from toolkit.errors import AwsError, aws_error_code
 
 # mypy-boto3-dynamodb is not installed in every environment: type the client loosely.
 DynamoDBClient = Any
@@ -183,7 +183,7 @@ class DynamoStateStore:
         return self._client
 
     def _wrap(self, exc: Exception, what: str) -> AwsError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        code = aws_error_code(exc)
         reason = code or type(exc).__name__
         return AwsError(f"DynamoDB {what} on table {self.table} failed: {reason}", code)
 
@@ -205,7 +205,7 @@ class DynamoStateStore:
         try:
             self.client.put_item(TableName=self.table, Item=item, **condition)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise self._wrap(exc, "PutItem") from exc
         except BotoCoreError as exc:
