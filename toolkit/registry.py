@@ -172,15 +172,22 @@ def read_registry(
     out: list[WorkerHeartbeat] = []
     for i in range(0, len(nodes), batch):
         chunk = nodes[i : i + batch]
-        values = client.mget([registry_key(n, prefix) for n in chunk])
-        for node, raw in zip(chunk, values, strict=True):
-            if raw is None:
-                continue  # expired: the worker stopped beating
-            try:
-                out.append(WorkerHeartbeat.from_json(raw))
-            except ValueError as exc:
-                logger.warning("skipping malformed heartbeat entry for %s: %s", node, exc)
+        out.extend(parse_entries(client.mget([registry_key(n, prefix) for n in chunk])))
     return sorted(out, key=lambda b: b.node)
+
+
+def parse_entries(raws: Iterable[str | bytes | None]) -> list[WorkerHeartbeat]:
+    """Registry entries as read from Redis: expired ones (None) and malformed ones are skipped,
+    the latter with a warning."""
+    out: list[WorkerHeartbeat] = []
+    for raw in raws:
+        if raw is None:
+            continue  # expired: the worker stopped beating
+        try:
+            out.append(WorkerHeartbeat.from_json(raw))
+        except ValueError as exc:
+            logger.warning("skipping malformed heartbeat entry: %s", exc)
+    return out
 
 
 # --- pure helpers for the collector and the verdicts ------------------------------------------

@@ -25,7 +25,13 @@ from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
 from toolkit.brokers.base import first_line as _first_line
 from toolkit.config import BrokerSettings, check_broker_url, redact_url
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
-from toolkit.registry import INDEX_KEY, KEY_PREFIX, WorkerHeartbeat, consumers_per_queue
+from toolkit.registry import (
+    INDEX_KEY,
+    KEY_PREFIX,
+    WorkerHeartbeat,
+    consumers_per_queue,
+    parse_entries,
+)
 from toolkit.stamp import HEADER
 
 # lengths, oldest stamps, per-queue errors, unacked, registry entries, round trips
@@ -244,7 +250,7 @@ class RedisReader:
         rest = lines[len(queues) + 1:]
         workers = None
         if rest and rest[0] == "registry 1":
-            workers = _parse_beats(rest[1:])
+            workers = tuple(parse_entries(rest[1:]))
         return lengths, stamps, errors, unacked, workers, 1
 
     def _read_pipeline(self, queues: Sequence[str]) -> _Raw:
@@ -274,7 +280,7 @@ class RedisReader:
                 if nodes:
                     entries = self.client.mget([_raw(self.prefix + KEY_PREFIX) + n for n in nodes])
                     trips += 1
-                workers = _parse_beats([_text(e) for e in entries if e is not None])
+                workers = tuple(parse_entries(entries))
         width = 2 if self.read_age else 1
         per_list_len = raw[0:-1:width]
         per_list_stamp = (
@@ -352,16 +358,6 @@ def _is_script_refusal(exc: Exception) -> bool:
         or "not allowed" in text
         or ("eval" in text and ("disabled" in text or "no permissions" in text))
     )
-
-
-def _parse_beats(lines: Sequence[str]) -> tuple[WorkerHeartbeat, ...]:
-    beats = []
-    for line in lines:
-        try:
-            beats.append(WorkerHeartbeat.from_json(line))
-        except ValueError as exc:
-            log.warning("skipping a malformed heartbeat registry entry: %s", exc)
-    return tuple(beats)
 
 
 def _stamp_from_message(raw: Any) -> float | None:
