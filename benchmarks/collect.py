@@ -26,10 +26,10 @@ from typing import Any
 import redis
 import redis.connection
 
-from toolkit.brokers.redis import RedisReader
-from toolkit.collector import collector_sample, queue_samples, queue_statuses
+from toolkit.collector.brokers.redis import RedisReader
+from toolkit.collector.cycle import collector_sample, queue_samples, queue_statuses
+from toolkit.collector.publisher import CloudWatchPublisher
 from toolkit.config import Settings
-from toolkit.metrics import CloudWatchPublisher
 from toolkit.stamp import HEADER
 
 STEPS = (0, 3, 6, 9)

@@ -99,8 +99,8 @@ def _unique(template: dict[str, Any], when: datetime) -> dict[str, Any]:
 
 
 def per_event_ms(n: int) -> dict[str, float]:
-    from toolkit.config import AlarmHandlerSettings
-    from toolkit.responder import build_responder
+    from toolkit.alarms.responder import build_responder
+    from toolkit.alarms.settings import AlarmHandlerSettings
 
     logging.basicConfig(level=logging.INFO, stream=open("/dev/null", "w"))  # noqa: SIM115
     names = [

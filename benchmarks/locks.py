@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from toolkit.locks import TaskLock
+from toolkit.tasks.lock import TaskLock
 
 
 class _NoNX(TaskLock):

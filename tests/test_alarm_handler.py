@@ -24,13 +24,13 @@ from tests.conftest import free_port, load_event
 from tests.slack_server import SlackServer
 from tests.test_alarms import STUCK_FIXTURES, alarmish, json_values, mutated
 from tests.test_remediation import RacingEcs, SerialisedDynamo, create_state_table
-from toolkit import responder as responder_module
-from toolkit.alarms import try_parse_event
-from toolkit.config import AlarmHandlerSettings
-from toolkit.remediation import RemediationPolicy, Target, target_from_alarm
-from toolkit.responder import AlarmHandlingFailed, build_responder
-from toolkit.slack import BotSender, WebhookSender
-from toolkit.state import MemoryStateStore
+from toolkit.alarms import responder as responder_module
+from toolkit.alarms.guards import RemediationPolicy, Target, target_from_alarm
+from toolkit.alarms.parsing import try_parse_event
+from toolkit.alarms.responder import AlarmHandlingFailed, build_responder
+from toolkit.alarms.senders import BotSender, WebhookSender
+from toolkit.alarms.settings import AlarmHandlerSettings
+from toolkit.alarms.state import MemoryStateStore
 
 CLUSTER, SERVICE = "prod-cluster", "worker-emails"
 TOKEN = "xoxb-1111-HANDLER-SECRET"

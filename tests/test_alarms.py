@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import load_event
-from toolkit.alarms import AlarmEvent, parse_event, parse_timestamp, try_parse_event
+from toolkit.alarms.events import AlarmEvent, parse_timestamp
+from toolkit.alarms.parsing import parse_event, try_parse_event
 from toolkit.errors import AlarmEventError
 
 NOON = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -213,12 +214,15 @@ leaves = (
     st.none() | st.booleans() | st.integers() | huge_integers | st.floats()
     | st.text(max_size=20) | edge_timestamps
 )
-json_values = st.recursive(
-    leaves,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=20,
-)
+
+
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=12), children, max_size=4
+    )
+
+
+json_values = st.recursive(leaves, _containers, max_leaves=20)
 KEYS = ["Records", "Sns", "Message", "detail-type", "detail", "source", "alarmData", "alarmName",
         "state", "value", "configuration", "metrics", "Trigger", "AlarmName", "NewStateValue"]
 alarmish = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6)

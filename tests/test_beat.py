@@ -9,8 +9,13 @@ import redis
 from celery import Celery
 
 import toolkit
-from toolkit.beat import SCHEDULE_NAME, TASK_NAME, broker_settings_from_app, register_collector
-from toolkit.metrics import PublishReport, Sample
+from toolkit.collector.beat import (
+    SCHEDULE_NAME,
+    TASK_NAME,
+    broker_settings_from_app,
+    register_collector,
+)
+from toolkit.collector.publisher import PublishReport, Sample
 
 URL = "redis://127.0.0.1:6379/1"
 pytestmark = pytest.mark.redis

@@ -10,7 +10,7 @@ from celery import Celery
 from kombu import Connection, Queue
 
 from tests.conftest import RABBITMQ_URL
-from toolkit.brokers import open_reader
+from toolkit.collector.brokers import open_reader
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerUnreachable
 

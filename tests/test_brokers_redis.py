@@ -13,8 +13,8 @@ from celery import Celery
 from kombu import Connection
 
 import toolkit
-from toolkit.brokers import open_reader
-from toolkit.brokers.redis import RedisReader
+from toolkit.collector.brokers import open_reader
+from toolkit.collector.brokers.redis import RedisReader
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerUnreachable, UnsupportedBroker
 from toolkit.stamp import HEADER

@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import MYSQL_URL, free_port
 from tests.helpers import task_safety
-from toolkit.checkpoints import (
+from toolkit.errors import ToolkitError
+from toolkit.tasks.checkpoints import (
     CheckpointCorrupt,
     CheckpointError,
     CheckpointStore,
@@ -27,7 +28,6 @@ from toolkit.checkpoints import (
     checkpointed,
     open_store,
 )
-from toolkit.errors import ToolkitError
 
 SPAWN = mp.get_context("spawn")
 
@@ -466,7 +466,7 @@ def test_sqlite_errors_that_are_not_unavailability(tmp_path: Path) -> None:
 
 
 def test_sqlite_locked_database_is_unavailable(tmp_path: Path) -> None:
-    from toolkit.checkpoints.sqlite import SQLiteStore
+    from toolkit.tasks.checkpoints.sqlite import SQLiteStore
 
     path = tmp_path / "locked.db"
     store = SQLiteStore(str(path), timeout=0.1)
@@ -502,7 +502,7 @@ def test_worked_example_lock_and_checkpoint_together(tmp_path: Path) -> None:
     from celery import Celery
 
     from toolkit.errors import LockError
-    from toolkit.locks import single_instance
+    from toolkit.tasks.decorator import single_instance
 
     app = Celery("billing", broker="memory://", set_as_current=False)
     store = open_store(f"sqlite:///{tmp_path / 'billing.db'}")

@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from toolkit.brokers.base import BrokerReading, QueueReading
-from toolkit.collector import Loop, QueueSource, run_cycle
+from toolkit.collector.brokers.base import BrokerReading, QueueReading
+from toolkit.collector.cycle import Loop, QueueSource, run_cycle
+from toolkit.collector.publisher import PublishReport, Sample
 from toolkit.config import Settings, Thresholds
 from toolkit.errors import BrokerUnreachable, PublishError
-from toolkit.metrics import PublishReport, Sample
 
 
 class FakeReader:

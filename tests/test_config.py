@@ -4,13 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.config import (
-    AlarmHandlerSettings,
-    Thresholds,
-    load_settings,
-    redact_url,
-)
+from toolkit.alarms.settings import AlarmHandlerSettings
+from toolkit.config import Thresholds, load_settings
 from toolkit.errors import ConfigError
+from toolkit.urls import redact_url
 
 CONFIG = """
 environment = "staging"

@@ -30,16 +30,10 @@ from tests.helpers_workers import (
     wait_for,
     wait_idle,
 )
-from toolkit import config, healthcheck
+from toolkit import env
+from toolkit.worker import healthcheck
 
 # --- heartbeat mode: pure file checks --------------------------------------------------------
-
-
-def test_constants_mirror_toolkit_config() -> None:
-    assert healthcheck.ENV_HEARTBEAT_FILE == config.ENV_HEARTBEAT_FILE
-    assert config.HeartbeatSettings().file == healthcheck.DEFAULT_HEARTBEAT_FILE
-    assert healthcheck.ENV_BROKER_URL == config.ENV_BROKER_URL
-    assert healthcheck.ENV_BROKER_URL_FALLBACK == config.ENV_BROKER_URL_FALLBACK
 
 
 def test_heartbeat_absent_file_is_unhealthy(tmp_path: Path) -> None:
@@ -90,7 +84,7 @@ def test_heartbeat_cli_exit_codes_and_env_default(tmp_path: Path) -> None:
     rc, out, _, _ = run_cli("healthcheck", "heartbeat", "--file", str(path))
     assert rc == 1 and out.startswith("unhealthy: no heartbeat file")
     path.touch()
-    rc, out, _, _ = run_cli("healthcheck", "heartbeat", env={config.ENV_HEARTBEAT_FILE: str(path)})
+    rc, out, _, _ = run_cli("healthcheck", "heartbeat", env={env.ENV_HEARTBEAT_FILE: str(path)})
     assert rc == 0 and out.startswith("healthy: heartbeat is 0.")
     assert out.count("\n") == 1  # one short line
     old = time.time() - 100
@@ -160,8 +154,8 @@ def test_ping_mode_imports_kombu_but_not_celery(unique: str) -> None:
 
 
 def test_ping_without_broker_url_is_misconfigured() -> None:
-    env = {config.ENV_BROKER_URL: "", config.ENV_BROKER_URL_FALLBACK: ""}
-    rc, out, _, _ = run_cli("healthcheck", "ping", "--node", "celery@x", env=env)
+    blank = {env.ENV_BROKER_URL: "", env.ENV_BROKER_URL_FALLBACK: ""}
+    rc, out, _, _ = run_cli("healthcheck", "ping", "--node", "celery@x", env=blank)
     assert rc == 2
     assert out == "misconfigured: no broker URL: pass --broker or set CELERY_ECS_BROKER_URL\n"
 

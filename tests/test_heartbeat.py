@@ -26,16 +26,9 @@ import redis
 
 from tests.conftest import free_port
 from tests.helpers_workers import REDIS_BROKER, WorkerPool, run_cli, send_task, wait_for
-from toolkit import heartbeat
-from toolkit.config import HeartbeatSettings
-from toolkit.heartbeat import (
-    Beater,
-    EcsMetadata,
-    TaskCounters,
+from toolkit.registry import (
     WorkerHeartbeat,
     consumers_per_queue,
-    consuming,
-    fetch_ecs_metadata,
     fresh,
     index_key,
     read_registry,
@@ -44,6 +37,11 @@ from toolkit.heartbeat import (
     workers_per_service,
     write_heartbeat,
 )
+from toolkit.worker import bootstep
+from toolkit.worker.beater import Beater, TaskCounters
+from toolkit.worker.bootstep import consuming
+from toolkit.worker.metadata import EcsMetadata, fetch_ecs_metadata
+from toolkit.worker.settings import HeartbeatSettings
 
 TASK_ARN = "arn:aws:ecs:eu-west-1:111122223333:task/prod/8f03e41243824aea923aca126495f665"
 
@@ -372,7 +370,7 @@ def test_helper_thread_stops_beating_after_the_busy_cap(tmp_path: Path) -> None:
 
 
 def test_task_time_limit_from_request_then_task_class() -> None:
-    from toolkit.heartbeat import _task_time_limit
+    from toolkit.worker.bootstep import _task_time_limit
 
     def task(timelimit: Any = None, **attrs: Any) -> Any:
         return SimpleNamespace(request=SimpleNamespace(timelimit=timelimit), **attrs)
@@ -393,12 +391,12 @@ def test_helper_thread_only_for_the_solo_pool(
     there would only hide a blocked loop."""
     settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"))
     beater = Beater(settings=settings, busy_limit=60)
-    monkeypatch.setattr(heartbeat, "_ACTIVE", beater)
+    monkeypatch.setattr(bootstep, "_ACTIVE", beater)
     task = SimpleNamespace(request=SimpleNamespace(timelimit=(7, None)))
-    heartbeat._on_prerun(task=task)
+    bootstep.on_task_prerun(task=task)
     assert beater._keeper is None
     beater.solo = True
-    heartbeat._on_prerun(task=task)
+    bootstep.on_task_prerun(task=task)
     assert beater._keeper is not None and beater._busy_cap == 7.0
     beater.shutdown()
     assert beater.counters.snapshot()[0] == 2
@@ -586,7 +584,7 @@ def test_install_is_idempotent_and_rejects_bad_interval() -> None:
     from celery import Celery
 
     from toolkit.errors import ConfigError
-    from toolkit.heartbeat import install
+    from toolkit.worker.bootstep import install
 
     app = Celery("t", broker="memory://", set_as_current=False)
     install(app, HeartbeatSettings(interval=1))

@@ -27,18 +27,14 @@ from redis.retry import Retry
 from tests.conftest import REDIS_HOST, REDIS_PORT, free_port
 from tests.helpers import task_safety
 from toolkit.errors import LockError, ToolkitError
-from toolkit.locks import (
-    DEFAULT_PREFIX,
+from toolkit.tasks.decorator import (
     REDELIVERY_MARGIN,
-    SKIPPED,
-    LockNotAcquired,
-    LockUnavailable,
-    TaskLock,
     broker_redis,
     current_lock,
     lock_name,
     single_instance,
 )
+from toolkit.tasks.lock import DEFAULT_PREFIX, SKIPPED, LockNotAcquired, LockUnavailable, TaskLock
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/4"
 SPAWN = mp.get_context("spawn")

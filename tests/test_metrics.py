@@ -7,8 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from toolkit.errors import PublishError
-from toolkit.metrics import (
+from toolkit.collector.publisher import (
     MAX_REQUEST_BYTES,
     CloudWatchPublisher,
     Sample,
@@ -16,6 +15,7 @@ from toolkit.metrics import (
     dimension_value,
     to_datum,
 )
+from toolkit.errors import PublishError
 
 
 def samples(n: int, queue_len: int = 8) -> list[Sample]:

@@ -34,7 +34,8 @@ def test_contents(built: tuple[Path, Path]) -> None:
         infos = archive.infolist()
     names = [i.filename for i in infos]
     assert names == sorted(names)
-    assert "handler.py" in names and "toolkit/alarms.py" in names and "toolkit/py.typed" in names
+    assert "handler.py" in names and "toolkit/py.typed" in names
+    assert "toolkit/alarms/events.py" in names
     assert "slack_sdk/__init__.py" in names
     assert not any(n.startswith(("boto3/", "botocore/")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
@@ -49,7 +50,7 @@ def test_zip_is_importable_and_handles_an_event_on_its_own(
         archive.extractall(tmp_path)
     code = (
         "import sys, json; sys.path[:0] = [sys.argv[1]];"
-        "import handler; from toolkit.slack import WebhookSender;"
+        "import handler; from toolkit.alarms.senders import WebhookSender;"
         "WebhookSender('http://127.0.0.1:9/x');"
         "print(json.dumps(handler.handler({'hello': 'world'}, None)))"
     )

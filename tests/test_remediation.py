@@ -27,19 +27,15 @@ from tests.aws_ecs import (
     REGION,
     CountingEcs,
     add_second_deployment,
-    age_deployments,
     deployment_ids,
     make_service,
 )
-from toolkit.alarms import AlarmEvent, MetricRef
-from toolkit.cli import main
-from toolkit.config import AlarmHandlerSettings
-from toolkit.remediation import (
+from toolkit.alarms.events import AlarmEvent, MetricRef
+from toolkit.alarms.guards import (
     REMEDIATED_AT_TAG,
     Decision,
     DeploymentInfo,
     RemediationPolicy,
-    Remediator,
     ServiceSnapshot,
     Target,
     check_rate,
@@ -47,7 +43,10 @@ from toolkit.remediation import (
     log_decision,
     target_from_alarm,
 )
-from toolkit.state import DynamoStateStore, MemoryStateStore
+from toolkit.alarms.remediator import Remediator
+from toolkit.alarms.settings import AlarmHandlerSettings
+from toolkit.alarms.state import DynamoStateStore, MemoryStateStore
+from toolkit.cli import main
 
 CLUSTER = "prod-cluster"
 ENABLED = RemediationPolicy(mode="enabled", cooldown_seconds=900, max_per_hour=3)
@@ -100,8 +99,10 @@ def create_state_table(name: str) -> Any:
     return ddb
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def now(after: float = 3600.0) -> datetime:
+    """The decision time: ``after`` seconds past the services' deployments (moto stamps them with
+    the real clock when they are created), an hour by default so no cooldown applies."""
+    return datetime.now(UTC) + timedelta(seconds=after)
 
 
 # --- pure guards --------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def test_metric_math_needs_a_remediating_input() -> None:
 
 def test_metric_math_over_two_services_deploys_nothing(ecs: Any) -> None:
     for name in ("svc-a", "svc-b"):
-        make_service(ecs, CLUSTER, name)
+        make_service(ecs, CLUSTER, name, deployed_ago=None)
     counting = CountingEcs(ecs)
     decision = Remediator(ENABLED, counting).remediate_alarm(
         math(stuck_ref("svc-a"), stuck_ref("svc-b")), now()
@@ -247,7 +248,7 @@ def test_remediating_metrics_are_configurable() -> None:
 
 
 def test_all_guards_pass_forces_a_deployment(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     before = deployment_ids(ecs, CLUSTER, "worker-emails")
     decision = Remediator(ENABLED, ecs).remediate_alarm(stuck(), now())
     assert decision.action == "deployed" and decision.performed, decision
@@ -259,7 +260,7 @@ def test_all_guards_pass_forces_a_deployment(ecs: Any) -> None:
 
 
 def test_dry_run_reports_and_changes_nothing(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     before = deployment_ids(ecs, CLUSTER, "worker-emails")
     decision = Remediator(RemediationPolicy(mode="dry-run"), ecs).remediate_alarm(stuck(), now())
     assert decision.action == "dry-run" and decision.ok and not decision.performed
@@ -278,13 +279,13 @@ def test_remediation_off_makes_no_ecs_call() -> None:
 
 @pytest.mark.parametrize("opted_in", [None, False])
 def test_service_not_opted_in(ecs: Any, opted_in: bool | None) -> None:
-    make_service(ecs, CLUSTER, "worker-emails", opted_in=opted_in)
+    make_service(ecs, CLUSTER, "worker-emails", opted_in=opted_in, deployed_ago=None)
     decision = Remediator(ENABLED, ecs).remediate_alarm(stuck(), now())
     assert decision.code == "not-opted-in"
 
 
 def test_missing_service_and_missing_cluster(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "other")
+    make_service(ecs, CLUSTER, "other", deployed_ago=None)
     assert Remediator(ENABLED, ecs).remediate_alarm(stuck(), now()).code == "service-not-found"
     decision = Remediator(ENABLED, ecs).remediate_alarm(stuck(cluster="nope"), now())
     assert decision.code == "service-not-found" and "nope" in decision.reason
@@ -292,27 +293,26 @@ def test_missing_service_and_missing_cluster(ecs: Any) -> None:
 
 def test_deployment_in_progress(ecs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "0")  # rollout IN_PROGRESS
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     assert Remediator(ENABLED, ecs).remediate_alarm(stuck(), now()).code == "deployment-in-progress"
 
 
 def test_two_live_deployments_count_as_in_progress(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     add_second_deployment(CLUSTER, "worker-emails")
     assert Remediator(ENABLED, ecs).remediate_alarm(stuck(), now()).code == "deployment-in-progress"
 
 
 def test_cooldown_after_a_recent_deployment(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=120)
-    decision = Remediator(ENABLED, ecs).remediate_alarm(stuck(), now())
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
+    decision = Remediator(ENABLED, ecs).remediate_alarm(stuck(), now(after=120))
     assert decision.code == "cooldown" and "2 min ago" in decision.reason
-    age_deployments(CLUSTER, "worker-emails", 901)
-    assert Remediator(ENABLED, ecs).remediate_alarm(stuck(), now()).code == "deployed"
+    assert Remediator(ENABLED, ecs).remediate_alarm(stuck(), now(after=901)).code == "deployed"
 
 
 def test_hourly_limit_without_state_counts_tagged_services(ecs: Any) -> None:
     for name in ("a", "b", "c"):
-        make_service(ecs, CLUSTER, name)
+        make_service(ecs, CLUSTER, name, deployed_ago=None)
     policy = RemediationPolicy(mode="enabled", max_per_hour=2)
     # Each call uses a fresh in-memory store: a new Lambda container that remembers nothing.
     assert Remediator(policy, ecs).remediate_alarm(stuck("a"), now()).code == "deployed"
@@ -327,8 +327,8 @@ def test_hourly_limit_without_state_counts_tagged_services(ecs: Any) -> None:
 def test_hourly_limit_with_state_table(ecs: Any, unique: str) -> None:
     create_state_table(unique)
     for name in ("a", "b"):
-        make_service(ecs, CLUSTER, name)
-    make_service(ecs, "other-cluster", "c")
+        make_service(ecs, CLUSTER, name, deployed_ago=None)
+    make_service(ecs, "other-cluster", "c", deployed_ago=None)
     policy = RemediationPolicy(mode="enabled", max_per_hour=2)
 
     def remediator() -> Remediator:
@@ -382,7 +382,7 @@ class RefusingEcs(CountingEcs):
 def test_failed_update_service_gives_back_the_hourly_slot_and_the_lock(
     ecs: Any, unique: str, durable: bool
 ) -> None:
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     state: Any = MemoryStateStore()
     if durable:
         create_state_table(unique)
@@ -399,7 +399,7 @@ def test_failed_update_service_gives_back_the_hourly_slot_and_the_lock(
 
 
 def test_update_service_refused_is_reported_with_its_code(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
 
     class Refusing(CountingEcs):
         def update_service(self, **kwargs: Any) -> Any:
@@ -413,7 +413,7 @@ def test_update_service_refused_is_reported_with_its_code(ecs: Any) -> None:
 
 
 def test_decision_is_one_json_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="toolkit.remediation")
+    caplog.set_level(logging.INFO, logger="toolkit.alarms")
     decision = Remediator(RemediationPolicy(mode="off")).remediate_alarm(stuck(), NOON)
     log_decision(decision)
     (record,) = [r for r in caplog.records if "remediation_decision" in r.getMessage()]
@@ -426,7 +426,7 @@ def test_decision_is_one_json_log_line(caplog: pytest.LogCaptureFixture) -> None
 
 
 def test_same_event_five_times_deploys_once_even_without_state(ecs: Any) -> None:
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     counting = CountingEcs(ecs)
     alarm = stuck()
     # Five deliveries, each landing in a different container (fresh memory each time).
@@ -440,7 +440,7 @@ def test_storm_of_200_alarms_across_20_services(ecs: Any, unique: str) -> None:
     create_state_table(unique)
     services = [f"worker-{i:02d}" for i in range(20)]
     for name in services:
-        make_service(ecs, CLUSTER, name)
+        make_service(ecs, CLUSTER, name, deployed_ago=None)
     counting = CountingEcs(ecs)
     alarms = [stuck(name, minute=i % 10) for name in services for i in range(10)]
     random.Random(4).shuffle(alarms)
@@ -463,7 +463,7 @@ def test_storm_of_200_alarms_across_20_services(ecs: Any, unique: str) -> None:
 def test_storm_without_state_table(ecs: Any) -> None:
     services = [f"worker-{i:02d}" for i in range(20)]
     for name in services:
-        make_service(ecs, CLUSTER, name)
+        make_service(ecs, CLUSTER, name, deployed_ago=None)
     counting = CountingEcs(ecs)
     alarms = [stuck(name, minute=i % 10) for name in services for i in range(10)]
     random.Random(5).shuffle(alarms)
@@ -517,7 +517,7 @@ def test_two_alarms_racing_for_one_service_deploy_once(
     """Two different alarms (so different de-duplication keys) about the same service, handled
     at the same moment by two containers sharing the table (or two threads of one container
     sharing memory): both pass every ECS guard, the per-service lock lets one deploy."""
-    make_service(ecs, CLUSTER, "worker-emails")
+    make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     racing = RacingEcs(ecs, threading.Barrier(2))
     shared: Any = MemoryStateStore()
     if durable:

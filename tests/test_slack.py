@@ -15,20 +15,19 @@ from moto import mock_aws
 
 from tests.conftest import free_port, load_event
 from tests.slack_server import SlackServer
-from toolkit import slack
-from toolkit.alarms import parse_event
-from toolkit.config import AlarmHandlerSettings
-from toolkit.errors import SlackError
-from toolkit.remediation import Decision, Target
-from toolkit.slack import (
+from toolkit.alarms import senders
+from toolkit.alarms.guards import Decision, Target
+from toolkit.alarms.messages import alarm_message, decision_message
+from toolkit.alarms.parsing import parse_event
+from toolkit.alarms.senders import (
     BotSender,
     SlackCredentials,
     WebhookSender,
-    alarm_message,
     build_sender,
-    decision_message,
     resolve_credentials,
 )
+from toolkit.alarms.settings import AlarmHandlerSettings
+from toolkit.errors import SlackError
 
 TOKEN = "xoxb-0000-SECRET-TOKEN-do-not-log"
 
@@ -273,13 +272,13 @@ def test_bot_token_is_redacted_even_at_debug(
 
 
 def test_redact() -> None:
-    assert slack.redact(f"POST https://hooks.slack.com/{SECRET_PATH}?x=1 done") == (
+    assert senders.redact(f"POST https://hooks.slack.com/{SECRET_PATH}?x=1 done") == (
         "POST https://hooks.slack.com/[redacted] done"
     )
-    assert slack.redact(f"{{'Authorization': 'Bearer {TOKEN}'}}") == (
+    assert senders.redact(f"{{'Authorization': 'Bearer {TOKEN}'}}") == (
         "{'Authorization': 'Bearer [redacted]'}"
     )
-    assert "SECRET" not in slack.redact(f"token={TOKEN}")
+    assert "SECRET" not in senders.redact(f"token={TOKEN}")
 
 
 def test_webhook_rate_limit_honours_retry_after(server: SlackServer) -> None:
@@ -353,12 +352,12 @@ def test_credentials_from_secrets_manager_are_fetched_once() -> None:
             SecretString=json.dumps({"SLACK_BOT_TOKEN": TOKEN, "SLACK_CHANNEL": "C9"}),
         )["ARN"]
         settings = AlarmHandlerSettings(slack_secret_arn=arn)
-        slack._SECRET_CACHE.pop(arn, None)
+        senders.clear_secret_cache(arn)
         creds = resolve_credentials(settings, secrets_client=sm)
         assert (creds.bot_token, creds.channel) == (TOKEN, "C9")
         sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
         assert resolve_credentials(settings, secrets_client=sm) == creds  # cached per container
-        slack._SECRET_CACHE.pop(arn, None)
+        senders.clear_secret_cache(arn)
         with pytest.raises(SlackError, match="ResourceNotFoundException") as info:
             resolve_credentials(settings, secrets_client=sm)
         assert TOKEN not in str(info.value)

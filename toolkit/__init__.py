@@ -30,6 +30,6 @@ def install(app: Any, *, stamp: bool = True, heartbeat: bool = True) -> None:
 
         install_stamp(app)
     if heartbeat:
-        from toolkit.heartbeat import install as install_heartbeat
+        from toolkit.worker.bootstep import install as install_heartbeat
 
         install_heartbeat(app)

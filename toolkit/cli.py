@@ -2,7 +2,7 @@
 
 Sub-commands live in ``toolkit.commands.<name>``; only the one being run is imported, so that
 ``celery-ecs healthcheck heartbeat`` (run every 30 s in every container) stays cheap. Each module
-defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``.
+defines ``configure(parser)`` and ``run(args) -> int``; the one-line help is in ``COMMANDS``.
 
 Exit codes: 0 success, 1 failure (or "unhealthy"), 2 misconfiguration or bad usage. Expected
 failures print one line on stderr, never a traceback.

@@ -102,3 +102,25 @@ def aws_error_code(exc: BaseException) -> str | None:
         code = response.get("Error", {}).get("Code")
         return str(code) if code else None
     return None
+
+
+#: AWS error codes that mean "try again later": throttling and the service's own failures.
+TRANSIENT_AWS_CODES = frozenset({
+    "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException", "InternalServiceError", "InternalFailure",
+    "InternalServerError", "ServerException", "ServiceUnavailable", "ServiceUnavailableException",
+    "RequestTimeout", "RequestTimeoutException",
+})
+#: botocore's transport failures, matched by class name so this module needs no botocore.
+_TRANSIENT_CLASSES = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a later attempt of the same AWS call may succeed: unreachable, timed out,
+    throttled or a 5xx. Anything else (a bad parameter, AccessDenied, a missing resource,
+    missing credentials) will fail the same way again and is permanent."""
+    if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(exc).__mro__):
+        return True
+    return aws_error_code(exc) in TRANSIENT_AWS_CODES

@@ -106,10 +106,10 @@ class WorkerHeartbeat:
                 pool=str(data.get("pool", "")),
                 concurrency=int(data.get("concurrency", 0)),
                 interval=float(data.get("interval", 0.0)),
-                ecs_task_arn=_opt_str(data.get("ecs_task_arn")),
-                ecs_cluster=_opt_str(data.get("ecs_cluster")),
-                ecs_container=_opt_str(data.get("ecs_container")),
-                ecs_service=_opt_str(data.get("ecs_service")),
+                ecs_task_arn=opt_str(data.get("ecs_task_arn")),
+                ecs_cluster=opt_str(data.get("ecs_cluster")),
+                ecs_container=opt_str(data.get("ecs_container")),
+                ecs_service=opt_str(data.get("ecs_service")),
                 version=int(data.get("version", FORMAT_VERSION)),
             )
         except (KeyError, TypeError) as exc:
@@ -129,7 +129,7 @@ class WorkerHeartbeat:
         return now - self.updated
 
 
-def _opt_str(value: object) -> str | None:
+def opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 

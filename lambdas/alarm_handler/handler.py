@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from toolkit.config import AlarmHandlerSettings
-from toolkit.responder import AlarmResponder, build_responder
+from toolkit.alarms.responder import AlarmResponder, build_responder
+from toolkit.alarms.settings import AlarmHandlerSettings
 
 # Decisions and outcomes are INFO lines; the Lambda runtime's root logger defaults to WARNING.
 logging.getLogger("toolkit").setLevel(logging.INFO)

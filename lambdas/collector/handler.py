@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from toolkit.brokers import BrokerReader, open_reader
-from toolkit.collector import QueueSource, run_cycle
+from toolkit.collector.brokers import BrokerReader, open_reader
+from toolkit.collector.cycle import QueueSource, run_cycle
+from toolkit.collector.publisher import CloudWatchPublisher
 from toolkit.config import Settings, load_settings
-from toolkit.metrics import CloudWatchPublisher
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)

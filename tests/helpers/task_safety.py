@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from toolkit.checkpoints import checkpointed, open_store
-from toolkit.locks import TaskLock
+from toolkit.tasks.checkpoints import checkpointed, open_store
+from toolkit.tasks.lock import TaskLock
 
 
 class NoNXLock(TaskLock):
@@ -77,7 +77,7 @@ def conditional_writer(
     """Save each version (state {"v": version}) once every writer is ready; put on ``results``
     one (version, accepted, started, ended, stored-if-refused) per save, with
     ``time.monotonic()`` (one clock for all processes on Linux)."""
-    from toolkit.checkpoints import StaleCheckpoint
+    from toolkit.tasks.checkpoints import StaleCheckpoint
 
     store = open_store(url)
     store.load(task, key)  # connect before the barrier

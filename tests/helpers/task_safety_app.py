@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from toolkit.locks import single_instance
+from toolkit.tasks.decorator import single_instance
 
 REDIS_URL = "redis://127.0.0.1:6379/4"
 

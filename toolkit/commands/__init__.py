@@ -1,1 +1,1 @@
-"""One module per ``celery-ecs`` sub-command: ``HELP``, ``configure(parser)``, ``run(args)``."""
+"""One module per ``celery-ecs`` sub-command: ``configure(parser)`` and ``run(args)``."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
 
-from toolkit.collector import CycleResult, Loop, run_cycle
-from toolkit.config import Settings, check_interval, load_settings
+from toolkit.collector.cycle import CycleResult, Loop, run_cycle
+from toolkit.collector.render import render_json, render_table
+from toolkit.config import Settings, load_settings
+from toolkit.env import check_interval
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 FROM_CONFIG = object()  # `--interval` given without a value (not a str: argparse leaves it)
@@ -54,8 +54,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolkit.brokers import open_reader
-    from toolkit.metrics import CloudWatchPublisher
+    from toolkit.collector.brokers import open_reader
+    from toolkit.collector.publisher import CloudWatchPublisher
 
     settings = settings_from_args(args)
     assert settings.broker is not None  # load_settings requires one
@@ -83,69 +83,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK if result.ok else EXIT_FAILURE
         loop = Loop(reader, settings, publisher, on_cycle=show)
         loop.install_signal_handlers()
-        loop.run()
+        failed = loop.run()
+        print(f"celery-ecs collect: stopped; {failed} cycle(s) had errors", file=sys.stderr)
         return EXIT_OK
     finally:
         reader.close()
-
-
-def _age(age: float | None) -> str:
-    if age is None:
-        return "-"
-    if age < 120:
-        return f"{age:.0f}s"
-    if age < 7200:
-        return f"{age / 60:.0f}m"
-    return f"{age / 3600:.1f}h"
-
-
-def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = False) -> str:
-    rows = [("QUEUE", "LENGTH", "AGE", "CONSUMERS", "STATUS")]
-    for q in result.queues:
-        status = q.state if not q.reasons or q.state == "missing" else f"{q.state}: " + "; ".join(
-            q.reasons)
-        rows.append((_printable(q.queue), str(q.length), _age(q.age),
-                     "-" if q.consumers is None else str(q.consumers), status))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i])
-                       for i in range(4)) + "  " + r[4] for r in rows]
-    lines = [line.rstrip() for line in lines]
-    if not result.queues and result.ok:
-        lines.append("(no queues found: the broker is empty and none are configured)")
-    footer = [f"environment {settings.environment}"]
-    if result.unacked is not None:
-        footer.append(f"unacked {result.unacked}")
-    footer.append(f"{len(result.samples)} metrics")
-    if dry_run:
-        footer.append(f"dry run: nothing published to {settings.namespace}")
-    elif result.published is not None:
-        footer.append(f"published to {settings.namespace} in {result.published.calls} call(s)")
-    footer.append(f"{result.duration * 1000:.0f} ms")
-    lines.append(" | ".join(footer))
-    return "\n".join(lines)
-
-
-def render_json(result: CycleResult, settings: Settings) -> str:
-    doc: dict[str, Any] = {
-        "environment": settings.environment,
-        "namespace": settings.namespace,
-        "ok": result.ok,
-        "errors": list(result.errors),
-        "unacked": result.unacked,
-        "queues": [
-            {"queue": q.queue, "length": q.length, "age": q.age, "consumers": q.consumers,
-             "status": q.state, "reasons": list(q.reasons)}
-            for q in result.queues
-        ],
-        "metrics": [
-            {"name": s.name, "value": s.value, "unit": s.unit, "dimensions": dict(s.dimensions)}
-            for s in result.samples
-        ],
-        "published_calls": result.published.calls if result.published else 0,
-        "duration_ms": round(result.duration * 1000, 1),
-    }
-    return json.dumps(doc, ensure_ascii=True)
-
-
-def _printable(name: str) -> str:
-    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")

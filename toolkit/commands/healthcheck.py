@@ -1,7 +1,8 @@
 """``celery-ecs healthcheck ping|heartbeat``: the ECS container probe.
 
-Kept import-light: the heartbeat mode imports only :mod:`toolkit.healthcheck` (stdlib), and the
-ping mode imports kombu lazily. See ``docs/healthcheck.md`` for which mode to choose.
+Kept import-light: the heartbeat mode imports only :mod:`toolkit.worker.healthcheck` (standard
+library and core), and the ping mode imports kombu lazily. See ``docs/healthcheck.md`` for
+which mode to choose.
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from toolkit import healthcheck
+from toolkit.env import (
+    DEFAULT_HEARTBEAT_FILE,
+    ENV_BROKER_URL,
+    ENV_BROKER_URL_FALLBACK,
+    ENV_HEARTBEAT_FILE,
+)
+from toolkit.worker import healthcheck
 
 
 def _positive_float(text: str) -> float:
@@ -61,8 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ping.add_argument(
         "--broker",
         metavar="URL",
-        help=f"broker URL (default: ${healthcheck.ENV_BROKER_URL}, "
-        f"then ${healthcheck.ENV_BROKER_URL_FALLBACK})",
+        help=f"broker URL (default: ${ENV_BROKER_URL}, "
+        f"then ${ENV_BROKER_URL_FALLBACK})",
     )
     ping.add_argument(
         "--node", metavar="NAME", help="node to ping (default: celery@$HOSTNAME)"
@@ -97,8 +104,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     beat.add_argument(
         "--file",
         metavar="PATH",
-        help=f"heartbeat file (default: ${healthcheck.ENV_HEARTBEAT_FILE}, "
-        f"then {healthcheck.DEFAULT_HEARTBEAT_FILE})",
+        help=f"heartbeat file (default: ${ENV_HEARTBEAT_FILE}, "
+        f"then {DEFAULT_HEARTBEAT_FILE})",
     )
     _add_max_age(beat)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "build the Lambda zip reproducibly"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

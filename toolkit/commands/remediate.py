@@ -12,10 +12,8 @@ import argparse
 import json
 import logging
 
-from toolkit.config import AlarmHandlerSettings
+from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.errors import ConfigError
-
-HELP = "guarded force-new-deployment of one service"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     settings = AlarmHandlerSettings.from_env()
     if not args.cluster.strip() or not args.service.strip():
         raise ConfigError("--cluster and --service must not be empty")
-    from toolkit.remediation import RemediationPolicy, Remediator, Target, log_decision
-    from toolkit.state import DynamoStateStore, MemoryStateStore, StateStore
+    from toolkit.alarms.guards import RemediationPolicy, Target, log_decision
+    from toolkit.alarms.remediator import Remediator
+    from toolkit.alarms.state import DynamoStateStore, MemoryStateStore, StateStore
 
     state: StateStore = (
         DynamoStateStore(settings.state_table) if settings.state_table else MemoryStateStore()

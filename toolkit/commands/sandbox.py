@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from celery import Celery
 
     import toolkit
-    from toolkit.brokers import open_reader
-    from toolkit.collector import QueueSource, run_cycle
-    from toolkit.commands.collect import render_table
+    from toolkit.collector.brokers import open_reader
+    from toolkit.collector.cycle import QueueSource, run_cycle
+    from toolkit.collector.publisher import CloudWatchPublisher
+    from toolkit.collector.render import render_table
     from toolkit.config import BrokerSettings, Settings, Thresholds
-    from toolkit.metrics import CloudWatchPublisher
     from toolkit.sandbox import EmbeddedRedis, LocalAws
 
     out = sys.stdout
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             _read_back(cloudwatch, settings.namespace, args.environment)
         finally:
             if prefix:
-                _cleanup(reader, prefix)
+                _cleanup(url, prefix)
             reader.close()
     return 1 if failed else 0
 
@@ -129,10 +129,14 @@ def _read_back(cw: Any, namespace: str, environment: str) -> None:
           "never moves:\nits worker needs attention.")
 
 
-def _cleanup(reader: object, prefix: str) -> None:
-    client = getattr(reader, "client", None)
-    if client is None:
-        return
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
+def _cleanup(url: str, prefix: str) -> None:
+    """Remove the sandbox's keys (all under ``prefix``) from a Redis given with --broker."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

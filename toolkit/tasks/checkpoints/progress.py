@@ -35,15 +35,15 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from toolkit.checkpoints.base import CheckpointCorrupt, CheckpointStore, log
 from toolkit.errors import CheckpointError
+from toolkit.tasks.checkpoints.base import CheckpointCorrupt, CheckpointStore, log
 
 T = TypeVar("T")
 
 
 def _start(store: CheckpointStore, task: str, key: str) -> tuple[int, int]:
     """(position, version base) to resume from."""
-    checkpoint, completed = store._lookup(task, key)  # one read: not get() then completed()
+    checkpoint, completed = store.lookup(task, key)  # one read: not get() then completed()
     if checkpoint is None:
         return 0, completed or 0
     position = checkpoint.state.get("position")

@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from toolkit.errors import CheckpointError
 
@@ -117,6 +117,13 @@ def _check_name(what: str, value: str) -> None:
         raise CheckpointError(f"checkpoint {what} must be a non-empty string, got {value!r}")
     if len(value) > MAX_NAME_LENGTH:
         raise CheckpointError(f"checkpoint {what} is longer than {MAX_NAME_LENGTH} characters")
+
+
+class Lookup(NamedTuple):
+    """What one read of a (task, key) row found: a live checkpoint, or a tombstone's version."""
+
+    checkpoint: Checkpoint | None
+    completed_version: int | None
 
 
 class CheckpointStore(ABC):
@@ -216,18 +223,18 @@ class CheckpointStore(ABC):
 
     def get(self, task: str, key: str) -> Checkpoint | None:
         """The checkpoint with its version and time, or None."""
-        return self._lookup(task, key)[0]
+        return self.lookup(task, key).checkpoint
 
-    def _lookup(self, task: str, key: str) -> tuple[Checkpoint | None, int | None]:
-        """One read for both :meth:`get` and :meth:`completed`: (the checkpoint, the
-        tombstone's version); at most one of them is not None."""
+    def lookup(self, task: str, key: str) -> Lookup:
+        """One read for both :meth:`get` and :meth:`completed`: the checkpoint and the
+        tombstone's version; at most one of them is not None."""
         _check_name("task", task)
         _check_name("key", key)
         row = self._fetch(task, key)
         if row is None:
-            return None, None
+            return Lookup(None, None)
         if row.done:
-            return None, row.version
+            return Lookup(None, row.version)
         try:
             state = json.loads(row.state)
             if not isinstance(state, dict):
@@ -239,9 +246,9 @@ class CheckpointStore(ABC):
                     task, key, exc,
                 )
                 self._delete(task, key, row.version)  # not a newer row written meanwhile
-                return None, None
+                return Lookup(None, None)
             raise CheckpointCorrupt(task, key, str(exc)) from exc
-        return Checkpoint(task, key, state, row.version, row.updated_at), None
+        return Lookup(Checkpoint(task, key, state, row.version, row.updated_at), None)
 
     def load(self, task: str, key: str) -> dict[str, Any] | None:
         """The saved state, or None when there is no checkpoint (or only a tombstone)."""

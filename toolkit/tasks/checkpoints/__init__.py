@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from toolkit.checkpoints.base import (
+from toolkit.errors import CheckpointError
+from toolkit.tasks.checkpoints.base import (
     DEFAULT_TABLE,
     Checkpoint,
     CheckpointCorrupt,
@@ -26,9 +27,8 @@ from toolkit.checkpoints.base import (
     OnCorrupt,
     StaleCheckpoint,
 )
-from toolkit.checkpoints.progress import Checkpointed, checkpointed, start_position
-from toolkit.config import redact_url
-from toolkit.errors import CheckpointError
+from toolkit.tasks.checkpoints.progress import Checkpointed, checkpointed, start_position
+from toolkit.urls import redact_url
 
 DEFAULT_URL = "sqlite:///celery-checkpoints.db"
 
@@ -69,14 +69,14 @@ def open_store(
         if not path:
             raise CheckpointError("sqlite checkpoint URL names no file: use sqlite:///path.db")
         name = table or parse_qs(query).get("table", [DEFAULT_TABLE])[-1]
-        from toolkit.checkpoints.sqlite import SQLiteStore
+        from toolkit.tasks.checkpoints.sqlite import SQLiteStore
 
         return SQLiteStore(path, table=name, on_corrupt=on_corrupt, clock=clock)
     if scheme in _MYSQL_SCHEMES and sep:
         try:
             import pymysql  # noqa: F401
 
-            from toolkit.checkpoints.mysql import MySQLStore
+            from toolkit.tasks.checkpoints.mysql import MySQLStore
         except ImportError:
             raise CheckpointError(
                 "MySQL checkpoints need PyMySQL: pip install 'celery-ecs-toolkit[mysql]'"

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
-from toolkit.brokers.base import first_line as _first_line
+from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
+from toolkit.collector.brokers.base import first_line as _first_line
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 

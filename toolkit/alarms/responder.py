@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from toolkit.alarms import AlarmEvent, parse_event
-from toolkit.config import AlarmHandlerSettings
+from toolkit.alarms.events import AlarmEvent
+from toolkit.alarms.guards import Decision, RemediationPolicy, log_decision
+from toolkit.alarms.parsing import parse_event
+from toolkit.alarms.remediator import Remediator
+from toolkit.alarms.settings import AlarmHandlerSettings
+from toolkit.alarms.state import MemoryStateStore, StateStore
+from toolkit.aws.clients import client as aws_client
 from toolkit.errors import AlarmEventError, ToolkitError
-from toolkit.remediation import Decision, RemediationPolicy, Remediator, log_decision
-from toolkit.state import MemoryStateStore, StateStore
 
 __all__ = ["AlarmHandlingFailed", "AlarmOutcome", "AlarmResponder", "build_responder"]
 
@@ -205,7 +208,10 @@ class AlarmResponder:
                              "state": alarm.state}))
         record = self._get_record(alarm)
         if record is None:  # nothing left to do, or the first delivery is still at work
-            return AlarmOutcome(alarm.name, alarm.state, True, False, None, None)
+            return AlarmOutcome(
+                alarm=alarm.name, state=alarm.state, duplicate=True, posted=False,
+                slack_error=None, decision=None,
+            )
         retry = record.get("retry") is True
         owed = _decision(record.get("owed"))
         thread = record.get("thread") if isinstance(record.get("thread"), str) else None
@@ -235,7 +241,7 @@ class AlarmResponder:
     def _post_alert(
         self, alarm: AlarmEvent, now: datetime
     ) -> tuple[str | None, _SlackFailure | None]:
-        from toolkit.slack import alarm_message
+        from toolkit.alarms.messages import alarm_message
 
         sender = self.sender()
         if sender is None:
@@ -261,7 +267,7 @@ class AlarmResponder:
         return ts, None
 
     def _post_follow_up(self, decision: Decision, ts: str | None) -> _SlackFailure | None:
-        from toolkit.slack import decision_message
+        from toolkit.alarms.messages import decision_message
 
         sender = self.sender()
         if sender is None:
@@ -324,13 +330,6 @@ def _decision(raw: object) -> Decision | None:
         return None
 
 
-def _boto_config() -> Any:
-    from botocore.config import Config
-
-    return Config(
-        connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-    )
-
 
 def build_responder(
     settings: AlarmHandlerSettings,
@@ -345,15 +344,13 @@ def build_responder(
 
     def make(service: str) -> Callable[[], Any]:
         def factory() -> Any:
-            import boto3
-
-            return boto3.client(service, config=_boto_config())  # type: ignore[call-overload]
+            return aws_client(service, read_timeout=5)
 
         return factory
 
     state: StateStore
     if settings.state_table:
-        from toolkit.state import DynamoStateStore
+        from toolkit.alarms.state import DynamoStateStore
 
         state = DynamoStateStore(settings.state_table, dynamodb, client_factory=make("dynamodb"))
     else:
@@ -374,7 +371,7 @@ def build_responder(
     def sender_factory() -> Any:
         if sender is not None:
             return sender
-        from toolkit.slack import build_sender, resolve_credentials
+        from toolkit.alarms.senders import build_sender, resolve_credentials
 
         client = secrets
         if client is None and settings.slack_secret_arn:

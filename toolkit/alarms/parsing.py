@@ -19,169 +19,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
-from toolkit.errors import AlarmEventError
-
-AlarmState = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
-EventSource = Literal["sns", "eventbridge", "lambda"]
-AlarmKind = Literal["metric", "math", "composite"]
-
-ALARM_STATES: tuple[AlarmState, ...] = ("OK", "ALARM", "INSUFFICIENT_DATA")
-EVENTBRIDGE_DETAIL_TYPE = "CloudWatch Alarm State Change"
-SERVICE_DIMENSIONS = ("ClusterName", "ServiceName")
-
-__all__ = [
-    "ALARM_STATES",
-    "AlarmEvent",
-    "AlarmKind",
-    "AlarmState",
-    "EventSource",
-    "MetricRef",
-    "parse_event",
-    "parse_timestamp",
-    "try_parse_event",
-]
-
-
-@dataclass(frozen=True)
-class MetricRef:
-    """The metric an alarm watches: namespace, name and dimensions (sorted name/value pairs)."""
-
-    namespace: str
-    name: str
-    dimensions: tuple[tuple[str, str], ...] = ()
-
-    def dimension(self, name: str) -> str | None:
-        for key, value in self.dimensions:
-            if key == name:
-                return value
-        return None
-
-
-@dataclass(frozen=True)
-class AlarmEvent:
-    """One alarm state change, whatever shape it arrived in."""
-
-    source: EventSource
-    kind: AlarmKind
-    name: str
-    state: AlarmState
-    previous_state: AlarmState | None = None
-    reason: str = ""
-    timestamp: datetime | None = None
-    arn: str | None = None
-    region: str | None = None
-    account: str | None = None
-    description: str | None = None
-    metric: MetricRef | None = None
-    threshold: float | None = None
-    datapoints: tuple[float, ...] = ()
-    alarm_rule: str | None = None
-    # Every metric the alarm reads: one for a single-metric alarm, each input of a metric-math
-    # expression, none for a composite alarm. ``metric`` is the one chosen for display.
-    inputs: tuple[MetricRef, ...] = ()
-
-    @property
-    def cluster(self) -> str | None:
-        return self.metric.dimension("ClusterName") if self.metric else None
-
-    @property
-    def service(self) -> str | None:
-        return self.metric.dimension("ServiceName") if self.metric else None
-
-    @property
-    def queue(self) -> str | None:
-        return self.metric.dimension("Queue") if self.metric else None
-
-    @property
-    def current_value(self) -> float | None:
-        """The most recent datapoint AWS reported with the state change, when it did."""
-        return self.datapoints[0] if self.datapoints else None
-
-    @property
-    def alarm_key(self) -> str:
-        """Identifies the alarm across its state changes (Slack threads hang off this)."""
-        return self.arn or f"{self.region or '?'}:{self.account or '?'}:{self.name}"
-
-    @property
-    def dedup_key(self) -> str:
-        """Identical for every delivery of the same state change (SNS, retries, both routes)."""
-        when = self.timestamp.isoformat() if self.timestamp else self.reason[:200]
-        return f"{self.alarm_key}|{self.state}|{when}"
-
-    @property
-    def console_url(self) -> str | None:
-        if not self.region:
-            return None
-        host = (
-            "console.amazonaws.cn" if self.region.startswith("cn-") else "console.aws.amazon.com"
-        )
-        return (
-            f"https://{self.region}.{host}/cloudwatch/home?region={self.region}"
-            f"#alarmsV2:alarm/{quote(self.name, safe='')}"
-        )
-
-
-# --- timestamps ---------------------------------------------------------------------------------
-
-_TS = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
-    r"(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
+from toolkit.alarms.events import (
+    ALARM_STATES,
+    EVENTBRIDGE_DETAIL_TYPE,
+    SERVICE_DIMENSIONS,
+    AlarmEvent,
+    AlarmKind,
+    AlarmState,
+    EventSource,
+    MetricRef,
+    parse_timestamp,
 )
-
-
-def parse_timestamp(raw: object) -> datetime | None:
-    """Parse the timestamp formats CloudWatch uses, returning an aware UTC datetime or ``None``.
-
-    Handles ``2024-01-01T12:00:00.000+0000`` (SNS, alarm data), ``2024-01-01T12:00:00Z``
-    (EventBridge), ``+00:00`` offsets, missing milliseconds or seconds, and the stray spaces some
-    documented examples carry (``12: 36: 15.490+0000``). Epoch seconds/milliseconds are accepted.
-    """
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int | float):
-        try:
-            value = float(raw)
-        except (OverflowError, ValueError):  # an int too large for a float
-            return None
-        if value != value or abs(value) > 1e14:
-            return None
-        if value > 1e11:  # milliseconds
-            value /= 1000.0
-        try:
-            return datetime.fromtimestamp(value, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if not isinstance(raw, str):
-        return None
-    text = re.sub(r"\s+", "", raw) if "T" in raw else raw.strip()
-    match = _TS.match(text)
-    if not match:
-        return None
-    year, month, day, hour, minute, second, frac, tz = match.groups()
-    micros = int((frac or "0")[:6].ljust(6, "0"))
-    tzinfo: timezone = UTC
-    if tz and tz not in ("Z", "z", "UTC"):
-        sign = -1 if tz[0] == "-" else 1
-        digits = tz[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        if offset >= timedelta(hours=24):
-            return None
-        tzinfo = timezone(sign * offset)
-    try:
-        parsed = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros,
-            tzinfo=tzinfo,
-        )
-        # 0001-01-01T00:00+0100 and 9999-12-31T23:59-0100 fall outside datetime's range in UTC.
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
+from toolkit.errors import AlarmEventError
 
 # --- small typed getters ------------------------------------------------------------------------
 

@@ -17,18 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from toolkit.brokers.base import BrokerReader, BrokerReading
+from toolkit.collector.brokers.base import BrokerReader, BrokerReading
+from toolkit.collector.publisher import PublishReport, Sample
 from toolkit.config import Settings
 from toolkit.errors import ToolkitError
-from toolkit.metrics import (
+from toolkit.metricnames import (
     COLLECTOR_ERRORS,
     COLLECTOR_HEARTBEAT,
     QUEUE_AGE,
     QUEUE_CONSUMERS,
     QUEUE_LENGTH,
     UNACKED_MESSAGES,
-    PublishReport,
-    Sample,
 )
 
 log = logging.getLogger(__name__)
@@ -65,9 +64,6 @@ class CycleResult:
     def ok(self) -> bool:
         return not self.errors
 
-    @property
-    def critical(self) -> tuple[QueueStatus, ...]:
-        return tuple(q for q in self.queues if q.state == "critical")
 
 
 # -- pure parts --------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
+from toolkit.aws.clients import client as aws_client
 from toolkit.errors import PublishError, aws_error_code
+from toolkit.metricnames import Unit
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +26,6 @@ MAX_METRICS_PER_CALL = 1000
 MAX_REQUEST_BYTES = 1_000_000
 # Headroom for the request envelope (Action, Version, Namespace, signing headers).
 _BUDGET_BYTES = MAX_REQUEST_BYTES - 16_384
-
-Unit = Literal["Count", "Seconds", "None", "Percent"]
-
-# metric names (the contract)
-QUEUE_LENGTH = "QueueLength"
-QUEUE_AGE = "QueueAge"
-UNACKED_MESSAGES = "UnackedMessages"
-QUEUE_CONSUMERS = "QueueConsumers"
-WORKERS_ALIVE = "WorkersAlive"
-BACKLOG_PER_TASK = "BacklogPerTask"
-WORKER_STUCK = "WorkerStuck"
-COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
-COLLECTOR_ERRORS = "CollectorErrors"
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -113,15 +101,8 @@ def batches(data: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 
 def cloudwatch_client(region: str | None = None) -> Any:
-    """A CloudWatch client with boto3's standard retry mode (endpoint from the usual chain)."""
-    import boto3
-    from botocore.config import Config
-
-    # bounded so that a stopping collector (SIGTERM, ECS stopTimeout 30 s by default) finishes
-    # its cycle in time even when CloudWatch does not answer: at most 3 x (3 + 6) s
-    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3,
-                    read_timeout=6)
-    return boto3.client("cloudwatch", region_name=region, config=config)
+    """A CloudWatch client with the toolkit's retry and timeout policy (:mod:`toolkit.aws`)."""
+    return aws_client("cloudwatch", region=region)
 
 
 @dataclass(frozen=True)

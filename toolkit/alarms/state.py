@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from toolkit.aws.clients import client as aws_client
 from toolkit.errors import AwsError, aws_error_code
 
 # mypy-boto3-dynamodb is not installed in every environment: type the client loosely.
@@ -177,9 +178,7 @@ class DynamoStateStore:
             if self._factory is not None:
                 self._client = self._factory()
             else:
-                import boto3
-
-                self._client = boto3.client("dynamodb")
+                self._client = aws_client("dynamodb", read_timeout=5)
         return self._client
 
     def _wrap(self, exc: Exception, what: str) -> AwsError:

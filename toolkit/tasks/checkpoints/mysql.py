@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from toolkit.checkpoints.base import (
+from toolkit.errors import CheckpointError
+from toolkit.tasks.checkpoints.base import (
     DEFAULT_TABLE,
     TOMBSTONE,
     CheckpointStore,
@@ -30,8 +31,7 @@ from toolkit.checkpoints.base import (
     Row,
     check_table,
 )
-from toolkit.config import redact_url
-from toolkit.errors import CheckpointError
+from toolkit.urls import redact_url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS `{t}` (

@@ -16,8 +16,7 @@ Secrets (webhook URL, token) are kept out of logs and error messages: slack_sdk 
 ``toolkit.slack.http`` logger, pinned at WARNING (slack_sdk logs
 ``Going to retry the same request: POST <full URL>`` at INFO and URLs and headers at DEBUG), and a
 filter on that logger redacts URL paths and tokens from whatever still gets through, even if
-someone lowers its level.
-"""
+someone lowers its lev"""
 
 from __future__ import annotations
 
@@ -25,26 +24,14 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from toolkit.alarms import AlarmEvent, AlarmState
-from toolkit.config import AlarmHandlerSettings
-from toolkit.errors import SlackError, aws_error_code
-from toolkit.remediation import Decision
-
-__all__ = [
-    "BotSender",
-    "SlackCredentials",
-    "SlackMessage",
-    "SlackSender",
-    "WebhookSender",
-    "alarm_message",
-    "build_sender",
-    "decision_message",
-    "resolve_credentials",
-]
+from toolkit.alarms.messages import SlackMessage, cut_text
+from toolkit.alarms.settings import AlarmHandlerSettings
+from toolkit.aws.clients import client as aws_client
+from toolkit.errors import SlackError, aws_error_code, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -81,215 +68,6 @@ _HTTP_LOG = logging.getLogger("toolkit.slack.http")
 _HTTP_LOG.setLevel(logging.WARNING)
 _HTTP_LOG.addFilter(_RedactingFilter())
 
-STYLE: dict[AlarmState, tuple[str, str, str]] = {
-    # state: (emoji, attachment colour, word)
-    "ALARM": (":rotating_light:", "#E01E5A", "ALARM"),
-    "OK": (":white_check_mark:", "#2EB67D", "Resolved"),
-    "INSUFFICIENT_DATA": (":grey_question:", "#9E9E9E", "No data"),
-}
-VISIBILITY_NOTE = (
-    "Tasks the old worker had reserved go back to the queue only after the broker's visibility "
-    "timeout (1 hour by default on Redis), so they run late, not never."
-)
-
-
-@dataclass(frozen=True)
-class SlackMessage:
-    text: str  # the notification preview on a phone, and the fallback
-    blocks: tuple[Mapping[str, Any], ...]
-    color: str | None = None
-
-    def payload(self) -> dict[str, Any]:
-        if self.color is None:
-            return {"text": self.text, "blocks": [dict(b) for b in self.blocks]}
-        return {
-            "text": self.text,
-            "attachments": [{"color": self.color, "blocks": [dict(b) for b in self.blocks]}],
-        }
-
-    def plain(self) -> str:
-        """A readable rendering of the blocks (for docs, logs and tests)."""
-        lines: list[str] = []
-        for block in self.blocks:
-            kind = block.get("type")
-            if kind == "header":
-                lines.append(f"# {block['text']['text']}")
-            elif kind == "section":
-                if "text" in block:
-                    lines.append(block["text"]["text"])
-                for f in block.get("fields", []):
-                    lines.append("  " + f["text"].replace("\n", ": ", 1))
-            elif kind == "context":
-                lines.append("  _" + " — ".join(e.get("text", "") for e in block["elements"]) + "_")
-            elif kind == "actions":
-                links = (f"[{e['text']['text']}]({e['url']})" for e in block["elements"])
-                lines.append("  " + " | ".join(links))
-        return "\n".join(lines)
-
-
-# --- message builders ---------------------------------------------------------------------------
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "?"
-    return f"{value:.0f}" if value == int(value) and abs(value) < 1e15 else f"{value:.2f}"
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _subject(alarm: AlarmEvent) -> str | None:
-    if alarm.cluster and alarm.service:
-        return f"service `{alarm.service}` in cluster `{alarm.cluster}`"
-    if alarm.queue:
-        return f"queue `{alarm.queue}`"
-    return None
-
-
-_WORDS: dict[str, Callable[[AlarmEvent, str], str]] = {
-    "WorkerStuck": lambda a, v: f"Workers of {a.service or 'the service'} stopped making progress.",
-    "WorkersAlive": lambda a, v: f"Only {v} worker(s) of {a.service or 'the service'} are alive.",
-    "QueueLength": lambda a, v: f"Queue {a.queue or '?'} has {v} messages waiting.",
-    "QueueAge": lambda a, v: f"The oldest message in {a.queue or '?'} has waited {v} s.",
-    "BacklogPerTask": lambda a, v: f"{v} queued messages per running task.",
-    "CollectorHeartbeat": lambda a, v: "The collector stopped publishing metrics.",
-    "CollectorErrors": lambda a, v: f"The collector reported {v} error(s) in a cycle.",
-    "UnackedMessages": lambda a, v: f"{v} messages are reserved but not acknowledged.",
-}
-
-
-def reason_in_words(alarm: AlarmEvent) -> str:
-    """One plain sentence a person on call understands without knowing CloudWatch."""
-    metric = alarm.metric.name if alarm.metric else None
-    if alarm.state == "OK":
-        what = metric or alarm.name
-        return f"{what} is back within its threshold. No action needed."
-    if alarm.state == "INSUFFICIENT_DATA":
-        what = metric or "this alarm"
-        return (
-            f"CloudWatch has no recent data for {what}: the collector may have stopped, "
-            "or the service has no running task."
-        )
-    if alarm.kind == "composite":
-        rule = alarm.alarm_rule or "one of its child alarms is in ALARM"
-        return f"Composite alarm fired: {rule}."
-    value = _fmt(alarm.current_value)
-    if metric in _WORDS and alarm.kind == "metric":
-        return _WORDS[metric](alarm, value)
-    label = "metric math expression" if alarm.kind == "math" else (metric or "the metric")
-    if alarm.current_value is not None and alarm.threshold is not None:
-        return f"The {label} is {value}, past its threshold of {_fmt(alarm.threshold)}."
-    return f"The {label} crossed its threshold."
-
-
-def _fields(alarm: AlarmEvent) -> list[str]:
-    fields = []
-    if alarm.current_value is not None:
-        now = _fmt(alarm.current_value)
-        if alarm.threshold is not None:
-            now += f" (threshold {_fmt(alarm.threshold)})"
-        fields.append(f"*Now*\n{now}")
-    elif alarm.threshold is not None:
-        fields.append(f"*Threshold*\n{_fmt(alarm.threshold)}")
-    if alarm.metric is not None:
-        over = "math over " if alarm.kind == "math" else ""
-        fields.append(f"*Metric*\n{over}{alarm.metric.namespace} {alarm.metric.name}")
-    if alarm.timestamp is not None:
-        fields.append(f"*Since*\n{alarm.timestamp:%Y-%m-%d %H:%M} UTC")
-    if alarm.previous_state is not None:
-        fields.append(f"*Was*\n{alarm.previous_state}")
-    return fields
-
-
-def alarm_message(
-    alarm: AlarmEvent, *, grafana_url: str | None = None, environment: str = ""
-) -> SlackMessage:
-    """The alert: state, alarm name, subject, reason in words, numbers, links."""
-    emoji, color, word = STYLE[alarm.state]
-    subject = _subject(alarm)
-    title = _cut(f"{emoji} {word}: {alarm.name}", 150)
-    blocks: list[Mapping[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
-        {
-            "type": "section",
-            "text": {
-                "type": "mrkdwn",
-                "text": _cut(
-                    (f"*{subject[0].upper()}{subject[1:]}*\n" if subject else "")
-                    + reason_in_words(alarm)
-                    + (f"\n_{alarm.description}_" if alarm.description else ""),
-                    2900,
-                ),
-            },
-        },
-    ]
-    fields = _fields(alarm)
-    if fields:
-        items = [{"type": "mrkdwn", "text": _cut(f, 1900)} for f in fields]
-        blocks.append({"type": "section", "fields": items})
-    buttons = []
-    if alarm.console_url:
-        buttons.append(("Open alarm", alarm.console_url))
-    if grafana_url:
-        buttons.append(("Grafana dashboard", grafana_url))
-    if buttons:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {"type": "button", "text": {"type": "plain_text", "text": t}, "url": u}
-                    for t, u in buttons
-                ],
-            }
-        )
-    where = " · ".join(
-        x for x in (environment, alarm.region, f"account {alarm.account}" if alarm.account else "")
-        if x
-    )
-    context = [where] if where else []
-    if alarm.reason:
-        context.append(f"AWS: {_cut(alarm.reason, 280)}")
-    if context:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": c} for c in context]}
-        )
-    text = f"{word}: {alarm.name}" + (f" ({subject.replace('`', '')})" if subject else "")
-    return SlackMessage(text=_cut(text, 300), blocks=tuple(blocks), color=color)
-
-
-def decision_message(decision: Decision) -> SlackMessage:
-    """The follow-up: what remediation did or why it did not."""
-    target = f"`{decision.target}`" if decision.target else "the service"
-    if decision.action == "deployed":
-        head = f":recycle: Forced a new deployment of {target}."
-        body = f"ECS is replacing the tasks. {VISIBILITY_NOTE}"
-        color = "#36C5F0"
-    elif decision.action == "dry-run":
-        head = f":test_tube: Dry run: would force a new deployment of {target}."
-        body = "All guards pass. Set REMEDIATION=enabled to let the handler act."
-        color = "#ECB22E"
-    elif decision.action == "failed":
-        head = f":warning: Could not redeploy {target}: {decision.reason}."
-        body = "Redeploy by hand: `celery-ecs remediate --cluster C --service S` (see the runbook)."
-        color = "#E01E5A"
-    else:
-        head = f":no_entry_sign: Not redeploying {target}: {decision.reason}."
-        body = "See the runbook for what to check by hand."
-        color = "#9E9E9E"
-    blocks: tuple[Mapping[str, Any], ...] = (
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"{head}\n{body}", 2900)}},
-        {
-            "type": "context",
-            "elements": [
-                {"type": "mrkdwn", "text": f"remediation: {decision.code} · mode {decision.mode}"}
-            ],
-        },
-    )
-    return SlackMessage(text=_cut(head.replace("`", ""), 300), blocks=blocks, color=color)
-
-
 # --- credentials --------------------------------------------------------------------------------
 
 
@@ -305,6 +83,15 @@ class SlackCredentials:
 
 
 _SECRET_CACHE: dict[str, SlackCredentials] = {}
+
+
+def clear_secret_cache(arn: str | None = None) -> None:
+    """Forget the cached Slack secret ``arn`` (every secret when None): the next alarm reads it
+    again from Secrets Manager."""
+    if arn is None:
+        _SECRET_CACHE.clear()
+    else:
+        _SECRET_CACHE.pop(arn, None)
 
 
 def _pick(data: Mapping[str, Any], *keys: str) -> str | None:
@@ -330,20 +117,18 @@ def resolve_credentials(
     from botocore.exceptions import BotoCoreError, ClientError
 
     if secrets_client is None:
-        import boto3
-
-        secrets_client = boto3.client("secretsmanager")
+        secrets_client = aws_client("secretsmanager", read_timeout=5)
     try:
         raw = secrets_client.get_secret_value(SecretId=arn)["SecretString"]
     except ClientError as exc:
         code = aws_error_code(exc) or "ClientError"
         raise SlackError(
-            f"cannot read the Slack secret: {code}", retryable=code in _RETRYABLE_AWS_CODES
+            f"cannot read the Slack secret: {code}", retryable=is_transient(exc)
         ) from None
     except (BotoCoreError, KeyError) as exc:
         raise SlackError(
             f"cannot read the Slack secret: {type(exc).__name__}",
-            retryable=_aws_unreachable(exc),
+            retryable=is_transient(exc),
         ) from None
     try:
         data = json.loads(raw)
@@ -361,26 +146,6 @@ def resolve_credentials(
 
 
 # --- senders ------------------------------------------------------------------------------------
-
-
-_RETRYABLE_AWS_CODES = frozenset({
-    "ThrottlingException", "InternalServiceError", "InternalFailure", "ServiceUnavailable",
-    "ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException",
-})
-
-
-def _aws_unreachable(exc: BaseException) -> bool:
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-    )
-
-    transient = (
-        EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError
-    )
-    return isinstance(exc, transient)
 
 
 class SlackSender(Protocol):
@@ -471,7 +236,7 @@ class WebhookSender:
         if response.status_code != 200:
             raise SlackError(
                 f"Slack webhook answered HTTP {response.status_code}: "
-                f"{redact(_cut(response.body or '', 80))}",
+                f"{redact(cut_text(response.body or '', 80))}",
                 retryable=_retryable_status(response.status_code),
             )
         return None

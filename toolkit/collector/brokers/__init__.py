@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from toolkit.brokers.base import BrokerReader, BrokerReading, QueueReading
-from toolkit.config import BrokerSettings, redact_url
+from toolkit.collector.brokers.base import BrokerReader, BrokerReading, QueueReading
+from toolkit.config import BrokerSettings
 from toolkit.errors import UnsupportedBroker
+from toolkit.urls import redact_url
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
@@ -27,11 +28,11 @@ def open_reader(settings: BrokerSettings) -> BrokerReader:
     """Return the reader for ``settings.url``'s scheme; :class:`UnsupportedBroker` otherwise."""
     scheme = settings.scheme
     if scheme in REDIS_SCHEMES:
-        from toolkit.brokers.redis import RedisReader
+        from toolkit.collector.brokers.redis import RedisReader
 
         return RedisReader.from_settings(settings)
     if scheme in AMQP_SCHEMES:
-        from toolkit.brokers.rabbitmq import RabbitMQReader
+        from toolkit.collector.brokers.rabbitmq import RabbitMQReader
 
         return RabbitMQReader(settings)
     known = ", ".join(f"{s}://" for s in sorted(REDIS_SCHEMES | AMQP_SCHEMES))

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from toolkit.checkpoints.base import (
+from toolkit.errors import CheckpointError
+from toolkit.tasks.checkpoints.base import (
     DEFAULT_TABLE,
     TOMBSTONE,
     CheckpointStore,
@@ -27,7 +28,6 @@ from toolkit.checkpoints.base import (
     Row,
     check_table,
 )
-from toolkit.errors import CheckpointError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS "{t}" (

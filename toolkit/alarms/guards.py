@@ -34,33 +34,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from toolkit.alarms import AlarmEvent
-from toolkit.config import AlarmHandlerSettings, RemediationMode
-from toolkit.errors import aws_error_code
-from toolkit.state import REMEDIATION_WINDOW, MemoryStateStore, StateStore
-
-# mypy-boto3-ecs is not installed in every environment: type the client loosely.
-ECSClient = Any
-
-__all__ = [
-    "OPT_IN_TAG",
-    "REMEDIATED_AT_TAG",
-    "Decision",
-    "DeploymentInfo",
-    "RemediationPolicy",
-    "Remediator",
-    "ServiceSnapshot",
-    "Target",
-    "check_rate",
-    "check_service",
-    "log_decision",
-    "target_from_alarm",
-]
+from toolkit.alarms.events import AlarmEvent
+from toolkit.alarms.settings import AlarmHandlerSettings, RemediationMode
+from toolkit.metricnames import WORKER_STUCK
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +73,7 @@ class RemediationPolicy:
     mode: RemediationMode = "off"
     cooldown_seconds: int = 900
     max_per_hour: int = 3
-    remediating_metrics: tuple[str, ...] = ("WorkerStuck",)
+    remediating_metrics: tuple[str, ...] = (WORKER_STUCK,)
 
     @classmethod
     def from_settings(cls, settings: AlarmHandlerSettings) -> RemediationPolicy:
@@ -230,7 +211,7 @@ def log_decision(decision: Decision, logger: logging.Logger = log) -> None:
 # --- pure guards --------------------------------------------------------------------------------
 
 
-def _minutes(seconds: float) -> str:
+def in_minutes(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
 
@@ -306,8 +287,8 @@ def check_service(
         age = (now - last).total_seconds()
         if age < policy.cooldown_seconds:
             return "cooldown", (
-                f"last deployment was {_minutes(age)} ago, cooldown is "
-                f"{_minutes(policy.cooldown_seconds)}"
+                f"last deployment was {in_minutes(age)} ago, cooldown is "
+                f"{in_minutes(policy.cooldown_seconds)}"
             )
     return None
 
@@ -342,241 +323,3 @@ def snapshot_from_ecs(target: Target, service: Mapping[str, Any]) -> ServiceSnap
         tags=tags,
         deployments=tuple(deployments),
     )
-
-
-# --- I/O ----------------------------------------------------------------------------------------
-
-_RETRYABLE = {
-    "ThrottlingException", "ServerException", "ServiceUnavailableException", "RequestLimitExceeded",
-}
-
-
-def _error_code(exc: Exception) -> str:
-    return aws_error_code(exc) or type(exc).__name__
-
-
-class Remediator:
-    """Runs the guards against ECS and, when they all pass, forces a new deployment."""
-
-    def __init__(
-        self,
-        policy: RemediationPolicy,
-        ecs: ECSClient | None = None,
-        *,
-        state: StateStore | None = None,
-        ecs_factory: Callable[[], ECSClient] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.policy = policy
-        self._ecs = ecs
-        self._ecs_factory = ecs_factory
-        self.state: StateStore = state if state is not None else MemoryStateStore()
-        self.clock = clock
-
-    @property
-    def ecs(self) -> ECSClient:
-        if self._ecs is None:
-            if self._ecs_factory is not None:
-                self._ecs = self._ecs_factory()
-            else:
-                import boto3
-
-                self._ecs = boto3.client("ecs")
-        return self._ecs
-
-    def remediate_alarm(self, alarm: AlarmEvent, now: datetime | None = None) -> Decision:
-        target = target_from_alarm(alarm, self.policy)
-        if isinstance(target, Decision):
-            return replace(target, at=now or self.clock())
-        return self.remediate(target, now=now, alarm=alarm.name)
-
-    def remediate(
-        self,
-        target: Target,
-        *,
-        now: datetime | None = None,
-        alarm: str | None = None,
-        mode: RemediationMode | None = None,
-    ) -> Decision:
-        now = now or self.clock()
-        mode = mode or self.policy.mode
-
-        def decide(action: Action, code: DecisionCode, reason: str, **kw: Any) -> Decision:
-            return Decision(action, code, reason, target, alarm, mode, now, **kw)
-
-        if mode == "off":
-            return decide(
-                "skipped", "remediation-off", "automatic remediation is off (REMEDIATION=off)"
-            )
-        try:
-            snapshot = self._describe(target)
-        except Exception as exc:  # noqa: BLE001 - any ECS failure becomes a decision
-            code = _error_code(exc)
-            if code == "ClusterNotFoundException":
-                return decide("skipped", "service-not-found", f"cluster {target.cluster} not found")
-            return decide(
-                "failed", "ecs-error", f"DescribeServices failed: {code}",
-                retryable=_is_retryable(exc),
-            )
-        if snapshot is None:
-            return decide("skipped", "service-not-found", "service not found in the cluster")
-        refused = check_service(snapshot, self.policy, now)
-        if refused is not None:
-            return decide("skipped", *refused)
-        try:
-            recent = self._recent(target, now)
-        except Exception as exc:  # noqa: BLE001
-            return decide(
-                "failed", "state-error", f"could not count recent remediations: {_error_code(exc)}",
-                retryable=True,
-            )
-        refused = check_rate(recent, self.policy)
-        if refused is not None:
-            return decide("skipped", *refused)
-        if mode == "dry-run":
-            return decide("dry-run", "dry-run", "all guards pass: would force a new deployment")
-        return self._locked_deploy(snapshot, now, decide)
-
-    def _locked_deploy(
-        self, snapshot: ServiceSnapshot, now: datetime, decide: Callable[..., Decision]
-    ) -> Decision:
-        """Lock the service, take an hourly slot, deploy; give both back if nothing deployed."""
-        # Per-service lock, held for the cooldown: of several deliveries (or alarms) racing past
-        # the ECS checks above before any deployment shows, only one reaches UpdateService.
-        key = str(snapshot.target)
-        lock_ttl = timedelta(seconds=max(0, self.policy.cooldown_seconds))
-        try:
-            locked = self.state.lock_remediation(key, now, lock_ttl)
-        except Exception as exc:  # noqa: BLE001
-            return decide(
-                "failed", "state-error", f"could not lock the service: {_error_code(exc)}",
-                retryable=True,
-            )
-        if not locked:
-            return decide(
-                "skipped", "cooldown",
-                "another delivery already took this service's remediation lock within the "
-                f"cooldown ({_minutes(self.policy.cooldown_seconds)})",
-            )
-        try:
-            reserved = self.state.reserve_remediation(key, now, self.policy.max_per_hour)
-        except Exception as exc:  # noqa: BLE001
-            self._unlock(key)
-            return decide(
-                "failed", "state-error", f"could not record the remediation: {_error_code(exc)}",
-                retryable=True,
-            )
-        if not reserved:
-            self._unlock(key)
-            return decide(
-                "skipped", "rate-limit", f"hourly limit of {self.policy.max_per_hour} reached"
-            )
-        decision = self._deploy(snapshot, now, decide)
-        if not decision.performed:
-            # Nothing was deployed: give back the hourly slot and the lock so a retry may act.
-            released = self._release_slot(key, now)
-            self._unlock(key)
-            if released is not None:
-                decision = replace(decision, details={**decision.details, "ledger": released})
-        return decision
-
-    def _unlock(self, key: str) -> None:
-        try:
-            self.state.unlock_remediation(key)
-        except Exception as exc:  # noqa: BLE001 - the lock expires with the cooldown anyway
-            log.warning(json.dumps({"event": "unlock_failed", "target": key,
-                                    "error": _error_code(exc)}))
-
-    def _release_slot(self, key: str, now: datetime) -> str | None:
-        """Release the ledger slot; ``None`` when done, else the error code (slot stays used)."""
-        try:
-            self.state.release_remediation(key, now)
-        except Exception as exc:  # noqa: BLE001
-            code = _error_code(exc)
-            log.warning(json.dumps({"event": "ledger_release_failed", "target": key,
-                                    "error": code}))
-            return f"slot not released: {code}"
-        return None
-
-    # -- helpers --
-
-    def _describe(self, target: Target) -> ServiceSnapshot | None:
-        response = self.ecs.describe_services(
-            cluster=target.cluster, services=[target.service], include=["TAGS"]
-        )
-        services = response.get("services") or []
-        if not services:
-            return None
-        return snapshot_from_ecs(target, services[0])
-
-    def _recent(self, target: Target, now: datetime) -> int:
-        recorded = self.state.recent_remediations(now)
-        if self.state.durable:
-            return recorded
-        return max(recorded, self._tagged_in_cluster(target.cluster, now))
-
-    def _tagged_in_cluster(self, cluster: str, now: datetime) -> int:
-        """Services of ``cluster`` whose remediated-at tag falls within the last hour."""
-        since = now - REMEDIATION_WINDOW
-        arns: list[str] = []
-        for page in self.ecs.get_paginator("list_services").paginate(cluster=cluster):
-            arns.extend(page.get("serviceArns", []))
-        count = 0
-        for i in range(0, len(arns), 10):
-            described = self.ecs.describe_services(
-                cluster=cluster, services=arns[i : i + 10], include=["TAGS"]
-            )
-            for svc in described.get("services", []):
-                snap = snapshot_from_ecs(Target(cluster, svc.get("serviceName", "")), svc)
-                at = snap.last_remediated_at
-                if at is not None and at > since:
-                    count += 1
-        return count
-
-    def _deploy(
-        self, snapshot: ServiceSnapshot, now: datetime, decide: Callable[..., Decision]
-    ) -> Decision:
-        target = snapshot.target
-        try:
-            response = self.ecs.update_service(
-                cluster=target.cluster, service=target.service, forceNewDeployment=True
-            )
-        except Exception as exc:  # noqa: BLE001
-            return decide(
-                "failed", "ecs-error", f"UpdateService failed: {_error_code(exc)}",
-                retryable=_is_retryable(exc),
-            )
-        details: dict[str, Any] = {}
-        deployments = response.get("service", {}).get("deployments", [])
-        primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
-        if primary:
-            details["deployment"] = primary.get("id")
-        arn = snapshot.arn or response.get("service", {}).get("serviceArn")
-        if arn:
-            try:
-                stamp = str(int(now.timestamp()))
-                self.ecs.tag_resource(
-                    resourceArn=arn, tags=[{"key": REMEDIATED_AT_TAG, "value": stamp}]
-                )
-            except Exception as exc:  # noqa: BLE001 - the deployment happened; the tag is a bonus
-                details["tag_error"] = _error_code(exc)
-        return decide(
-            "deployed", "deployed", "forced a new deployment (all guards passed)", details=details
-        )
-
-
-def _is_retryable(exc: Exception) -> bool:
-    """Unreachable, timed out or throttled: a later attempt may succeed. Anything else (a bad
-    parameter, missing credentials, AccessDenied) will fail the same way again."""
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-    )
-
-    transient = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
-                 ConnectionClosedError)
-    if isinstance(exc, transient):
-        return True
-    return _error_code(exc) in _RETRYABLE

@@ -19,11 +19,11 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from toolkit.brokers.base import BrokerReading, ErrorTranslator, QueueReading
-from toolkit.brokers.base import first_line as _first_line
-from toolkit.config import BrokerSettings, check_broker_url, redact_url
+from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
+from toolkit.collector.brokers.base import first_line as _first_line
+from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 from toolkit.registry import (
     INDEX_KEY,
@@ -33,12 +33,18 @@ from toolkit.registry import (
     parse_entries,
 )
 from toolkit.stamp import HEADER
+from toolkit.urls import check_broker_url, redact_url
 
-# lengths, oldest stamps, per-queue errors, unacked, registry entries, round trips
-_Raw = tuple[
-    list[int], list[float | None], list[str | None], int,
-    tuple[WorkerHeartbeat, ...] | None, int,
-]
+
+class RawRead(NamedTuple):
+    """What one read of the broker returned, per queue in the order asked, before parsing."""
+
+    lengths: list[int]
+    stamps: list[float | None]  # oldest publish stamp per queue (None: unknown)
+    errors: list[str | None]  # per-queue error (WRONGTYPE ...), else None
+    unacked: int
+    workers: tuple[WorkerHeartbeat, ...] | None  # None: no registry on this broker
+    round_trips: int
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +228,7 @@ class RedisReader:
         """Index members older than this cannot have a live entry: skip them server-side."""
         return f"{time.time() - REGISTRY_LOOKBACK:.3f}" if self.read_workers else ""
 
-    def _read_script(self, queues: Sequence[str]) -> _Raw:
+    def _read_script(self, queues: Sequence[str]) -> RawRead:
         # bytes, so that queue names read back from Redis with odd bytes round-trip exactly
         args: list[bytes | str] = [
             _raw(self.prefix), _raw(self.sep), STAMP_MARKER, "1" if self.read_age else "0",
@@ -251,9 +257,9 @@ class RedisReader:
         workers = None
         if rest and rest[0] == "registry 1":
             workers = tuple(parse_entries(rest[1:]))
-        return lengths, stamps, errors, unacked, workers, 1
+        return RawRead(lengths, stamps, errors, unacked, workers, 1)
 
-    def _read_pipeline(self, queues: Sequence[str]) -> _Raw:
+    def _read_pipeline(self, queues: Sequence[str]) -> RawRead:
         """The no-scripting fallback: one pipeline (a second one for registry entries)."""
         keys = [_raw(key) for queue in queues for key in self.list_keys(queue)]
         pipe = self.client.pipeline(transaction=False)
@@ -298,7 +304,7 @@ class RedisReader:
             lengths.append(0 if failed else sum(int(v) for v in chunk))
             found = [s for s in per_list_stamp[i * n:(i + 1) * n] if s is not None]
             stamps.append(min(found) if found else None)
-        return lengths, stamps, errors, int(raw[-1]), workers, trips
+        return RawRead(lengths, stamps, errors, int(raw[-1]), workers, trips)
 
     # -- discovery -------------------------------------------------------------------------
     def discover_queues(self) -> list[str]:

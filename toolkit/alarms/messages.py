@@ -1,0 +1,224 @@
+"""Slack messages: Block Kit for alarms and remediation decisions, built by pure functions.
+
+:func:`alarm_message` and :func:`decision_message` return a :class:`SlackMessage`; the senders in
+:mod:`toolkit.alarms.senders` post them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit import metricnames as m
+from toolkit.alarms.events import AlarmEvent, AlarmState
+from toolkit.alarms.guards import Decision
+
+STYLE: dict[AlarmState, tuple[str, str, str]] = {
+    # state: (emoji, attachment colour, word)
+    "ALARM": (":rotating_light:", "#E01E5A", "ALARM"),
+    "OK": (":white_check_mark:", "#2EB67D", "Resolved"),
+    "INSUFFICIENT_DATA": (":grey_question:", "#9E9E9E", "No data"),
+}
+VISIBILITY_NOTE = (
+    "Tasks the old worker had reserved go back to the queue only after the broker's visibility "
+    "timeout (1 hour by default on Redis), so they run late, not never."
+)
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    text: str  # the notification preview on a phone, and the fallback
+    blocks: tuple[Mapping[str, Any], ...]
+    color: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        if self.color is None:
+            return {"text": self.text, "blocks": [dict(b) for b in self.blocks]}
+        return {
+            "text": self.text,
+            "attachments": [{"color": self.color, "blocks": [dict(b) for b in self.blocks]}],
+        }
+
+    def plain(self) -> str:
+        """A readable rendering of the blocks (for docs, logs and tests)."""
+        lines: list[str] = []
+        for block in self.blocks:
+            kind = block.get("type")
+            if kind == "header":
+                lines.append(f"# {block['text']['text']}")
+            elif kind == "section":
+                if "text" in block:
+                    lines.append(block["text"]["text"])
+                for f in block.get("fields", []):
+                    lines.append("  " + f["text"].replace("\n", ": ", 1))
+            elif kind == "context":
+                lines.append("  _" + " — ".join(e.get("text", "") for e in block["elements"]) + "_")
+            elif kind == "actions":
+                links = (f"[{e['text']['text']}]({e['url']})" for e in block["elements"])
+                lines.append("  " + " | ".join(links))
+        return "\n".join(lines)
+
+
+# --- message builders ---------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:.0f}" if value == int(value) and abs(value) < 1e15 else f"{value:.2f}"
+
+
+def cut_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _subject(alarm: AlarmEvent) -> str | None:
+    if alarm.cluster and alarm.service:
+        return f"service `{alarm.service}` in cluster `{alarm.cluster}`"
+    if alarm.queue:
+        return f"queue `{alarm.queue}`"
+    return None
+
+
+_WORDS: dict[str, Callable[[AlarmEvent, str], str]] = {
+    m.WORKER_STUCK: lambda a, v: f"Workers of {a.service or 'the service'} stopped making "
+    "progress.",
+    m.WORKERS_ALIVE: lambda a, v: f"Only {v} worker(s) of {a.service or 'the service'} are alive.",
+    m.QUEUE_LENGTH: lambda a, v: f"Queue {a.queue or '?'} has {v} messages waiting.",
+    m.QUEUE_AGE: lambda a, v: f"The oldest message in {a.queue or '?'} has waited {v} s.",
+    m.BACKLOG_PER_TASK: lambda a, v: f"{v} queued messages per running task.",
+    m.COLLECTOR_HEARTBEAT: lambda a, v: "The collector stopped publishing metrics.",
+    m.COLLECTOR_ERRORS: lambda a, v: f"The collector reported {v} error(s) in a cycle.",
+    m.UNACKED_MESSAGES: lambda a, v: f"{v} messages are reserved but not acknowledged.",
+}
+
+
+def reason_in_words(alarm: AlarmEvent) -> str:
+    """One plain sentence a person on call understands without knowing CloudWatch."""
+    metric = alarm.metric.name if alarm.metric else None
+    if alarm.state == "OK":
+        what = metric or alarm.name
+        return f"{what} is back within its threshold. No action needed."
+    if alarm.state == "INSUFFICIENT_DATA":
+        what = metric or "this alarm"
+        return (
+            f"CloudWatch has no recent data for {what}: the collector may have stopped, "
+            "or the service has no running task."
+        )
+    if alarm.kind == "composite":
+        rule = alarm.alarm_rule or "one of its child alarms is in ALARM"
+        return f"Composite alarm fired: {rule}."
+    value = _fmt(alarm.current_value)
+    if metric in _WORDS and alarm.kind == "metric":
+        return _WORDS[metric](alarm, value)
+    label = "metric math expression" if alarm.kind == "math" else (metric or "the metric")
+    if alarm.current_value is not None and alarm.threshold is not None:
+        return f"The {label} is {value}, past its threshold of {_fmt(alarm.threshold)}."
+    return f"The {label} crossed its threshold."
+
+
+def _fields(alarm: AlarmEvent) -> list[str]:
+    fields = []
+    if alarm.current_value is not None:
+        now = _fmt(alarm.current_value)
+        if alarm.threshold is not None:
+            now += f" (threshold {_fmt(alarm.threshold)})"
+        fields.append(f"*Now*\n{now}")
+    elif alarm.threshold is not None:
+        fields.append(f"*Threshold*\n{_fmt(alarm.threshold)}")
+    if alarm.metric is not None:
+        over = "math over " if alarm.kind == "math" else ""
+        fields.append(f"*Metric*\n{over}{alarm.metric.namespace} {alarm.metric.name}")
+    if alarm.timestamp is not None:
+        fields.append(f"*Since*\n{alarm.timestamp:%Y-%m-%d %H:%M} UTC")
+    if alarm.previous_state is not None:
+        fields.append(f"*Was*\n{alarm.previous_state}")
+    return fields
+
+
+def alarm_message(
+    alarm: AlarmEvent, *, grafana_url: str | None = None, environment: str = ""
+) -> SlackMessage:
+    """The alert: state, alarm name, subject, reason in words, numbers, links."""
+    emoji, color, word = STYLE[alarm.state]
+    subject = _subject(alarm)
+    title = cut_text(f"{emoji} {word}: {alarm.name}", 150)
+    blocks: list[Mapping[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": cut_text(
+                    (f"*{subject[0].upper()}{subject[1:]}*\n" if subject else "")
+                    + reason_in_words(alarm)
+                    + (f"\n_{alarm.description}_" if alarm.description else ""),
+                    2900,
+                ),
+            },
+        },
+    ]
+    fields = _fields(alarm)
+    if fields:
+        items = [{"type": "mrkdwn", "text": cut_text(f, 1900)} for f in fields]
+        blocks.append({"type": "section", "fields": items})
+    buttons = []
+    if alarm.console_url:
+        buttons.append(("Open alarm", alarm.console_url))
+    if grafana_url:
+        buttons.append(("Grafana dashboard", grafana_url))
+    if buttons:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": t}, "url": u}
+                    for t, u in buttons
+                ],
+            }
+        )
+    where = " · ".join(
+        x for x in (environment, alarm.region, f"account {alarm.account}" if alarm.account else "")
+        if x
+    )
+    context = [where] if where else []
+    if alarm.reason:
+        context.append(f"AWS: {cut_text(alarm.reason, 280)}")
+    if context:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": c} for c in context]}
+        )
+    text = f"{word}: {alarm.name}" + (f" ({subject.replace('`', '')})" if subject else "")
+    return SlackMessage(text=cut_text(text, 300), blocks=tuple(blocks), color=color)
+
+
+def decision_message(decision: Decision) -> SlackMessage:
+    """The follow-up: what remediation did or why it did not."""
+    target = f"`{decision.target}`" if decision.target else "the service"
+    if decision.action == "deployed":
+        head = f":recycle: Forced a new deployment of {target}."
+        body = f"ECS is replacing the tasks. {VISIBILITY_NOTE}"
+        color = "#36C5F0"
+    elif decision.action == "dry-run":
+        head = f":test_tube: Dry run: would force a new deployment of {target}."
+        body = "All guards pass. Set REMEDIATION=enabled to let the handler act."
+        color = "#ECB22E"
+    elif decision.action == "failed":
+        head = f":warning: Could not redeploy {target}: {decision.reason}."
+        body = "Redeploy by hand: `celery-ecs remediate --cluster C --service S` (see the runbook)."
+        color = "#E01E5A"
+    else:
+        head = f":no_entry_sign: Not redeploying {target}: {decision.reason}."
+        body = "See the runbook for what to check by hand."
+        color = "#9E9E9E"
+    blocks: tuple[Mapping[str, Any], ...] = (
+        {"type": "section", "text": {"type": "mrkdwn", "text": cut_text(f"{head}\n{body}", 2900)}},
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": f"remediation: {decision.code} · mode {decision.mode}"}
+            ],
+        },
+    )
+    return SlackMessage(text=cut_text(head.replace("`", ""), 300), blocks=blocks, color=color)

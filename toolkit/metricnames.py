@@ -1,0 +1,68 @@
+"""The metrics the toolkit publishes: names, units and dimension sets, in one table.
+
+Core module: standard library only. The collector publishes exactly these; the alarm handler,
+the dashboards and the CloudFormation alarms read this table instead of repeating the names.
+Every metric carries the ``Environment`` dimension; service metrics use ECS's own dimension
+names (``ClusterName``, ``ServiceName``) so an alarm's dimensions name the service to act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Unit = Literal["Count", "Seconds", "None", "Percent"]
+
+QUEUE_LENGTH = "QueueLength"
+QUEUE_AGE = "QueueAge"
+UNACKED_MESSAGES = "UnackedMessages"
+QUEUE_CONSUMERS = "QueueConsumers"
+WORKERS_ALIVE = "WorkersAlive"
+BACKLOG_PER_TASK = "BacklogPerTask"
+WORKER_STUCK = "WorkerStuck"
+COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
+COLLECTOR_ERRORS = "CollectorErrors"
+
+ENVIRONMENT = "Environment"
+QUEUE = "Queue"
+CLUSTER_NAME = "ClusterName"
+SERVICE_NAME = "ServiceName"
+
+ENV_DIMS: tuple[str, ...] = (ENVIRONMENT,)
+QUEUE_DIMS: tuple[str, ...] = (ENVIRONMENT, QUEUE)
+SERVICE_DIMS: tuple[str, ...] = (ENVIRONMENT, CLUSTER_NAME, SERVICE_NAME)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One published metric: its name, unit, the dimension sets it is published with, and what
+    it means (the text the docs and dashboards show)."""
+
+    name: str
+    unit: Unit
+    dimension_sets: tuple[tuple[str, ...], ...]
+    meaning: str
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(QUEUE_LENGTH, "Count", (QUEUE_DIMS,),
+               "ready messages in the queue, all priority levels"),
+    MetricSpec(QUEUE_AGE, "Seconds", (QUEUE_DIMS,),
+               "age of the oldest ready message (needs the publish stamp)"),
+    MetricSpec(UNACKED_MESSAGES, "Count", (ENV_DIMS,),
+               "messages reserved by workers but not acknowledged (Redis)"),
+    MetricSpec(QUEUE_CONSUMERS, "Count", (QUEUE_DIMS,),
+               "consumers (RabbitMQ) or live workers serving the queue (heartbeats)"),
+    MetricSpec(WORKERS_ALIVE, "Count", (SERVICE_DIMS,),
+               "workers of the service with a fresh heartbeat"),
+    MetricSpec(BACKLOG_PER_TASK, "Count", (SERVICE_DIMS,),
+               "backlog of the service's queues per running ECS task"),
+    MetricSpec(WORKER_STUCK, "None", (SERVICE_DIMS,),
+               "1 while the service's verdict is 'stuck', else 0"),
+    MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
+               "1 for each completed collection cycle"),
+    MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),
+               "failures in a cycle (broker unreachable, API errors)"),
+)
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
