@@ -97,6 +97,8 @@ CASES = [
      VerdictThresholds(min_backlog=10), "healthy", ["backlog 5 is below min_backlog 10"]),
     ("running-below-desired-none-pending", obs(ecs=ecs(running=1, desired=3)), DEFAULTS,
      "healthy", ["ECS running 1, desired 3, pending 0"]),
+    ("steady-backlog-is-not-growth", obs(backlog=5, previous_backlog=5), DEFAULTS, "healthy",
+     ["backlog 5 messages, 5 last cycle"]),
     ("behind-growing", obs(backlog=12, previous_backlog=8), DEFAULTS, "behind",
      ["backlog grew from 8 to 12 while workers make progress"]),
     ("behind-priority-9-only-backlog-counts", obs(backlog=7, previous_backlog=0), DEFAULTS,

@@ -164,7 +164,7 @@ def _workers(known: tuple[WorkerProgress, ...], th: VerdictThresholds, now: floa
     starts = [now - w.last_task_started for w in alive if w.last_task_started is not None]
     start_age = min(starts, default=None)
     evidence = None
-    if known and not alive and beat_age is not None:
+    if beat_age is not None and not alive:  # known workers, none of them alive
         evidence = (
             f"no heartbeat from any of its {len(known)} workers for {_secs(beat_age)}"
             f" (dead after {th.dead_after:g} s)"
