@@ -19,6 +19,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".celery-ecs-installed"
+# checkov pins an older boto3 than the project: it gets a venv of its own, made on first use.
+CHECKOV_VENV = ROOT / ".venv-checkov"
+CHECKOV_VERSION = "3.3.30"
 
 
 def log(msg: str) -> None:
@@ -57,6 +60,23 @@ def ensure_venv() -> None:
     STAMP.write_text(want)
 
 
+def ensure_checkov() -> Path:
+    """checkov in .venv-checkov (its boto3 pin conflicts with the project's), installed once."""
+    bindir = CHECKOV_VENV / ("Scripts" if os.name == "nt" else "bin")
+    exe = bindir / "checkov"
+    stamp = CHECKOV_VENV / ".installed"
+    if exe.exists() and stamp.exists() and stamp.read_text().strip() == CHECKOV_VERSION:
+        return exe
+    log(f"installing checkov {CHECKOV_VERSION} into {CHECKOV_VENV.name} (first run only)")
+    venv.EnvBuilder(with_pip=True, clear=True).create(CHECKOV_VENV)
+    step = [str(bindir / "python"), "-m", "pip", "--disable-pip-version-check", "-q", "install",
+            f"checkov=={CHECKOV_VERSION}"]
+    if subprocess.run(step, cwd=ROOT).returncode != 0:
+        sys.exit("[dev] failed to install checkov (see pip's output above)")
+    stamp.write_text(CHECKOV_VERSION)
+    return exe
+
+
 def run(cmd: list[str], **kw: object) -> int:
     log("$ " + " ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT, **kw).returncode  # type: ignore[call-overload,no-any-return]
@@ -72,6 +92,10 @@ def test(extra: list[str]) -> int:
     templates = sorted(str(p) for p in (ROOT / "cloudformation").rglob("*.yaml"))
     if templates:
         steps.append(("cfn-lint", [str(BIN / "cfn-lint"), *templates]))
+        checkov = ensure_checkov()
+        steps.append(("checkov", [str(checkov), "-d", str(ROOT / "cloudformation"),
+                                  "--framework", "cloudformation", "--compact", "--quiet",
+                                  "--skip-download"]))
     failed = []
     for name, cmd in steps:
         if run(cmd) != 0:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from toolkit.verdicts import (
+from toolkit.collector.verdicts import (
     CLUSTER_RESERVATION_FULL,
     VERDICTS,
     EcsView,
