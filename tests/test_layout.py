@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 CORE = {"errors", "env", "urls", "metricnames"}
 CONTRACTS = {"config", "registry", "stamp", "celeryapp", "aws"}
 FEATURES = {"collector", "worker", "alarms", "tasks"}
-TOOLING = {"sandbox", "packaging", "dashboards", "deploy"}
+TOOLING = {"sandbox", "packaging", "dashboards", "deploy", "assets"}
 ADAPTERS = {"commands", "cli"}
 # thin re-exports that keep documented import paths working (toolkit.heartbeat, ...)
 PUBLIC_PATHS = {"__init__", "heartbeat", "locks", "checkpoints", "beat", "healthcheck"}
