@@ -32,13 +32,8 @@ CFN_PARAMETER_LIMIT = 4096
 def _scopes(query: MetricQuery, settings: Settings) -> list[dict[str, str]]:
     """Dimension values of every series the query stands for."""
     env = {mn.ENVIRONMENT: settings.environment}
-    if isinstance(query.scope, ServiceSettings):
-        svcs = [query.scope]
-    elif query.scope == "services":
-        svcs = list(settings.services)
-    else:
-        svcs = []
-    if svcs:
+    if isinstance(query.scope, ServiceSettings) or query.scope == "services":
+        svcs = [query.scope] if isinstance(query.scope, ServiceSettings) else settings.services
         return [{**env, mn.CLUSTER_NAME: s.cluster, mn.SERVICE_NAME: s.service} for s in svcs]
     if query.scope == "queues":
         return [{**env, mn.QUEUE: q} for q in settings.configured_queues()]

@@ -68,6 +68,8 @@ def _distinct(values: list[tuple[float | None, str]], what: str) -> tuple[Thresh
 
 def queue_length(settings: Settings) -> Section:
     queues = settings.configured_queues()
+    if not queues:
+        return Section("Queues", ())
     per_queue = tuple(
         Panel(f"Queue length: {q}", f"Ready messages in {q}; the line is its QueueLength alarm.",
               (_q(settings, mn.QUEUE_LENGTH, q, "Maximum", label=q),),
@@ -84,6 +86,8 @@ def queue_length(settings: Settings) -> Section:
 
 def queue_age(settings: Settings) -> Section:
     queues = settings.configured_queues()
+    if not queues:
+        return Section("Queue age", ())
     panel = Panel(
         "Oldest message age",
         "How long the oldest ready message has waited (needs the publish stamp). Rising while the "
@@ -99,6 +103,8 @@ def consumers(settings: Settings) -> Section:
         "Messages workers reserved but have not acknowledged (Redis). They return to the queue "
         "only after the visibility timeout, so a dead worker hides work here.",
         (_q(settings, mn.UNACKED_MESSAGES, "environment", "Maximum", label="unacked"),))
+    if not settings.configured_queues():
+        return Section("Consumers", (unacked,))
     panel = Panel(
         "Consumers per queue",
         "Consumers (RabbitMQ) or live workers (heartbeats) serving each queue. Zero with a "
@@ -108,6 +114,8 @@ def consumers(settings: Settings) -> Section:
 
 
 def workers(settings: Settings) -> Section:
+    if not settings.services:
+        return Section("Workers", ())
     backlog = Panel(
         "Backlog per running task",
         "The service's queued messages per running ECS task: what target-tracking autoscaling "
@@ -128,6 +136,8 @@ def workers(settings: Settings) -> Section:
 
 
 def worker_stuck(settings: Settings) -> Section:
+    if not settings.services:
+        return Section("Stuck", ())
     panel = Panel(
         "Stuck workers",
         "1 (stuck) while a service has a backlog and has started nothing; its WorkerStuck alarm "
