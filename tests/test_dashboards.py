@@ -153,7 +153,7 @@ def test_memory_high_is_read_from_verdicts_when_the_config_has_them(example: Set
 def _overlaps(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
     bad = []
     for i, (x1, y1, w1, h1) in enumerate(boxes):
-        assert 0 <= x1 and x1 + w1 <= 24 and w1 > 0 and h1 > 0
+        assert x1 >= 0 and x1 + w1 <= 24 and w1 > 0 and h1 > 0
         for j, (x2, y2, w2, h2) in enumerate(boxes[:i]):
             if x1 < x2 + w2 and x2 < x1 + w1 and y1 < y2 + h2 and y2 < y1 + h1:
                 bad.append((j, i))
