@@ -1,0 +1,203 @@
+"""Which panels the dashboards show, built from the config.
+
+``PANEL_FOR`` maps every metric of :data:`toolkit.metricnames.METRICS` to the builder of the
+section that graphs it; ``tests/test_dashboards.py`` fails for a metric missing from it, so a
+new metric gets a panel before it ships. Sections appear in the order of their first metric.
+Thresholds are the ones the alarms use (``[thresholds]``, ``[queues.NAME]``, memory_high).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from toolkit import metricnames as mn
+from toolkit.config import ServiceSettings, Settings
+from toolkit.dashboards.model import (
+    ExpressionQuery,
+    MetricQuery,
+    Panel,
+    Scope,
+    Section,
+    Stat,
+    Threshold,
+)
+
+# TODO(lead): read settings.verdicts.memory_high (and its per-service override) once [verdicts]
+# lands in toolkit/config.py; until then the design's default, which the MemoryHigh alarm
+# (MemoryHighThreshold in service.yaml) also uses.
+DEFAULT_MEMORY_HIGH = 90.0
+# Standard deviations of the band, as the MemoryAnomaly alarm (MemoryAnomalyBandWidth, 300 s).
+ANOMALY_BAND_WIDTH = 3
+ANOMALY_PERIOD = 300
+
+# AWS's own metrics the dashboards read beside the toolkit's (not published by the toolkit).
+ECS_NAMESPACE = "AWS/ECS"
+INSIGHTS_NAMESPACE = "ECS/ContainerInsights"
+ECS_DIMS: tuple[str, ...] = (mn.CLUSTER_NAME, mn.SERVICE_NAME)
+MEMORY_UTILIZATION = "MemoryUtilization"
+CPU_UTILIZATION = "CPUUtilization"
+RUNNING_TASK_COUNT = "RunningTaskCount"
+DESIRED_TASK_COUNT = "DesiredTaskCount"
+
+
+def memory_high(settings: Settings, service: ServiceSettings) -> float:
+    """The memory_high verdict threshold (percent), read defensively: [verdicts] is being added
+    to the config in parallel; a per-service override wins when the service has one."""
+    for holder in (getattr(service, "verdicts", None), getattr(settings, "verdicts", None)):
+        value: Any = getattr(holder, "memory_high", None)
+        if isinstance(value, int | float):
+            return float(value)
+    return DEFAULT_MEMORY_HIGH
+
+
+def _q(settings: Settings, metric: str, scope: Scope, stat: Stat, qid: str = "m1",
+       label: str = "") -> MetricQuery:
+    spec = mn.BY_NAME[metric]
+    return MetricQuery(qid, settings.namespace, metric, spec.dimension_sets[0], scope, stat, label)
+
+
+def _distinct(values: list[tuple[float | None, str]], what: str) -> tuple[Threshold, ...]:
+    """One line per distinct threshold, labelled with the queues that use it."""
+    by_value: dict[float, list[str]] = {}
+    for value, queue in values:
+        if value is not None:
+            by_value.setdefault(float(value), []).append(queue)
+    return tuple(Threshold(v, f"{what} ({', '.join(qs)})") for v, qs in sorted(by_value.items()))
+
+
+def queue_length(settings: Settings) -> Section:
+    queues = settings.configured_queues()
+    if not queues:
+        return Section("Queues", ())
+    per_queue = tuple(
+        Panel(f"Queue length: {q}", f"Ready messages in {q}; the line is its QueueLength alarm.",
+              (_q(settings, mn.QUEUE_LENGTH, q, "Maximum", label=q),),
+              thresholds=_distinct([(settings.thresholds_for(q).max_length, q)], "max_length"),
+              width=8)
+        for q in queues
+    )
+    stacked = Panel(
+        "Queue length, all queues (stacked)",
+        "The backlog of the environment: the height is every ready message waiting for a worker.",
+        (_q(settings, mn.QUEUE_LENGTH, "queues", "Maximum"),), kind="stacked", width=24)
+    return Section("Queues", (stacked, *per_queue))
+
+
+def queue_age(settings: Settings) -> Section:
+    queues = settings.configured_queues()
+    if not queues:
+        return Section("Queue age", ())
+    panel = Panel(
+        "Oldest message age",
+        "How long the oldest ready message has waited (needs the publish stamp). Rising while the "
+        "length is flat means nothing is being consumed.",
+        (_q(settings, mn.QUEUE_AGE, "queues", "Maximum"),), unit="s",
+        thresholds=_distinct([(settings.thresholds_for(q).max_age, q) for q in queues], "max_age"))
+    return Section("Queue age", (panel,))
+
+
+def consumers(settings: Settings) -> Section:
+    unacked = Panel(
+        "Unacked messages",
+        "Messages workers reserved but have not acknowledged (Redis). They return to the queue "
+        "only after the visibility timeout, so a dead worker hides work here.",
+        (_q(settings, mn.UNACKED_MESSAGES, "environment", "Maximum", label="unacked"),))
+    if not settings.configured_queues():
+        return Section("Consumers", (unacked,))
+    panel = Panel(
+        "Consumers per queue",
+        "Consumers (RabbitMQ) or live workers (heartbeats) serving each queue. Zero with a "
+        "backlog: nobody is working on it.",
+        (_q(settings, mn.QUEUE_CONSUMERS, "queues", "Minimum"),))
+    return Section("Consumers", (unacked, panel))
+
+
+def workers(settings: Settings) -> Section:
+    if not settings.services:
+        return Section("Workers", ())
+    backlog = Panel(
+        "Backlog per running task",
+        "The service's queued messages per running ECS task: what target-tracking autoscaling "
+        "acts on.", (_q(settings, mn.BACKLOG_PER_TASK, "services", "Average"),), width=24)
+    per_service = tuple(
+        Panel(f"Workers: {svc.service}",
+              "Workers with a fresh heartbeat against ECS tasks running and desired. Alive below "
+              "running: tasks are up but their Celery workers are not.",
+              (_q(settings, mn.WORKERS_ALIVE, svc, "Minimum", "alive", "alive"),
+               MetricQuery("running", INSIGHTS_NAMESPACE, RUNNING_TASK_COUNT, ECS_DIMS, svc,
+                           "Average", "running"),
+               MetricQuery("desired", INSIGHTS_NAMESPACE, DESIRED_TASK_COUNT, ECS_DIMS, svc,
+                           "Average", "desired")),
+              width=12)
+        for svc in settings.services
+    )
+    return Section("Workers", (backlog, *per_service))
+
+
+def worker_stuck(settings: Settings) -> Section:
+    if not settings.services:
+        return Section("Stuck", ())
+    panel = Panel(
+        "Stuck workers",
+        "1 (stuck) while a service has a backlog and has started nothing; its WorkerStuck alarm "
+        "fires after 3 minutes and may force a new deployment.",
+        (_q(settings, mn.WORKER_STUCK, "services", "Maximum"),), kind="state",
+        thresholds=(Threshold(1, "stuck"),), width=24, height=5)
+    return Section("Stuck", (panel,))
+
+
+def ecs_utilization(settings: Settings) -> Section:
+    panels: list[Panel] = []
+    for svc in settings.services:
+        for metric, what in ((MEMORY_UTILIZATION, "Memory"), (CPU_UTILIZATION, "CPU")):
+            high = memory_high(settings, svc) if metric == MEMORY_UTILIZATION else None
+            panels.append(Panel(
+                f"{what}: {svc.service}",
+                f"AWS/ECS {metric} of the service (percent of the reservation; can exceed 100) "
+                "with the anomaly band CloudWatch expects. Above the band: a leak or a huge task.",
+                (MetricQuery("m1", ECS_NAMESPACE, metric, ECS_DIMS, svc, "Average",
+                             what.lower()),
+                 ExpressionQuery("band", f"ANOMALY_DETECTION_BAND(m1, {ANOMALY_BAND_WIDTH})",
+                                 "expected")),
+                unit="percent", period=ANOMALY_PERIOD,
+                thresholds=() if high is None else (Threshold(high, "memory_high"),)))
+    return Section("ECS memory and CPU", tuple(panels))
+
+
+def collector(settings: Settings) -> Section:
+    panel = Panel(
+        "Collector",
+        "Completed collection cycles and errors per minute. No heartbeat: every other panel is "
+        "stale and the CollectorHeartbeat alarm fires.",
+        (_q(settings, mn.COLLECTOR_HEARTBEAT, "environment", "Sum", "m1", "cycles"),
+         _q(settings, mn.COLLECTOR_ERRORS, "environment", "Sum", "m2", "errors")),
+        thresholds=(Threshold(1, "CollectorHeartbeat alarm below"),), width=24)
+    return Section("Collector", (panel,))
+
+
+Builder = Callable[[Settings], Section]
+
+# Every metric the toolkit publishes -> the section that graphs it.
+PANEL_FOR: dict[str, Builder] = {
+    mn.QUEUE_LENGTH: queue_length,
+    mn.QUEUE_AGE: queue_age,
+    mn.UNACKED_MESSAGES: consumers,
+    mn.QUEUE_CONSUMERS: consumers,
+    mn.BACKLOG_PER_TASK: workers,
+    mn.WORKERS_ALIVE: workers,
+    mn.WORKER_STUCK: worker_stuck,
+    mn.COLLECTOR_HEARTBEAT: collector,
+    mn.COLLECTOR_ERRORS: collector,
+}
+# Sections for AWS's metrics, after the toolkit's.
+EXTRA_SECTIONS: tuple[Builder, ...] = (ecs_utilization,)
+
+
+def sections(settings: Settings) -> tuple[Section, ...]:
+    """The dashboard's sections, in order, each built once; sections without panels dropped."""
+    builders = list(dict.fromkeys(PANEL_FOR.values()))
+    at = builders.index(worker_stuck) + 1
+    builders[at:at] = EXTRA_SECTIONS
+    built = (build(settings) for build in builders)
+    return tuple(s for s in built if s.panels)
