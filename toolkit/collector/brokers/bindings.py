@@ -5,8 +5,8 @@ Kombu's Redis transport records each binding as a member of the set
 
     member = routing_key + sep + pattern + sep + queue
 
-For Celery's queues (direct exchanges) the routing key, the pattern and the queue are the same
-name, so the entry of queue ``q`` is ``q + sep + q + sep + q``. Both the routing key and the
+For Celery's queues (direct exchanges) the routing key and the queue are the same name and the
+pattern is empty, so the entry of queue ``q`` is ``q + sep + sep + q``. Both the routing key and the
 queue may hold the separator themselves (``sep=':'`` and a queue ``emails:eu``), so splitting
 on every separator and taking the last piece invents queues; :func:`split_binding` tries every
 way the entry can be cut in three and prefers the one kombu would have written for a direct
@@ -53,8 +53,8 @@ def _positions(member: str, sep: str) -> list[int]:
 def split_binding(member: str, sep: str) -> Binding | None:
     """``member`` cut as kombu writes it, or None when it does not hold two separators.
 
-    Of all the cuts, a direct binding (routing key = pattern = queue) wins, then one whose
-    routing key is the queue; otherwise the first two separators delimit the routing key and
+    Of all the cuts, a direct binding (routing key = queue, pattern empty or the same) wins,
+    then one whose routing key is the queue; otherwise the first two separators delimit the routing key and
     the pattern (fanout and topic bindings: their keys rarely hold the separator, queues may).
     """
     if not sep:
@@ -67,7 +67,7 @@ def split_binding(member: str, sep: str) -> Binding | None:
     ]
     if not cuts:
         return None
-    direct = [b for b in cuts if b.routing_key == b.queue == b.pattern]
+    direct = [b for b in cuts if is_direct(b)]
     if direct:
         return direct[0]
     keyed = [b for b in cuts if b.routing_key == b.queue]
@@ -75,22 +75,27 @@ def split_binding(member: str, sep: str) -> Binding | None:
 
 
 def direct_separator(member: str) -> str | None:
-    """The separator ``s`` for which ``member == q + s + q + s + q`` (a direct binding), the
-    shortest such ``s``; None when the entry is not shaped like a direct binding."""
+    """The separator ``s`` for which ``member`` is a direct binding, ``q + s + s + q`` (as kombu
+    writes Celery's queues) or ``q + s + q + s + q``: the shortest such ``s``, else None."""
     size = len(member)
-    for n in range((size - 2) // 3, 0, -1):
+    for n in range((size - 2) // 2, 0, -1):
         queue = member[:n]
-        rest = size - 3 * n
-        if rest <= 0 or rest % 2 or not member.endswith(queue):
+        if not member.endswith(queue):
             continue
-        sep = member[n:n + rest // 2]
-        if member == queue + sep + queue + sep + queue:
-            return sep
+        middle = member[n:size - n]
+        half = len(middle) // 2
+        if half and len(middle) % 2 == 0 and middle[:half] == middle[half:]:
+            return middle[:half]
+        rest = size - 3 * n
+        if rest > 0 and rest % 2 == 0:
+            sep = member[n:n + rest // 2]
+            if member == queue + sep + queue + sep + queue:
+                return sep
     return None
 
 
 def is_direct(binding: Binding) -> bool:
-    return binding.routing_key == binding.pattern == binding.queue
+    return binding.routing_key == binding.queue and binding.pattern in ("", binding.queue)
 
 
 def scan_bindings(members: Iterable[str], sep: str) -> BindingScan:
@@ -130,7 +135,7 @@ def mismatch_message(scan: BindingScan, sep: str, default_sep: str) -> str:
     """One line naming the setting to fix, for a scan with entries that did not split."""
     count = len(scan.unsplit)
     example = scan.unsplit[0].encode("unicode_escape").decode("ascii")
-    head = (f"{count} kombu binding entr{'y' if count == 1 else 'ies'} do not split with "
+    head = (f"{count} kombu binding entr{'y does' if count == 1 else 'ies do'} not split with "
             f"separator {toml_string(sep)} as kombu writes them (e.g. '{example}')")
     if scan.likely_separator is None:
         return (f"{head}: set [broker] separator to the workers' broker_transport_options "
