@@ -304,3 +304,102 @@ def test_redis_read_equals_drained(scenario: str, prefix: str, unique: str) -> N
             if keys:
                 r.delete(*keys)
             r.close()
+
+
+@pytest.mark.redis
+def test_redis_ten_thousand_messages_read_equals_drained(client: redis.Redis, prefix: str) -> None:
+    options = {"global_keyprefix": prefix}
+    redis_app(options).send_task("jobs.a", queue="bulk")  # a real message, and its binding
+    body = client.lindex(f"{prefix}bulk", 0)
+    pipe = client.pipeline(transaction=False)
+    for _ in range(9_999):
+        pipe.lpush(f"{prefix}bulk", body)
+    pipe.execute()
+    settings = Settings(environment="x", broker=BrokerSettings(url=REDIS_URL,
+                                                               global_keyprefix=prefix))
+    assert settings.broker is not None
+    result = run_cycle(open_reader(settings.broker), settings, None)
+    assert [(q.queue, q.length) for q in result.queues] == [("bulk", 10_000)]
+    assert client.pipeline(transaction=False).llen(f"{prefix}bulk").execute() == [10_000]
+    assert drain(REDIS_URL, "bulk", options) == 10_000
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("acks_late", [False, True])
+def test_redis_reserved_messages(client: redis.Redis, prefix: str, acks_late: bool) -> None:
+    """A consumer holds two messages: with acks_late both stay in ``unacked`` while running;
+    with early acknowledgement they are acked at once and only ``TasksRunning`` sees them."""
+    options = {"global_keyprefix": prefix}
+    app = redis_app(options)
+    for _ in range(5):
+        app.send_task("jobs.a", queue="work")
+    write_heartbeat(client, WorkerHeartbeat("w@h", ("work",), time.time(), active=2), 30,
+                    prefix=prefix)
+    settings = Settings(environment="x", broker=BrokerSettings(url=REDIS_URL,
+                                                               global_keyprefix=prefix))
+    assert settings.broker is not None
+    with Connection(REDIS_URL, transport_options=options) as conn:
+        queue = conn.SimpleQueue("work")
+        held = [queue.get(timeout=2) for _ in range(2)]
+        if not acks_late:
+            for message in held:
+                message.ack()
+        result = run_cycle(open_reader(settings.broker), settings, None)
+        values = {s.name: s.value for s in result.samples}
+        assert result.unacked == client.hlen(f"{prefix}unacked") == (2 if acks_late else 0)
+        assert values["QueueLength"] == 3 and values["TasksRunning"] == 2
+        if acks_late:
+            for message in held:
+                message.ack()
+        queue.close()
+    assert drain(REDIS_URL, "work", options) == 3
+
+
+RABBIT_SCENARIOS = {"default": {"q": 5}, "unicode": {"e-mails ✉": 3},
+                    "empty-declared": {"empty": 0, "full": 2}, "ten-thousand": {"bulk": 10_000}}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("scenario", sorted(RABBIT_SCENARIOS))
+def test_rabbitmq_read_equals_drained(scenario: str, vhost: str) -> None:
+    counts = RABBIT_SCENARIOS[scenario]
+    url = amqp_url(vhost)
+    with Connection(url, transport_options={"confirm_publish": True}) as conn:
+        for name, n in counts.items():
+            queue = Queue(name, Exchange(name), routing_key=name)
+            producer = conn.Producer()
+            queue.bind(conn.channel()).declare()
+            for i in range(n):
+                producer.publish({"n": i}, exchange=name, routing_key=name)
+    settings = Settings(environment="x", broker=BrokerSettings(url=url))
+    assert settings.broker is not None
+    result = run_cycle(open_reader(settings.broker), settings, None)
+    assert result.ok, result.errors
+    read = {q.queue: q.length for q in result.queues}
+    assert read == counts
+    assert read == {q: drain(url, q, {}) for q in counts}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("acks_late", [False, True])
+def test_rabbitmq_reserved_messages_are_not_ready(vhost: str, acks_late: bool) -> None:
+    url = amqp_url(vhost)
+    with Connection(url, transport_options={"confirm_publish": True}) as conn:
+        producer = conn.Producer()
+        Queue("work", Exchange("work"), routing_key="work").bind(conn.channel()).declare()
+        for i in range(5):
+            producer.publish({"n": i}, exchange="work", routing_key="work")
+        bound = Queue("work", Exchange("work"), routing_key="work").bind(conn.channel())
+        held = [bound.get(no_ack=False) for _ in range(2)]  # basic.get: exactly two reserved
+        assert all(m is not None for m in held)
+        if not acks_late:
+            for message in held:
+                message.ack()  # type: ignore[union-attr]
+        settings = Settings(environment="x", broker=BrokerSettings(url=url))
+        assert settings.broker is not None
+        result = run_cycle(open_reader(settings.broker), settings, None)
+        assert [(q.queue, q.length) for q in result.queues] == [("work", 3)]
+        if acks_late:
+            for message in held:
+                message.ack()  # type: ignore[union-attr]
+    assert drain(url, "work", {}) == 3

@@ -54,8 +54,9 @@ def split_binding(member: str, sep: str) -> Binding | None:
     """``member`` cut as kombu writes it, or None when it does not hold two separators.
 
     Of all the cuts, a direct binding (routing key = queue, pattern empty or the same) wins,
-    then one whose routing key is the queue; otherwise the first two separators delimit the routing key and
-    the pattern (fanout and topic bindings: their keys rarely hold the separator, queues may).
+    then one whose routing key is the queue; otherwise the first two separators delimit the
+    routing key and the pattern (fanout and topic bindings: their keys rarely hold the
+    separator, queues may).
     """
     if not sep:
         return None
