@@ -24,7 +24,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
     worker_prefetch_multiplier=1,
-    task_acks_late=os.environ.get("HC_ACKS_LATE") == "1",
+    task_acks_late=False,
 )
 if os.environ.get("HC_KEYPREFIX"):
     app.conf.broker_transport_options = {"global_keyprefix": os.environ["HC_KEYPREFIX"]}
