@@ -15,6 +15,7 @@ A config file looks like this (every key is optional except where noted)::
     global_keyprefix = ""
     priority_steps = [0, 3, 6, 9]
     separator = "\\u0006\\u0016"
+    management_url = "http://rabbitmq.internal:15672"   # RabbitMQ queue discovery
 
     [thresholds]                        # defaults for every queue
     max_length = 1000
@@ -73,6 +74,9 @@ class BrokerSettings:
     # read the oldest message of every non-empty priority list for QueueAge (Redis); off saves
     # about three quarters of the server time of a cycle when producers do not stamp messages
     queue_age: bool = True
+    # RabbitMQ management API for queue discovery: None derives it from the broker URL's host,
+    # "" turns it off; credentials default to the broker URL's
+    management_url: str | None = field(default=None, repr=False)
 
     @property
     def scheme(self) -> str:
@@ -153,7 +157,7 @@ def _broker(
         table = raw
         unknown = set(table) - {
             "url", "global_keyprefix", "priority_steps", "separator",
-            "connect_timeout", "queue_age",
+            "connect_timeout", "queue_age", "management_url",
         }
         if unknown:
             raise ConfigError(f"[broker] has unknown keys: {', '.join(sorted(unknown))}")
@@ -176,7 +180,18 @@ def _broker(
             queue_age if queue_age is not None
             else parse_bool(table.get("queue_age", True), "broker.queue_age")
         ),
+        management_url=_management_url(table.get("management_url")),
     )
+
+
+def _management_url(raw: object) -> str | None:
+    if raw is None:
+        return None
+    url = parse_str(raw, "broker.management_url")
+    if url and url_scheme(url) not in ("http", "https"):
+        raise ConfigError(f"broker.management_url must be an http:// or https:// URL, got "
+                          f"{redact_url(url)}")
+    return url
 
 
 def _services(raw: object) -> tuple[ServiceSettings, ...]:

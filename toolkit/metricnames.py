@@ -17,6 +17,7 @@ QUEUE_LENGTH = "QueueLength"
 QUEUE_AGE = "QueueAge"
 UNACKED_MESSAGES = "UnackedMessages"
 QUEUE_CONSUMERS = "QueueConsumers"
+TASKS_RUNNING = "TasksRunning"
 WORKERS_ALIVE = "WorkersAlive"
 BACKLOG_PER_TASK = "BacklogPerTask"
 WORKER_STUCK = "WorkerStuck"
@@ -53,6 +54,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "messages reserved by workers but not acknowledged (Redis)"),
     MetricSpec(QUEUE_CONSUMERS, "Count", (QUEUE_DIMS,),
                "consumers (RabbitMQ) or live workers serving the queue (heartbeats)"),
+    # per queue: the collector (run_cycle); per service: the service verdicts
+    MetricSpec(TASKS_RUNNING, "Count", (QUEUE_DIMS, SERVICE_DIMS),
+               "tasks being executed by live workers (heartbeat registry's active counts)"),
     MetricSpec(WORKERS_ALIVE, "Count", (SERVICE_DIMS,),
                "workers of the service with a fresh heartbeat"),
     MetricSpec(BACKLOG_PER_TASK, "Count", (SERVICE_DIMS,),

@@ -208,6 +208,16 @@ def consumers_per_queue(beats: Iterable[WorkerHeartbeat]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def running_per_queue(beats: Iterable[WorkerHeartbeat]) -> dict[str, int]:
+    """Tasks being executed per queue (``TasksRunning``): each worker's ``active`` count under
+    every queue it consumes (a running task does not say which of them it came from)."""
+    counts: dict[str, int] = {}
+    for beat in beats:
+        for queue in dict.fromkeys(beat.queues):
+            counts[queue] = counts.get(queue, 0) + beat.active
+    return dict(sorted(counts.items()))
+
+
 def workers_per_service(beats: Iterable[WorkerHeartbeat]) -> dict[tuple[str, str], int]:
     """Live workers per (cluster, service) as reported by ECS metadata (``WorkersAlive``).
 

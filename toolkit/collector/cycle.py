@@ -27,8 +27,10 @@ from toolkit.metricnames import (
     QUEUE_AGE,
     QUEUE_CONSUMERS,
     QUEUE_LENGTH,
+    TASKS_RUNNING,
     UNACKED_MESSAGES,
 )
+from toolkit.registry import WorkerHeartbeat, running_per_queue
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,21 @@ def queue_samples(
     return samples
 
 
+def running_samples(
+    environment: str, statuses: Sequence[QueueStatus], workers: Sequence[WorkerHeartbeat] | None
+) -> list[Sample]:
+    """``TasksRunning`` per queue read, from the live registry entries' ``active`` counts; none
+    when the broker holds no registry (``workers`` is None) or for missing/unreadable queues."""
+    if workers is None:
+        return []
+    running = running_per_queue(workers)
+    return [
+        Sample(TASKS_RUNNING, running.get(q.queue, 0), "Count",
+               (("Environment", environment), ("Queue", q.queue)))
+        for q in statuses if q.state not in ("missing", "error")
+    ]
+
+
 def collector_sample(environment: str, name: str, value: float) -> Sample:
     return Sample(name, value, "Count", (("Environment", environment),))
 
@@ -165,6 +182,7 @@ def run_cycle(
         statuses = queue_statuses(reading, settings, now)
         errors.extend(f"queue {q.queue!r}: {q.reasons[0]}" for q in statuses if q.state == "error")
         samples = queue_samples(env, statuses, unacked)
+        samples.extend(running_samples(env, statuses, reading.workers))
         samples.append(collector_sample(env, COLLECTOR_HEARTBEAT, 1))
     except ToolkitError as exc:
         errors.append(str(exc))

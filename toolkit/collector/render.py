@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from toolkit.collector.cycle import CycleResult
+from toolkit.collector.publisher import dimension_value
 from toolkit.config import Settings
 
 
@@ -30,8 +31,10 @@ def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = Fal
     lines = ["  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i])
                        for i in range(4)) + "  " + r[4] for r in rows]
     lines = [line.rstrip() for line in lines]
-    if not result.queues and result.ok:
+    if result.ok and not result.queues:
         lines.append("(no queues found: the broker is empty and none are configured)")
+    elif result.ok and all(q.state == "missing" for q in result.queues):
+        lines.append("(no queues found: none of the queues read exist on the broker)")
     footer = [f"environment {settings.environment}"]
     if result.unacked is not None:
         footer.append(f"unacked {result.unacked}")
@@ -58,7 +61,9 @@ def render_json(result: CycleResult, settings: Settings) -> str:
             for q in result.queues
         ],
         "metrics": [
-            {"name": s.name, "value": s.value, "unit": s.unit, "dimensions": dict(s.dimensions)}
+            # dimension values exactly as PutMetricData sends them (escaped)
+            {"name": s.name, "value": s.value, "unit": s.unit,
+             "dimensions": {k: dimension_value(v) for k, v in s.dimensions}}
             for s in result.samples
         ],
         "published_calls": result.published.calls if result.published else 0,

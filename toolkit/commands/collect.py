@@ -75,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
         if args.interval is None:
             result = run_cycle(reader, settings, publisher)
             show(result)
-            if result.ok and not result.queues:
+            if result.ok and all(q.state == "missing" for q in result.queues):
                 print(f"celery-ecs collect: error: no queues found on {settings.broker.safe_url}"
-                      " and none configured (check the database number and global_keyprefix, "
-                      "or name queues with --queue)", file=sys.stderr)
+                      f" and none configured ({reader.discovery_hint()})", file=sys.stderr)
                 return EXIT_FAILURE
             return EXIT_OK if result.ok else EXIT_FAILURE
         loop = Loop(reader, settings, publisher, on_cycle=show)

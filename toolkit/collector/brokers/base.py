@@ -56,6 +56,10 @@ class BrokerReader(Protocol):
         """Queues the broker knows of, for when none are configured."""
         ...
 
+    def discovery_hint(self) -> str:
+        """What to check when a cycle found no queue that exists (one clause, for the CLI)."""
+        ...
+
     def close(self) -> None: ...
 
 

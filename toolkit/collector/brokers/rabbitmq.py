@@ -7,8 +7,10 @@ a new channel. One connection is opened per read and closed after it.
 
 ``message_count`` counts ready messages only (unacknowledged deliveries are not included). The
 age of the oldest message cannot be read without consuming it, so ``QueueAge`` is not reported
-for RabbitMQ. AMQP has no way to list queues; discovery returns Celery's default queue and the
-collector adds the queues named in the configuration.
+for RabbitMQ. AMQP has no way to list queues: discovery asks the management HTTP API
+(:mod:`~toolkit.collector.brokers.management`); when that is turned off or cannot be reached it
+falls back to Celery's default queue (plus the queues named in the configuration), says why in
+one warning, and :meth:`RabbitMQReader.discovery_hint` says it again when nothing read exists.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from typing import Any
 
 from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
 from toolkit.collector.brokers.base import first_line as _first_line
+from toolkit.collector.brokers.management import (
+    ManagementUnavailable,
+    list_queues,
+    management_target,
+)
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 
@@ -35,6 +42,8 @@ class RabbitMQReader:
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self._reported_missing: set[str] = set()
+        self._target = management_target(settings.url, settings.management_url)
+        self._unavailable: str | None = None  # why the last discovery fell back
 
     def read(self, queues: Sequence[str]) -> BrokerReading:
         from amqp.exceptions import ChannelError, NotFound
@@ -79,7 +88,25 @@ class RabbitMQReader:
         return BrokerReading(queues=tuple(readings), unacked=None, round_trips=len(queues) + 1)
 
     def discover_queues(self) -> list[str]:
-        return [DEFAULT_QUEUE]
+        if self._target is None:
+            self._unavailable = "discovery through the management API is turned off"
+            return [DEFAULT_QUEUE]
+        try:
+            names = list_queues(self._target, max(self.settings.connect_timeout, 5.0))
+        except ManagementUnavailable as exc:
+            if self._unavailable != str(exc):
+                log.warning("%s; reading only %r and the configured queues", exc, DEFAULT_QUEUE)
+            self._unavailable = str(exc)
+            return [DEFAULT_QUEUE]
+        self._unavailable = None
+        return names
+
+    def discovery_hint(self) -> str:
+        if self._unavailable is None:
+            return "check the virtual host in the broker URL, or name queues with --queue"
+        return (f"{self._unavailable}, so only {DEFAULT_QUEUE!r} and the configured queues were "
+                "read: enable the rabbitmq_management plugin or set [broker] management_url, "
+                "or name queues with --queue")
 
     def close(self) -> None:
         return None

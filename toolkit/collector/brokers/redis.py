@@ -23,7 +23,9 @@ from typing import Any, NamedTuple, Protocol
 
 from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
 from toolkit.collector.brokers.base import first_line as _first_line
+from toolkit.collector.brokers.bindings import mismatch_message, scan_bindings
 from toolkit.config import BrokerSettings
+from toolkit.env import DEFAULT_SEPARATOR
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 from toolkit.registry import (
     INDEX_KEY,
@@ -166,6 +168,7 @@ class RedisReader:
         self.read_age = read_age
         self.read_workers = read_workers
         self.safe_url = safe_url
+        self._warned_separator = False
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings) -> RedisReader:
@@ -308,8 +311,14 @@ class RedisReader:
 
     # -- discovery -------------------------------------------------------------------------
     def discover_queues(self) -> list[str]:
-        """Queues bound in kombu's ``_kombu.binding.<exchange>`` sets, internal ones excluded."""
-        found: dict[str, None] = {}
+        """Queues bound in kombu's ``_kombu.binding.<exchange>`` sets, internal ones excluded.
+
+        Entries are parsed as kombu writes them (:mod:`~toolkit.collector.brokers.bindings`).
+        Entries written with another separator never become queues: when no entry parses this
+        is a :class:`BrokerError` naming the separator to set (the cycle fails, it does not
+        report invented queues); when some do, one warning per process says the same.
+        """
+        members: list[str] = []
         with self._errors():
             pattern = _raw(_glob_escape(self.prefix + BINDING_PREFIX) + "*")
             for raw_key in self.client.scan_iter(match=pattern, count=1000):
@@ -317,11 +326,21 @@ class RedisReader:
                 exchange = key[len(self.prefix) + len(BINDING_PREFIX):]
                 if exchange in INTERNAL_EXCHANGES:
                     continue
-                for member in self.client.smembers(raw_key):
-                    queue = _text(member).split(self.sep)[-1]
-                    if queue:
-                        found[queue] = None
-        return sorted(found)
+                members.extend(_text(member) for member in self.client.smembers(raw_key))
+        scan = scan_bindings(members, self.sep)
+        if scan.unsplit:
+            message = f"Redis at {self.safe_url}: " + mismatch_message(
+                scan, self.sep, DEFAULT_SEPARATOR)
+            if not scan.queues:
+                raise BrokerError(message)
+            if not self._warned_separator:
+                self._warned_separator = True
+                log.warning("%s; those entries were skipped", message)
+        return list(scan.queues)
+
+    def discovery_hint(self) -> str:
+        return ("check the database number, global_keyprefix and separator, "
+                "or name queues with --queue")
 
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,97 @@
+"""RabbitMQ's management HTTP API, for the one thing AMQP cannot do: list the queues.
+
+``GET {management_url}/api/queues/{vhost}?columns=name,exclusive`` answers every queue of the
+broker URL's virtual host. Only the names are used: lengths still come from a passive declare,
+which is exact at the moment of the read, while the management statistics lag by their
+collection interval (5 s by default).
+
+The URL defaults to the broker's host on the management plugin's port (``http://host:15672``
+for ``amqp://``, ``https://host`` for ``amqps://``, as Amazon MQ serves it); the credentials
+default to the broker URL's. Standard library only (``urllib``): no new dependency.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+from toolkit.errors import BrokerError
+from toolkit.urls import redact_url
+
+# Celery's per-process queues: remote control (pidbox), its replies, and event receivers.
+INTERNAL_SUFFIXES = (".celery.pidbox", ".reply.celery.pidbox")
+INTERNAL_PREFIXES = ("celeryev.", "amq.gen-")
+
+
+class ManagementUnavailable(BrokerError):
+    """The management API could not be asked (not enabled, unreachable, refused, not JSON)."""
+
+
+@dataclass(frozen=True)
+class ManagementTarget:
+    url: str = field(repr=False)  # base URL, no credentials
+    user: str = field(repr=False)
+    password: str = field(repr=False)
+    vhost: str
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+
+def management_target(broker_url: str, management_url: str | None) -> ManagementTarget | None:
+    """Where to ask and as whom; None when discovery through the API is turned off ("")."""
+    if management_url == "":
+        return None
+    broker = urlsplit(broker_url)
+    user = unquote(broker.username or "guest")
+    password = unquote(broker.password or "guest")
+    vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
+    if management_url is None:
+        host = broker.hostname or "localhost"
+        host = f"[{host}]" if ":" in host else host
+        tls = broker.scheme.lower() == "amqps"
+        base = f"https://{host}" if tls else f"http://{host}:15672"
+    else:
+        given = urlsplit(management_url)
+        if given.username is not None:
+            user = unquote(given.username)
+            password = unquote(given.password or "")
+        netloc = given.netloc.rpartition("@")[2]
+        base = f"{given.scheme}://{netloc}{given.path}"
+    return ManagementTarget(base.rstrip("/"), user, password, vhost)
+
+
+def is_internal(name: str, exclusive: bool) -> bool:
+    return exclusive or name.endswith(INTERNAL_SUFFIXES) or name.startswith(INTERNAL_PREFIXES)
+
+
+def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
+    """The vhost's queues, Celery's internal and exclusive ones left out, sorted."""
+    url = f"{target.url}/api/queues/{quote(target.vhost, safe='')}?columns=name,exclusive"
+    token = base64.b64encode(f"{target.user}:{target.password}".encode()).decode("ascii")
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    where = f"the RabbitMQ management API at {target.safe_url}"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        reason = "refused our credentials" if exc.code in (401, 403) else f"answered {exc.code}"
+        raise ManagementUnavailable(f"{where} {reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        why = getattr(exc, "reason", None) or exc
+        raise ManagementUnavailable(f"{where} is not reachable ({why})") from None
+    except ValueError:
+        raise ManagementUnavailable(f"{where} did not answer JSON") from None
+    if not isinstance(body, list):
+        raise ManagementUnavailable(f"{where} did not answer a list of queues")
+    names = {
+        str(q["name"]) for q in body
+        if isinstance(q, dict) and "name" in q and not is_internal(str(q["name"]),
+                                                                     bool(q.get("exclusive")))
+    }
+    return sorted(names)
