@@ -110,7 +110,12 @@ def consumers(settings: Settings) -> Section:
         "Consumers (RabbitMQ) or live workers (heartbeats) serving each queue. Zero with a "
         "backlog: nobody is working on it.",
         (_q(settings, mn.QUEUE_CONSUMERS, "queues", "Minimum"),))
-    return Section("Consumers", (unacked, panel))
+    running = Panel(
+        "Tasks running per queue",
+        "Tasks workers are executing now, from the heartbeat registry: in neither QueueLength nor "
+        "UnackedMessages with early acknowledgement. Flat with a backlog: the workers are busy.",
+        (_q(settings, mn.TASKS_RUNNING, "queues", "Maximum"),))
+    return Section("Consumers", (unacked, panel, running))
 
 
 def workers(settings: Settings) -> Section:
@@ -184,6 +189,7 @@ PANEL_FOR: dict[str, Builder] = {
     mn.QUEUE_AGE: queue_age,
     mn.UNACKED_MESSAGES: consumers,
     mn.QUEUE_CONSUMERS: consumers,
+    mn.TASKS_RUNNING: consumers,
     mn.BACKLOG_PER_TASK: workers,
     mn.WORKERS_ALIVE: workers,
     mn.WORKER_STUCK: worker_stuck,
