@@ -24,7 +24,9 @@ from collections.abc import Iterable
 from toolkit.config import ServiceSettings, Settings, Thresholds
 from toolkit.errors import ConfigError
 
-__all__ = ["BUNDLED_CONFIG", "DEFAULT_MEMORY_HIGH", "logical_ids", "render_master"]
+__all__ = [
+    "BUNDLED_CONFIG", "DEFAULT_MEMORY_HIGH", "declared_parameters", "logical_ids", "render_master",
+]
 
 #: Name of the celery-ecs.toml inside the collector zip (CELERY_ECS_CONFIG, relative to /var/task).
 BUNDLED_CONFIG = "celery-ecs.toml"
@@ -356,3 +358,18 @@ def render_master(settings: Settings, *, source: str = "celery-ecs.toml") -> str
         + "".join(b for b in queue_blocks if b is not None)
         + _OUTPUTS
     )
+
+
+def declared_parameters(template: str) -> dict[str, bool]:
+    """Parameter name -> has a Default, read from a template :func:`render_master` wrote."""
+    section = template.split("\nParameters:\n", 1)[1].split("\n\n", 1)[0]
+    out: dict[str, bool] = {}
+    current = ""
+    for line in section.splitlines():
+        name = re.fullmatch(r"  ([A-Za-z0-9]+):", line)
+        if name:
+            current = name.group(1)
+            out[current] = False
+        elif line.startswith("    Default:") and current:
+            out[current] = True
+    return out
