@@ -362,7 +362,7 @@ def render_master(settings: Settings, *, source: str = "celery-ecs.toml") -> str
 
 def declared_parameters(template: str) -> dict[str, bool]:
     """Parameter name -> has a Default, read from a template :func:`render_master` wrote."""
-    section = template.split("\nParameters:\n", 1)[1].split("\n\n", 1)[0]
+    section = ("\n" + template).split("\nParameters:\n", 1)[1].split("\n\n", 1)[0]
     out: dict[str, bool] = {}
     current = ""
     for line in section.splitlines():

@@ -100,10 +100,7 @@ def deploy(
         AlarmHandlerCodeKey=lambda_files["alarm_handler"].key,
     )
     declared = declared_parameters(template)
-    stack_params = stack.stack_parameters(
-        {k: v for k, v in declared.items()}, {k: v for k, v in given.items() if k in declared},
-        previous,
-    )
+    stack_params = stack.stack_parameters(declared, given, previous)
     done = artifacts.upload(s3, bucket, [*lambda_files.values(), *template_files, root])
     uploaded = tuple(key for key, state in done if state == "uploaded")
     echo(f"s3://{bucket}: {len(uploaded)} uploaded, {len(done) - len(uploaded)} already there "
