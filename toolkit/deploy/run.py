@@ -50,7 +50,9 @@ def load_deploy_settings(config: str | Path) -> tuple[Settings, bytes]:
     return settings, Path(config).read_bytes()
 
 
-def build_zips(config_bytes: bytes, build: Callable[..., Any] = build_lambda_zip) -> dict[str, bytes]:
+def build_zips(
+    config_bytes: bytes, build: Callable[..., Any] = build_lambda_zip
+) -> dict[str, bytes]:
     out = {}
     with tempfile.TemporaryDirectory(prefix="celery-ecs-deploy-") as tmp:
         for name in LAMBDAS:

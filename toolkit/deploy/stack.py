@@ -225,7 +225,7 @@ def execute_and_stream(
 
 
 def _event_line(event: dict[str, Any], done: int, started: int) -> str:
-    when = event.get("Timestamp")
+    when: Any = event.get("Timestamp")
     stamp = when.strftime("%H:%M:%S") if hasattr(when, "strftime") else str(when or "")[:8]
     reason = event.get("ResourceStatusReason") or ""
     line = (f"[{done:>3}/{started:<3}] {stamp}  {event.get('ResourceStatus', ''):<28} "
