@@ -18,6 +18,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev venv
 
 from toolkit.config import load_settings
+from toolkit.deploy import render_master
 from toolkit.metricnames import METRICS
 
 # What the collector publishes, from the metric table in code (one list, not two).
@@ -53,6 +54,9 @@ WILDCARD_ACTIONS: dict[str, str | None] = {
 ROOT = Path(__file__).resolve().parent.parent / "cloudformation"
 MASTER = ROOT / "master.yaml"
 EXAMPLE_CONFIG = ROOT / "example.celery-ecs.toml"
+# A second, different config rendered by celery-ecs deploy's renderer: the root-stack wiring
+# tests run on it too, so they hold for any celery-ecs.toml, not only for the example.
+SECOND_CONFIG = Path(__file__).resolve().parent / "data" / "second.celery-ecs.toml"
 
 
 # ---- loading ----
@@ -84,6 +88,14 @@ def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506
     return data
 
+
+def _rendered(config: Path) -> dict[str, Any]:
+    settings = load_settings(config, environ={}, require_broker=False)
+    data: dict[str, Any] = yaml.load(render_master(settings), Loader=_CfnLoader)  # noqa: S506
+    return data
+
+
+MASTERS = {"example": lambda: load(MASTER), "second": lambda: _rendered(SECOND_CONFIG)}
 
 TEMPLATES = sorted(p for p in ROOT.rglob("*.yaml"))
 TEMPLATE_IDS = [str(p.relative_to(ROOT)) for p in TEMPLATES]
@@ -123,9 +135,9 @@ def referenced_names(node: Any) -> set[str]:
     return names
 
 
-def nested_stacks() -> Iterator[tuple[str, dict[str, Any], Path]]:
-    """(logical id, properties, child template path) of every nested stack of master.yaml."""
-    for name, props in resources(load(MASTER), "AWS::CloudFormation::Stack"):
+def nested_stacks(master: str = "example") -> Iterator[tuple[str, dict[str, Any], Path]]:
+    """(logical id, properties, child template path) of every nested stack of a root stack."""
+    for name, props in resources(MASTERS[master](), "AWS::CloudFormation::Stack"):
         url = props["TemplateURL"]["Fn::Sub"]
         prefix = "${TemplateURLPrefix}/"
         assert url.startswith(prefix), f"{name}: TemplateURL must start with {prefix}"
@@ -134,14 +146,17 @@ def nested_stacks() -> Iterator[tuple[str, dict[str, Any], Path]]:
 
 # ---- the wiring of the root stack ----
 
-def test_every_nested_template_exists() -> None:
-    for name, _, child in nested_stacks():
+@pytest.mark.parametrize("master", MASTERS)
+def test_every_nested_template_exists(master: str) -> None:
+    for name, _, child in nested_stacks(master):
         assert child.is_file(), f"{name}: {child} does not exist"
 
 
-@pytest.mark.parametrize("name", [n for n, _, _ in nested_stacks()])
-def test_nested_stack_gets_every_required_parameter_and_no_unknown(name: str) -> None:
-    props, child = next((p, c) for n, p, c in nested_stacks() if n == name)
+@pytest.mark.parametrize(
+    "master,name", [(m, n) for m in MASTERS for n, _, _ in nested_stacks(m)]
+)
+def test_nested_stack_gets_every_required_parameter_and_no_unknown(master: str, name: str) -> None:
+    props, child = next((p, c) for n, p, c in nested_stacks(master) if n == name)
     declared = load(child).get("Parameters", {})
     required = {k for k, v in declared.items() if "Default" not in v}
     passed = set(props.get("Parameters", {}))
@@ -149,11 +164,11 @@ def test_nested_stack_gets_every_required_parameter_and_no_unknown(name: str) ->
     assert passed <= set(declared), f"{name}: unknown {sorted(passed - set(declared))}"
 
 
-def test_every_getatt_of_a_nested_stack_names_an_existing_output() -> None:
-    master = load(MASTER)
-    children = {n: load(c) for n, _, c in nested_stacks()}
+@pytest.mark.parametrize("master", MASTERS)
+def test_every_getatt_of_a_nested_stack_names_an_existing_output(master: str) -> None:
+    children = {n: load(c) for n, _, c in nested_stacks(master)}
     seen = 0
-    for item in walk(master):
+    for item in walk(MASTERS[master]()):
         if isinstance(item, dict) and "Fn::GetAtt" in item:
             target, attribute = item["Fn::GetAtt"]
             assert target in children, f"GetAtt of {target}, which is not a nested stack"
@@ -164,12 +179,14 @@ def test_every_getatt_of_a_nested_stack_names_an_existing_output() -> None:
     assert seen > 10
 
 
-def test_root_stack_wires_only_nested_stacks() -> None:
-    kinds = {res["Type"] for res in load(MASTER)["Resources"].values()}
+@pytest.mark.parametrize("master", MASTERS)
+def test_root_stack_wires_only_nested_stacks(master: str) -> None:
+    kinds = {res["Type"] for res in MASTERS[master]()["Resources"].values()}
     assert kinds == {"AWS::CloudFormation::Stack"}
 
 
-def test_generated_blocks_are_uniform() -> None:
+@pytest.mark.parametrize("master", MASTERS)
+def test_generated_blocks_are_uniform(master: str) -> None:
     """The per-service and per-queue blocks differ only in names and values the renderer
     fills in from celery-ecs.toml, so celery-ecs deploy can emit them mechanically."""
     per_item = {
@@ -179,7 +196,7 @@ def test_generated_blocks_are_uniform() -> None:
         "services/celery-worker/queue-alarms.yaml": {"Queue", "MaxLength", "MaxAge"},
     }
     for child, varying in per_item.items():
-        blocks = [p for _, p, c in nested_stacks() if c == ROOT / child]
+        blocks = [p for _, p, c in nested_stacks(master) if c == ROOT / child]
         assert len(blocks) >= 2, child
         shared = [{k: v for k, v in b["Parameters"].items() if k not in varying} for b in blocks]
         assert all(s == shared[0] for s in shared), f"{child}: blocks differ beyond {varying}"
@@ -319,12 +336,15 @@ def test_no_wildcard_action() -> None:
 
 # ---- the example root stack says what the example celery-ecs.toml says ----
 
-def test_example_master_matches_example_config() -> None:
-    settings = load_settings(EXAMPLE_CONFIG, environ={}, require_broker=False)
-    master = load(MASTER)
+@pytest.mark.parametrize("name,config", [("example", EXAMPLE_CONFIG), ("second", SECOND_CONFIG)])
+def test_root_stack_matches_its_config(name: str, config: Path) -> None:
+    settings = load_settings(config, environ={}, require_broker=False)
+    master = MASTERS[name]()
     assert master["Parameters"]["EnvironmentName"]["Default"] == settings.environment
     assert master["Parameters"]["MetricNamespace"]["Default"] == settings.namespace
-    stacks = {n: (p["Parameters"], c.relative_to(ROOT).as_posix()) for n, p, c in nested_stacks()}
+    stacks = {
+        n: (p["Parameters"], c.relative_to(ROOT).as_posix()) for n, p, c in nested_stacks(name)
+    }
 
     services = {p["ServiceName"]: p for p, c in stacks.values()
                 if c == "services/celery-worker/service.yaml"}
@@ -332,6 +352,14 @@ def test_example_master_matches_example_config() -> None:
     for svc in settings.services:
         assert svc.cluster == f"{settings.environment}-cluster"  # ecs-cluster.yaml's name
         assert services[svc.service]["Queues"] == ",".join(svc.queues)
+        deployment = svc.deployment
+        assert services[svc.service]["Cpu"] == deployment.cpu
+        assert services[svc.service]["Memory"] == deployment.memory
+        assert services[svc.service]["Concurrency"] == deployment.concurrency
+        assert (services[svc.service]["MinCapacity"], services[svc.service]["DesiredCount"],
+                services[svc.service]["MaxCapacity"]) == (
+            deployment.min_capacity, deployment.desired_count, deployment.max_capacity)
+        assert services[svc.service]["Remediate"] == str(deployment.remediate).lower()
 
     queues = {p["Queue"]: p for p, c in stacks.values()
               if c == "services/celery-worker/queue-alarms.yaml"}

@@ -95,6 +95,55 @@ class Thresholds:
     max_age: float | None = None
 
 
+# --- [[services]] deployment keys (celery-ecs deploy) ------------------------------------------
+# Optional in every [[services]] entry; only `celery-ecs deploy` reads them (the task size and
+# autoscaling range of the service's stack, and the celery-ecs:remediate opt-in tag).
+DEPLOYMENT_KEYS = (
+    "cpu", "memory", "concurrency", "desired_count", "min_capacity", "max_capacity", "remediate",
+)
+
+
+@dataclass(frozen=True)
+class ServiceDeployment:
+    """How ``celery-ecs deploy`` sizes and scales one worker service."""
+
+    cpu: int = 512  # task CPU units (1024 = 1 vCPU)
+    memory: int = 1024  # MiB
+    concurrency: int = 4  # celery worker -c
+    desired_count: int = 2
+    min_capacity: int = 1
+    max_capacity: int = 10
+    remediate: bool = False  # the celery-ecs:remediate tag: opt-in to forced redeployment
+
+
+def _deployment(item: Mapping[str, Any], where: str) -> ServiceDeployment:
+    base = ServiceDeployment()
+
+    def number(key: str, low: int) -> int:
+        value = parse_int(item.get(key), f"{where}.{key}", getattr(base, key))
+        if value < low:
+            raise ConfigError(f"{where}.{key} must be at least {low}, got {value}")
+        return value
+
+    out = ServiceDeployment(
+        cpu=number("cpu", 128),
+        memory=number("memory", 128),
+        concurrency=number("concurrency", 1),
+        desired_count=number("desired_count", 0),
+        min_capacity=number("min_capacity", 1),
+        max_capacity=number("max_capacity", 1),
+        remediate=parse_bool(item.get("remediate", False), f"{where}.remediate"),
+    )
+    if not out.min_capacity <= out.max_capacity:
+        raise ConfigError(f"{where}: min_capacity {out.min_capacity} > max_capacity "
+                          f"{out.max_capacity}")
+    if not out.min_capacity <= out.desired_count <= out.max_capacity:
+        raise ConfigError(f"{where}: desired_count {out.desired_count} is outside "
+                          f"min_capacity..max_capacity ({out.min_capacity}..{out.max_capacity})")
+    return out
+# --- end of the [[services]] deployment keys ----------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """One ECS service running one Celery worker, and the queues it consumes."""
@@ -102,6 +151,7 @@ class ServiceSettings:
     cluster: str
     service: str
     queues: tuple[str, ...]
+    deployment: ServiceDeployment = field(default_factory=ServiceDeployment)
 
 
 @dataclass(frozen=True)
@@ -212,6 +262,7 @@ def _services(raw: object) -> tuple[ServiceSettings, ...]:
                 cluster=parse_str(item["cluster"], f"{where}.cluster"),
                 service=parse_str(item["service"], f"{where}.service"),
                 queues=parse_queue_list(item["queues"], f"{where}.queues"),
+                deployment=_deployment(item, where),
             )
         )
     return tuple(out)

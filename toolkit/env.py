@@ -20,6 +20,8 @@ ENV_BROKER_URL_FALLBACK = "CELERY_BROKER_URL"
 ENV_NAMESPACE = "CELERY_ECS_NAMESPACE"
 ENV_QUEUES = "CELERY_ECS_QUEUES"
 ENV_HIGH_RESOLUTION = "CELERY_ECS_HIGH_RESOLUTION"
+# ARN of a Secrets Manager secret whose string is the broker URL (the deployed collector Lambda)
+ENV_BROKER_SECRET_ARN = "CELERY_ECS_BROKER_SECRET_ARN"
 # --- alarm handler Lambda ---------------------------------------------------------------------
 ENV_SLACK_WEBHOOK_URL = "SLACK_WEBHOOK_URL"
 ENV_SLACK_BOT_TOKEN = "SLACK_BOT_TOKEN"

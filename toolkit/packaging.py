@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -214,8 +214,13 @@ def build_lambda_zip(
     source: DependencySource = "venv",
     pip_args: Sequence[str] = (),
     root: Path | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> PackageResult:
-    """Write ``output`` (default ``build/<name>.zip``) and describe it."""
+    """Write ``output`` (default ``build/<name>.zip``) and describe it.
+
+    ``extra_files`` (archive name -> bytes) are added at the top of the zip: ``celery-ecs deploy``
+    bundles the deployed ``celery-ecs.toml`` into the collector this way.
+    """
     root = root or project_root()
     if dependencies is None:
         dependencies = LAMBDA_DEPENDENCIES.get(name, ())
@@ -237,6 +242,10 @@ def build_lambda_zip(
         files.update(deps)
     else:
         names = ()
+    for extra, body in (extra_files or {}).items():
+        if extra in files:
+            raise PackagingError(f"extra file {extra} clashes with a packaged file")
+        files[extra] = body
     data = _zip_bytes(files)
     path = Path(output) if output else root / "build" / f"{name}.zip"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+"""``celery-ecs deploy`` from start to end, with every client and file source injected.
+
+1. load and check the config (one-line ConfigError, exit 2), render the root template;
+2. build the two Lambda zips (the collector with the config bundled as ``celery-ecs.toml``);
+3. upload zips, nested templates and the root template under content-addressed keys;
+4. create a change set (CREATE or UPDATE), print its summary; ``dry_run`` deletes it and stops;
+5. execute it and stream the stack's events until a terminal status.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from toolkit import assets
+from toolkit.config import Settings, load_settings, read_config_file
+from toolkit.deploy import artifacts, stack
+from toolkit.deploy.master import BUNDLED_CONFIG, declared_parameters, render_master
+from toolkit.errors import ConfigError
+from toolkit.packaging import build_lambda_zip
+
+LAMBDAS = ("collector", "alarm_handler")
+# Parameters deploy fills itself; the user passes the others with --parameter KEY=VALUE.
+OWN_PARAMETERS = ("TemplateURLPrefix", "LambdaCodeBucket", "CollectorCodeKey",
+                  "AlarmHandlerCodeKey")
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    stack: str
+    status: str  # final stack status, "DRY_RUN" or "NO_CHANGES"
+    uploaded: tuple[str, ...]
+    change_set: str | None
+
+
+def load_deploy_settings(config: str | Path) -> tuple[Settings, bytes]:
+    """The config as the deployed collector reads it (file only, no environment) and its bytes."""
+    read_config_file(config)  # one-line errors for a missing or malformed file
+    settings = load_settings(config, environ={}, require_broker=False)
+    if settings.broker is not None and artifacts.broker_url_has_password(settings.broker.url):
+        raise ConfigError(
+            f"{config}: [broker] url holds a password and would be bundled into the collector "
+            "zip; remove it (the deployed collector reads the broker URL from Secrets Manager)"
+        )
+    return settings, Path(config).read_bytes()
+
+
+def build_zips(
+    config_bytes: bytes, build: Callable[..., Any] = build_lambda_zip
+) -> dict[str, bytes]:
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="celery-ecs-deploy-") as tmp:
+        for name in LAMBDAS:
+            extra = {BUNDLED_CONFIG: config_bytes} if name == "collector" else None
+            result = build(name, Path(tmp) / f"{name}.zip", extra_files=extra)
+            out[name] = Path(result.path).read_bytes()
+    return out
+
+
+def deploy(
+    config: str | Path,
+    stack_name: str,
+    bucket: str,
+    *,
+    parameters: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    s3: Any,
+    cfn: Any,
+    region: str,
+    echo: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+    templates: Traversable | None = None,
+    render: Callable[[Settings], str] | None = None,
+    zips: Mapping[str, bytes] | None = None,
+    poll: float = 5.0,
+) -> DeployResult:
+    settings, config_bytes = load_deploy_settings(config)
+    template = (render or (lambda s: render_master(s, source=Path(config).name)))(settings)
+    given = dict(parameters or {})
+    clash = sorted(set(given) & set(OWN_PARAMETERS))
+    if clash:
+        raise ConfigError(f"--parameter {clash[0]} is set by celery-ecs deploy itself")
+    artifacts.check_bucket(s3, bucket)
+    current = stack.stack_status(cfn, stack_name)
+    kind = stack.change_set_kind(stack_name, current[0] if current else None)
+    previous = current[1] if current and kind == "UPDATE" else None
+
+    code = dict(zips) if zips is not None else build_zips(config_bytes)
+    lambda_files = {name: artifacts.lambda_artifact(name, code[name]) for name in LAMBDAS}
+    nested = artifacts.nested_templates(templates or assets.templates())
+    prefix, template_files = artifacts.template_artifacts(nested)
+    root = artifacts.root_artifact(template)
+    given.update(
+        TemplateURLPrefix=artifacts.s3_url(bucket, region, prefix),
+        LambdaCodeBucket=bucket,
+        CollectorCodeKey=lambda_files["collector"].key,
+        AlarmHandlerCodeKey=lambda_files["alarm_handler"].key,
+    )
+    declared = declared_parameters(template)
+    stack_params = stack.stack_parameters(declared, given, previous)
+    done = artifacts.upload(s3, bucket, [*lambda_files.values(), *template_files, root])
+    uploaded = tuple(key for key, state in done if state == "uploaded")
+    echo(f"s3://{bucket}: {len(uploaded)} uploaded, {len(done) - len(uploaded)} already there "
+         f"(templates under {prefix}/)")
+    for name, artifact in lambda_files.items():
+        echo(f"  {name}: {artifact.key} ({len(artifact.body):,} bytes)")
+
+    try:
+        change_set = stack.create_change_set(
+            cfn, stack_name, artifacts.s3_url(bucket, region, root.key), stack_params, kind,
+            sleep=sleep,
+        )
+    except stack.NoChanges as exc:
+        echo(str(exc))
+        return DeployResult(stack_name, "NO_CHANGES", uploaded, None)
+    for line in stack.summary_lines(change_set):
+        echo(line)
+    if dry_run:
+        stack.delete_change_set(cfn, change_set.id, change_set.stack_id)
+        if kind == "CREATE":  # leave no empty stack in REVIEW_IN_PROGRESS behind
+            cfn.delete_stack(StackName=change_set.stack_id)
+        echo("dry run: change set deleted, nothing executed")
+        return DeployResult(stack_name, "DRY_RUN", uploaded, change_set.id)
+    status = stack.execute_and_stream(cfn, change_set, echo=echo, sleep=sleep, poll=poll)
+    echo(f"stack {stack_name}: {status}")
+    return DeployResult(stack_name, status, uploaded, change_set.id)
