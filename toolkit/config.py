@@ -23,10 +23,20 @@ A config file looks like this (every key is optional except where noted)::
     [queues.emails]                     # per-queue overrides
     max_length = 50
 
+    [verdicts]                          # service verdicts (`celery-ecs check`, WorkerStuck)
+    dead_after = 90                     # s without any heartbeat: the workers are dead
+    stuck_after = 300                   # s without a task start while beating: hung
+    min_backlog = 1                     # below this backlog nothing is stuck
+    memory_high = 90                    # % MemoryUtilization over the whole window
+
     [[services]]                        # one per ECS worker service
     cluster = "prod"
     service = "worker-emails"
     queues = ["emails"]
+    dead_after = 60                     # any [verdicts] key, for this service only
+
+The heartbeat registry is read from ``[broker] registry_url``, else
+``$CELERY_ECS_HEARTBEAT_REGISTRY`` (what the workers write to), else the broker itself.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from toolkit.env import (
     ENV_BROKER_URL_FALLBACK,
     ENV_CONFIG_FILE,
     ENV_ENVIRONMENT,
+    ENV_HEARTBEAT_REGISTRY,
     ENV_HIGH_RESOLUTION,
     ENV_NAMESPACE,
     ENV_QUEUES,
@@ -73,6 +84,8 @@ class BrokerSettings:
     # read the oldest message of every non-empty priority list for QueueAge (Redis); off saves
     # about three quarters of the server time of a cycle when producers do not stamp messages
     queue_age: bool = True
+    # where the workers' heartbeat registry lives when not on the broker's Redis (no key prefix)
+    registry_url: str | None = field(default=None, repr=False)
 
     @property
     def scheme(self) -> str:
@@ -92,12 +105,26 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class VerdictSettings:
+    """``[verdicts]``: when a worker service counts as dead, hung or short of memory."""
+
+    dead_after: float = 90.0
+    stuck_after: float = 300.0
+    min_backlog: int = 1
+    memory_high: float = 90.0
+
+
+VERDICT_KEYS = ("dead_after", "stuck_after", "min_backlog", "memory_high")
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     """One ECS service running one Celery worker, and the queues it consumes."""
 
     cluster: str
     service: str
     queues: tuple[str, ...]
+    verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
 
 @dataclass(frozen=True)
@@ -144,7 +171,8 @@ def _thresholds(raw: object, name: str) -> Thresholds:
 
 
 def _broker(
-    raw: object, url_override: str | None, env_url: str | None, queue_age: bool | None = None
+    raw: object, url_override: str | None, env_url: str | None, queue_age: bool | None = None,
+    registry_env: str | None = None,
 ) -> BrokerSettings | None:
     table: dict[str, Any] = {}
     if raw is not None:
@@ -153,7 +181,7 @@ def _broker(
         table = raw
         unknown = set(table) - {
             "url", "global_keyprefix", "priority_steps", "separator",
-            "connect_timeout", "queue_age",
+            "connect_timeout", "queue_age", "registry_url",
         }
         if unknown:
             raise ConfigError(f"[broker] has unknown keys: {', '.join(sorted(unknown))}")
@@ -176,10 +204,49 @@ def _broker(
             queue_age if queue_age is not None
             else parse_bool(table.get("queue_age", True), "broker.queue_age")
         ),
+        registry_url=_registry_url(table.get("registry_url"), registry_env),
     )
 
 
-def _services(raw: object) -> tuple[ServiceSettings, ...]:
+def _registry_url(raw: object, env_value: str | None) -> str | None:
+    value = parse_str(raw, "broker.registry_url") if raw is not None else env_value
+    if not value or value.strip().lower() == "off":
+        return None
+    if url_scheme(value) not in ("redis", "rediss"):
+        raise ConfigError(
+            f"broker.registry_url must be a redis:// or rediss:// URL, got {redact_url(value)}"
+        )
+    return value
+
+
+def _verdicts(raw: Mapping[str, Any], where: str, base: VerdictSettings) -> VerdictSettings:
+    """The ``[verdicts]`` keys of ``raw`` over ``base``; bad values are one-line ConfigErrors."""
+    changes: dict[str, Any] = {}
+    for key in VERDICT_KEYS:
+        if key not in raw:
+            continue
+        name = f"{where}.{key}"
+        if key == "min_backlog":
+            changes[key] = parse_int(raw[key], name, 1)
+        else:
+            changes[key] = parse_float(raw[key], name, 0.0)
+            if changes[key] <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {raw[key]!r}")
+    return replace(base, **changes)
+
+
+def _verdict_table(raw: object) -> VerdictSettings:
+    if raw is None:
+        return VerdictSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError("[verdicts] must be a table")
+    unknown = set(raw) - set(VERDICT_KEYS)
+    if unknown:
+        raise ConfigError(f"[verdicts] has unknown keys: {', '.join(sorted(unknown))}")
+    return _verdicts(raw, "verdicts", VerdictSettings())
+
+
+def _services(raw: object, defaults: VerdictSettings) -> tuple[ServiceSettings, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -192,11 +259,15 @@ def _services(raw: object) -> tuple[ServiceSettings, ...]:
         missing = {"cluster", "service", "queues"} - set(item)
         if missing:
             raise ConfigError(f"{where} is missing {', '.join(sorted(missing))}")
+        unknown = set(item) - {"cluster", "service", "queues", *VERDICT_KEYS}
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
         out.append(
             ServiceSettings(
                 cluster=parse_str(item["cluster"], f"{where}.cluster"),
                 service=parse_str(item["service"], f"{where}.service"),
                 queues=parse_queue_list(item["queues"], f"{where}.queues"),
+                verdicts=_verdicts(item, where, defaults),
             )
         )
     return tuple(out)
@@ -218,7 +289,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 _TOP_KEYS = {
     "environment", "namespace", "high_resolution", "interval", "queues", "broker", "thresholds",
-    "services",
+    "services", "verdicts",
 }
 
 
@@ -258,7 +329,8 @@ def load_settings(
         )
 
     env_url = env.get(ENV_BROKER_URL) or env.get(ENV_BROKER_URL_FALLBACK)
-    broker = _broker(data.get("broker"), broker_url, env_url, queue_age)
+    broker = _broker(data.get("broker"), broker_url, env_url, queue_age,
+                     env.get(ENV_HEARTBEAT_REGISTRY))
     if broker is None and require_broker:
         raise ConfigError(
             f"no broker URL: pass --broker, set [broker] url in the config file or {ENV_BROKER_URL}"
@@ -289,7 +361,7 @@ def load_settings(
         only_queues=only,
         thresholds=defaults,
         queue_thresholds=per_queue,
-        services=_services(data.get("services")),
+        services=_services(data.get("services"), _verdict_table(data.get("verdicts"))),
     )
 
 
