@@ -4,7 +4,7 @@ Per service (ClusterName + ServiceName): ``MemoryUtilization`` and ``CPUUtilizat
 ``period`` over ``window`` periods. Per EC2 cluster (ClusterName only; Fargate has none):
 ``MemoryReservation`` and ``CPUReservation``. Facts respected: utilization may exceed 100 (soft
 memory limits); no datapoints are sent while no task runs (the value is then None); the newest
-period may still be filling, so datapoints whose period has not ended at ``now`` are dropped.
+period may still be filling, so it is dropped (periods are aligned to ``period``).
 ``ClientError`` becomes :class:`~toolkit.errors.AwsError` (throttling is retried by the client).
 """
 
@@ -102,7 +102,7 @@ def _fetch(
             for ts, value in zip(result.get("Timestamps") or [], result.get("Values") or [],
                                  strict=False):
                 stamp = ts.timestamp() if isinstance(ts, datetime) else float(ts)
-                if stamp <= complete_before + 1e-6:  # its period has ended
+                if stamp <= complete_before + 1e-6:  # not the newest period
                     points.append((stamp, float(value)))
         token = reply.get("NextToken")
         if not token:
@@ -118,14 +118,16 @@ def read_utilization(
     period: int = 60,
     window: int = 5,
 ) -> UtilizationRead:
-    """Read the ``window`` complete periods before ``now`` (unix seconds) in
-    ceil(queries / 500) calls (more only if CloudWatch pages its answer)."""
+    """Read the last ``window`` periods before ``now`` (unix seconds) in ceil(queries / 500)
+    calls (more only if CloudWatch pages its answer). Periods are aligned to ``period``; the
+    newest one, which AWS/ECS may still be filling, is dropped."""
     queries, targets = _queries(services, ec2_clusters, period)
-    end = datetime.fromtimestamp(now, UTC)
+    aligned = now - now % period
+    end = datetime.fromtimestamp(aligned, UTC)
     start = end - timedelta(seconds=period * (window + 1))
     values: dict[str, list[tuple[float, float]]] = {}
     calls = sum(
-        _fetch(client, batch, start, end, now - period, values)
+        _fetch(client, batch, start, end, aligned - 2 * period, values)
         for batch in chunks(queries, MAX_QUERIES_PER_CALL)
     )
     out = UtilizationRead(calls=calls, queries=len(queries))
