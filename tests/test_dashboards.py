@@ -12,7 +12,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -24,7 +23,6 @@ from toolkit.cli import main
 from toolkit.config import Settings, load_settings
 from toolkit.dashboards import (
     CFN_PARAMETER_LIMIT,
-    DEFAULT_MEMORY_HIGH,
     PANEL_FOR,
     cloudwatch_dashboard,
     compact,
@@ -125,7 +123,7 @@ def test_threshold_lines_come_from_the_config(example: Settings) -> None:
     assert lines["Queue length: emails"] == [100]  # [queues.emails] max_length
     assert lines["Queue length: default"] == [1000]  # [thresholds] max_length
     assert lines["Oldest message age"] == [600]
-    assert lines["Memory: worker-emails"] == [DEFAULT_MEMORY_HIGH]
+    assert lines["Memory: worker-emails"] == [90.0]
     panels = {p["title"]: p for p in grafana_dashboard(example)["panels"]}
     steps = panels["Queue length: emails"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps] == [None, 100]
@@ -133,18 +131,15 @@ def test_threshold_lines_come_from_the_config(example: Settings) -> None:
         "thresholdsStyle"]["mode"] == "dashed"
 
 
-def test_memory_high_is_read_from_verdicts_when_the_config_has_them(example: Settings) -> None:
-    class Verdicts:
-        memory_high = 75
-
-    class WithVerdicts:
-        def __getattr__(self, name: str) -> Any:
-            return Verdicts() if name == "verdicts" else getattr(example, name)
+def test_memory_high_is_read_from_the_services_verdicts(example: Settings) -> None:
+    from dataclasses import replace
 
     from toolkit.dashboards.panels import memory_high
 
-    assert memory_high(example, example.services[0]) == DEFAULT_MEMORY_HIGH
-    assert memory_high(WithVerdicts(), example.services[0]) == 75  # type: ignore[arg-type]
+    svc = example.services[0]
+    assert memory_high(example, svc) == 90.0  # [verdicts] default
+    tighter = replace(svc, verdicts=replace(svc.verdicts, memory_high=75.0))
+    assert memory_high(example, tighter) == 75.0
 
 
 # ---- Grafana structure ------------------------------------------------------------------------

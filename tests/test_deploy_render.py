@@ -13,7 +13,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from toolkit.config import ServiceDeployment, ServiceSettings, Settings, Thresholds, load_settings
-from toolkit.deploy import DEFAULT_MEMORY_HIGH, logical_ids, render_master
+from toolkit.deploy import logical_ids, render_master
 from toolkit.deploy.master import declared_parameters
 from toolkit.errors import ConfigError
 
@@ -59,7 +59,7 @@ def test_second_config_gets_one_stack_per_service_and_queue_with_its_values() ->
     assert (high["Cpu"], high["Memory"], high["Concurrency"]) == (1024, 2048, 8)
     assert (high["MinCapacity"], high["DesiredCount"], high["MaxCapacity"]) == (2, 3, 20)
     assert high["Remediate"] == "true" and services["worker.bulk"]["Remediate"] == "false"
-    assert high["MemoryHighThreshold"] == DEFAULT_MEMORY_HIGH
+    assert high["MemoryHighThreshold"] == 90  # [verdicts] memory_high default
     queues = {r["Properties"]["Parameters"]["Queue"]: r["Properties"]["Parameters"]
               for r in resources.values() if "Queue" in r["Properties"].get("Parameters", {})}
     assert {q: (p["MaxLength"], p["MaxAge"]) for q, p in queues.items()} == {

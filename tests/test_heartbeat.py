@@ -32,6 +32,7 @@ from toolkit.registry import (
     fresh,
     index_key,
     read_registry,
+    registry_exists,
     registry_key,
     remove_heartbeat,
     workers_per_service,
@@ -61,7 +62,7 @@ def test_entry_json_roundtrip_and_contract_keys() -> None:
     )
     data = json.loads(beat.to_json())
     assert data["node"] == "celery@a" and data["queues"] == ["emails", "default"]
-    assert data["version"] == 1 and data["ecs_task_arn"] == TASK_ARN
+    assert data["version"] == 2 and data["ecs_task_arn"] == TASK_ARN
     assert WorkerHeartbeat.from_json(beat.to_json()) == beat
     assert WorkerHeartbeat.from_json(beat.to_json().encode()) == beat
 
@@ -84,13 +85,13 @@ def test_read_registry_skips_expired_and_malformed_and_respects_prefix() -> None
     client.zadd(index_key(), {"celery@junk": 1000.0})
     write_heartbeat(client, _beat("celery@other-app"), ttl=60, prefix="other:")
 
-    beats = read_registry(client)
+    beats = read_registry(client, now=1010.0)
     assert [b.node for b in beats] == ["celery@a", "celery@b"]
     assert consumers_per_queue(beats) == {"q1": 2, "q2": 1}
-    assert [b.node for b in read_registry(client, "other:")] == ["celery@other-app"]
+    assert [b.node for b in read_registry(client, "other:", now=1010.0)] == ["celery@other-app"]
 
     remove_heartbeat(client, "celery@a")
-    assert [b.node for b in read_registry(client)] == ["celery@b"]
+    assert [b.node for b in read_registry(client, now=1010.0)] == ["celery@b"]
     assert client.zscore(index_key(), "celery@a") is None
 
 
@@ -98,7 +99,30 @@ def test_read_registry_in_batches() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     for i in range(7):
         write_heartbeat(client, _beat(f"celery@n{i}"), ttl=60)
-    assert len(read_registry(client, batch=3)) == 7
+    assert len(read_registry(client, batch=3, now=1000.0)) == 7
+
+
+def test_dead_workers_stay_identifiable_and_a_clean_stop_leaves_an_empty_registry() -> None:
+    client = fakeredis.FakeRedis()
+    write_heartbeat(client, _beat("celery@frozen", ecs_service="svc", ecs_task_arn="arn:t/1"),
+                    ttl=30)
+    write_heartbeat(client, _beat("celery@ok", updated=1100.0), ttl=30)
+    # 100 s later the frozen worker is dead, but its entry (service, task ARN) is still there
+    assert [b.node for b in read_registry(client, now=1110.0)] == ["celery@ok"]
+    dead = {b.node: b for b in read_registry(client, now=1110.0, include_dead=True)}
+    assert dead["celery@frozen"].ecs_task_arn == "arn:t/1" and not dead["celery@frozen"].alive(1110)
+    assert 0 < client.pttl(registry_key("celery@frozen")) <= 3600_000
+    remove_heartbeat(client, "celery@frozen")
+    remove_heartbeat(client, "celery@ok")
+    assert not client.exists(index_key())  # the last member took the index with it
+    assert registry_exists(client)  # but the marker says "a registry with 0 workers"
+    assert read_registry(client, now=1110.0) == []
+
+
+def test_format_1_entries_are_alive_while_present() -> None:
+    old = WorkerHeartbeat.from_dict({"node": "celery@old", "queues": ["q"], "updated": 5.0,
+                                     "version": 1})
+    assert old.ttl == 0 and old.version == 1 and old.alive(now=1e9)
 
 
 def test_writer_prunes_index_members_older_than_a_day() -> None:
@@ -151,7 +175,7 @@ def test_one_beat_is_one_registry_round_trip() -> None:
     client = _CountingRedis()
     write_heartbeat(client, _beat("celery@a"), ttl=60)
     assert client.trips == 1
-    assert [b.node for b in read_registry(client)] == ["celery@a"]
+    assert [b.node for b in read_registry(client, now=1000.0)] == ["celery@a"]
     client.trips = 0
     remove_heartbeat(client, "celery@a")
     assert client.trips == 1 and client.zscore(index_key(), "celery@a") is None

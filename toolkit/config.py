@@ -24,10 +24,20 @@ A config file looks like this (every key is optional except where noted)::
     [queues.emails]                     # per-queue overrides
     max_length = 50
 
+    [verdicts]                          # service verdicts (`celery-ecs check`, WorkerStuck)
+    dead_after = 90                     # s without any heartbeat: the workers are dead
+    stuck_after = 300                   # s without a task start while beating: hung
+    min_backlog = 1                     # below this backlog nothing is stuck
+    memory_high = 90                    # % MemoryUtilization over the whole window
+
     [[services]]                        # one per ECS worker service
     cluster = "prod"
     service = "worker-emails"
     queues = ["emails"]
+    dead_after = 60                     # any [verdicts] key, for this service only
+
+The heartbeat registry is read from ``[broker] registry_url``, else
+``$CELERY_ECS_HEARTBEAT_REGISTRY`` (what the workers write to), else the broker itself.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from toolkit.env import (
     ENV_BROKER_URL_FALLBACK,
     ENV_CONFIG_FILE,
     ENV_ENVIRONMENT,
+    ENV_HEARTBEAT_REGISTRY,
     ENV_HIGH_RESOLUTION,
     ENV_NAMESPACE,
     ENV_QUEUES,
@@ -77,6 +88,8 @@ class BrokerSettings:
     # RabbitMQ management API for queue discovery: None derives it from the broker URL's host,
     # "" turns it off; credentials default to the broker URL's
     management_url: str | None = field(default=None, repr=False)
+    # where the workers' heartbeat registry lives when not on the broker's Redis (no key prefix)
+    registry_url: str | None = field(default=None, repr=False)
 
     @property
     def scheme(self) -> str:
@@ -145,6 +158,19 @@ def _deployment(item: Mapping[str, Any], where: str) -> ServiceDeployment:
 
 
 @dataclass(frozen=True)
+class VerdictSettings:
+    """``[verdicts]``: when a worker service counts as dead, hung or short of memory."""
+
+    dead_after: float = 90.0
+    stuck_after: float = 300.0
+    min_backlog: int = 1
+    memory_high: float = 90.0
+
+
+VERDICT_KEYS = ("dead_after", "stuck_after", "min_backlog", "memory_high")
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     """One ECS service running one Celery worker, and the queues it consumes."""
 
@@ -152,6 +178,7 @@ class ServiceSettings:
     service: str
     queues: tuple[str, ...]
     deployment: ServiceDeployment = field(default_factory=ServiceDeployment)
+    verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
 
 @dataclass(frozen=True)
@@ -198,7 +225,8 @@ def _thresholds(raw: object, name: str) -> Thresholds:
 
 
 def _broker(
-    raw: object, url_override: str | None, env_url: str | None, queue_age: bool | None = None
+    raw: object, url_override: str | None, env_url: str | None, queue_age: bool | None = None,
+    registry_env: str | None = None,
 ) -> BrokerSettings | None:
     table: dict[str, Any] = {}
     if raw is not None:
@@ -207,7 +235,7 @@ def _broker(
         table = raw
         unknown = set(table) - {
             "url", "global_keyprefix", "priority_steps", "separator",
-            "connect_timeout", "queue_age", "management_url",
+            "connect_timeout", "queue_age", "management_url", "registry_url",
         }
         if unknown:
             raise ConfigError(f"[broker] has unknown keys: {', '.join(sorted(unknown))}")
@@ -231,6 +259,7 @@ def _broker(
             else parse_bool(table.get("queue_age", True), "broker.queue_age")
         ),
         management_url=_management_url(table.get("management_url")),
+        registry_url=_registry_url(table.get("registry_url"), registry_env),
     )
 
 
@@ -244,7 +273,45 @@ def _management_url(raw: object) -> str | None:
     return url
 
 
-def _services(raw: object) -> tuple[ServiceSettings, ...]:
+def _registry_url(raw: object, env_value: str | None) -> str | None:
+    value = parse_str(raw, "broker.registry_url") if raw is not None else env_value
+    if not value or value.strip().lower() == "off":
+        return None
+    if url_scheme(value) not in ("redis", "rediss"):
+        raise ConfigError(
+            f"broker.registry_url must be a redis:// or rediss:// URL, got {redact_url(value)}"
+        )
+    return value
+
+
+def _verdicts(raw: Mapping[str, Any], where: str, base: VerdictSettings) -> VerdictSettings:
+    """The ``[verdicts]`` keys of ``raw`` over ``base``; bad values are one-line ConfigErrors."""
+    changes: dict[str, Any] = {}
+    for key in VERDICT_KEYS:
+        if key not in raw:
+            continue
+        name = f"{where}.{key}"
+        if key == "min_backlog":
+            changes[key] = parse_int(raw[key], name, 1)
+        else:
+            changes[key] = parse_float(raw[key], name, 0.0)
+            if changes[key] <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {raw[key]!r}")
+    return replace(base, **changes)
+
+
+def _verdict_table(raw: object) -> VerdictSettings:
+    if raw is None:
+        return VerdictSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError("[verdicts] must be a table")
+    unknown = set(raw) - set(VERDICT_KEYS)
+    if unknown:
+        raise ConfigError(f"[verdicts] has unknown keys: {', '.join(sorted(unknown))}")
+    return _verdicts(raw, "verdicts", VerdictSettings())
+
+
+def _services(raw: object, defaults: VerdictSettings) -> tuple[ServiceSettings, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -257,12 +324,16 @@ def _services(raw: object) -> tuple[ServiceSettings, ...]:
         missing = {"cluster", "service", "queues"} - set(item)
         if missing:
             raise ConfigError(f"{where} is missing {', '.join(sorted(missing))}")
+        unknown = set(item) - {"cluster", "service", "queues", *VERDICT_KEYS, *DEPLOYMENT_KEYS}
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
         out.append(
             ServiceSettings(
                 cluster=parse_str(item["cluster"], f"{where}.cluster"),
                 service=parse_str(item["service"], f"{where}.service"),
                 queues=parse_queue_list(item["queues"], f"{where}.queues"),
                 deployment=_deployment(item, where),
+                verdicts=_verdicts(item, where, defaults),
             )
         )
     return tuple(out)
@@ -284,7 +355,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 _TOP_KEYS = {
     "environment", "namespace", "high_resolution", "interval", "queues", "broker", "thresholds",
-    "services",
+    "services", "verdicts",
 }
 
 
@@ -324,7 +395,8 @@ def load_settings(
         )
 
     env_url = env.get(ENV_BROKER_URL) or env.get(ENV_BROKER_URL_FALLBACK)
-    broker = _broker(data.get("broker"), broker_url, env_url, queue_age)
+    broker = _broker(data.get("broker"), broker_url, env_url, queue_age,
+                     env.get(ENV_HEARTBEAT_REGISTRY))
     if broker is None and require_broker:
         raise ConfigError(
             f"no broker URL: pass --broker, set [broker] url in the config file or {ENV_BROKER_URL}"
@@ -355,7 +427,7 @@ def load_settings(
         only_queues=only,
         thresholds=defaults,
         queue_thresholds=per_queue,
-        services=_services(data.get("services")),
+        services=_services(data.get("services"), _verdict_table(data.get("verdicts"))),
     )
 
 

@@ -54,8 +54,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "messages reserved by workers but not acknowledged (Redis)"),
     MetricSpec(QUEUE_CONSUMERS, "Count", (QUEUE_DIMS,),
                "consumers (RabbitMQ) or live workers serving the queue (heartbeats)"),
-    # per queue: the collector (run_cycle); per service: the service verdicts
-    MetricSpec(TASKS_RUNNING, "Count", (QUEUE_DIMS, SERVICE_DIMS),
+    # per queue only for now (run_cycle); a per-service form is not published yet
+    MetricSpec(TASKS_RUNNING, "Count", (QUEUE_DIMS,),
                "tasks being executed by live workers (heartbeat registry's active counts)"),
     MetricSpec(WORKERS_ALIVE, "Count", (SERVICE_DIMS,),
                "workers of the service with a fresh heartbeat"),

@@ -5,28 +5,45 @@ Reading it needs no Celery: the collector imports this module to count live work
 
 Contract::
 
-    {prefix}celery-ecs:heartbeat:{node}   string, JSON of WorkerHeartbeat.to_dict(), PX = ttl
+    {prefix}celery-ecs:heartbeat:{node}   string, JSON of WorkerHeartbeat.to_dict(),
+                                          PX = max(ttl, ENTRY_RETENTION)
     {prefix}celery-ecs:heartbeats         sorted set: member node, score last beat (unix time)
+    {prefix}celery-ecs:registry           string "1", no TTL: "workers write a registry here"
 
 ``prefix`` is the broker's ``global_keyprefix`` when the registry lives on the broker's Redis
-(the default), else empty. An entry whose key has expired is a dead worker; the index is pruned
-by the writers (members older than a day).
+(the default), else empty.
+
+Alive or dead (format 2): a worker is alive while its last beat (``updated``, equal to its index
+score) is at most its ``ttl`` old. The entry itself is kept for :data:`ENTRY_RETENTION` (an
+hour) after the last beat, so a worker that froze or was killed stays identifiable (its node,
+ECS service and task ARN, its last beat) long enough for the collector's ``dead_after`` verdict.
+A clean stop deletes the entry and its index member: a stopped worker is neither alive nor dead.
+The marker key survives the last clean stop, so readers see "a registry with 0 workers"
+(``QueueConsumers`` 0), not "no registry". A Redis restart loses all three keys: every service
+then has no heartbeats at all ("unknown"), never "all dead at once".
+
+Old entries (format 1) carry no ``ttl`` and expire after their short TTL: while present they are
+alive. Old readers count new entries as alive until their PX (an hour) runs out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "celery-ecs:heartbeat:"
 INDEX_KEY = "celery-ecs:heartbeats"
-FORMAT_VERSION = 1
+MARKER_KEY = "celery-ecs:registry"
+FORMAT_VERSION = 2
 INDEX_RETENTION = 86400.0
+#: how long an entry outlives its last beat, so dead workers stay identifiable
+ENTRY_RETENTION = 3600.0
 
 
 class RedisLike(Protocol):
@@ -73,6 +90,7 @@ class WorkerHeartbeat:
     ecs_cluster: str | None = None
     ecs_container: str | None = None
     ecs_service: str | None = None
+    ttl: float = 0.0  # alive while updated is at most this old; 0: format 1, alive while present
     version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +128,8 @@ class WorkerHeartbeat:
                 ecs_cluster=opt_str(data.get("ecs_cluster")),
                 ecs_container=opt_str(data.get("ecs_container")),
                 ecs_service=opt_str(data.get("ecs_service")),
-                version=int(data.get("version", FORMAT_VERSION)),
+                ttl=float(data.get("ttl", 0.0)),
+                version=int(data.get("version", 1)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a heartbeat entry: {exc!r}") from None
@@ -128,6 +147,11 @@ class WorkerHeartbeat:
     def age(self, now: float) -> float:
         return now - self.updated
 
+    def alive(self, now: float) -> bool:
+        """Whether the worker still beats: its last beat at most ``ttl`` old (beats from the
+        future count only within ``ttl``). Format 1 entries (no ``ttl``) are alive while present."""
+        return self.ttl <= 0 or abs(self.age(now)) <= self.ttl
+
 
 def opt_str(value: object) -> str | None:
     return None if value is None else str(value)
@@ -141,17 +165,26 @@ def index_key(prefix: str = "") -> str:
     return f"{prefix}{INDEX_KEY}"
 
 
+def marker_key(prefix: str = "") -> str:
+    return f"{prefix}{MARKER_KEY}"
+
+
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 def write_heartbeat(client: RedisLike, beat: WorkerHeartbeat, ttl: float, prefix: str = "") -> None:
-    """Store ``beat`` for ``ttl`` seconds and index it (pruning index members older than a day).
+    """Store ``beat`` (alive for ``ttl`` seconds, kept for :data:`ENTRY_RETENTION`), index it
+    (pruning index members older than a day) and set the registry marker.
 
-    One round trip: the three commands go in one non-transactional pipeline.
+    One round trip: the four commands go in one non-transactional pipeline.
     """
+    if beat.ttl != ttl:
+        beat = replace(beat, ttl=float(ttl))
+    keep = max(ttl, ENTRY_RETENTION)
     pipe = client.pipeline(transaction=False)
-    pipe.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(ttl * 1000), 1))
+    pipe.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(keep * 1000), 1))
+    pipe.set(marker_key(prefix), "1")
     pipe.zadd(index_key(prefix), {beat.node: beat.updated})
     pipe.zremrangebyscore(index_key(prefix), "-inf", beat.updated - INDEX_RETENTION)
     pipe.execute()
@@ -165,15 +198,29 @@ def remove_heartbeat(client: RedisLike, node: str, prefix: str = "") -> None:
 
 
 def read_registry(
-    client: RedisLike, prefix: str = "", *, batch: int = 500
+    client: RedisLike,
+    prefix: str = "",
+    *,
+    batch: int = 500,
+    now: float | None = None,
+    include_dead: bool = False,
 ) -> list[WorkerHeartbeat]:
-    """Every live entry (key not yet expired), sorted by node. Malformed entries are skipped."""
+    """Every live entry (or every retained one with ``include_dead``), sorted by node.
+    Malformed entries are skipped. ``now`` defaults to the local clock."""
     nodes = [_text(m) for m in client.zrange(index_key(prefix), 0, -1)]
     out: list[WorkerHeartbeat] = []
     for i in range(0, len(nodes), batch):
         chunk = nodes[i : i + batch]
         out.extend(parse_entries(client.mget([registry_key(n, prefix) for n in chunk])))
+    if not include_dead:
+        at = time.time() if now is None else now
+        out = [b for b in out if b.alive(at)]
     return sorted(out, key=lambda b: b.node)
+
+
+def registry_exists(client: Any, prefix: str = "") -> bool:
+    """Whether workers write a registry here (the marker, or an index from format 1 writers)."""
+    return bool(client.exists(marker_key(prefix), index_key(prefix)))
 
 
 def parse_entries(raws: Iterable[str | bytes | None]) -> list[WorkerHeartbeat]:

@@ -19,6 +19,13 @@ from typing import Literal, Protocol
 
 from toolkit.collector.brokers.base import BrokerReader, BrokerReading
 from toolkit.collector.publisher import PublishReport, Sample
+from toolkit.collector.services import (
+    ServiceChecker,
+    open_registry,
+    service_samples,
+    with_registry,
+)
+from toolkit.collector.verdicts import ServiceVerdict
 from toolkit.config import Settings
 from toolkit.errors import ToolkitError
 from toolkit.metricnames import (
@@ -61,6 +68,7 @@ class CycleResult:
     published: PublishReport | None = None
     round_trips: int = 0
     duration: float = 0.0
+    services: tuple[ServiceVerdict, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -137,13 +145,37 @@ def collector_sample(environment: str, name: str, value: float) -> Sample:
 
 
 class QueueSource:
-    """Which queues a cycle reads: the configured ones, else discovered, refreshed now and then."""
+    """Which queues a cycle reads: the configured ones, else discovered, refreshed now and then.
 
-    def __init__(self, settings: Settings, rediscover_every: float = 300.0) -> None:
+    It is also the state a cycle keeps between runs: the service checker (previous backlogs,
+    task-to-service map, AWS clients) and the registry client when the registry is not on the
+    broker. Both are built on first use unless injected.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        rediscover_every: float = 300.0,
+        *,
+        services: ServiceChecker | None = None,
+        registry: object | None = None,
+    ) -> None:
         self.settings = settings
         self.rediscover_every = rediscover_every
         self._cached: list[str] | None = None
         self._cached_at = 0.0
+        self._services = services
+        self._registry = registry
+
+    def service_checker(self) -> ServiceChecker | None:
+        if self._services is None and self.settings.services:
+            self._services = ServiceChecker(self.settings)
+        return self._services
+
+    def registry(self) -> object | None:
+        if self._registry is None:
+            self._registry = open_registry(self.settings)
+        return self._registry
 
     def queues(self, reader: BrokerReader, now: float) -> list[str]:
         if self.settings.only_queues:
@@ -174,9 +206,15 @@ def run_cycle(
     unacked = None
     round_trips = 0
     samples: list[Sample] = []
+    src = source or QueueSource(settings)
+    reading = None
+    broker_error = None
     try:
-        names = (source or QueueSource(settings)).queues(reader, now)
+        names = src.queues(reader, now)
         reading = reader.read(names)
+        if (registry := src.registry()) is not None:
+            reading, registry_error = with_registry(reading, registry, now)
+            errors.extend([registry_error] if registry_error else [])
         round_trips = reading.round_trips
         unacked = reading.unacked
         statuses = queue_statuses(reading, settings, now)
@@ -185,10 +223,21 @@ def run_cycle(
         samples.extend(running_samples(env, statuses, reading.workers))
         samples.append(collector_sample(env, COLLECTOR_HEARTBEAT, 1))
     except ToolkitError as exc:
-        errors.append(str(exc))
+        errors.append(broker_error := str(exc))
     except Exception as exc:  # noqa: BLE001 - the loop must outlive surprises; keep the trace
         log.exception("unexpected error while reading the broker")
-        errors.append(f"unexpected {type(exc).__name__} while reading the broker")
+        errors.append(broker_error := f"unexpected {type(exc).__name__} while reading the broker")
+    verdicts: tuple[ServiceVerdict, ...] = ()
+    checker = src.service_checker()
+    if checker is not None:
+        try:
+            checked = checker.check(reading, now, broker_error=broker_error)
+            verdicts = checked.verdicts
+            errors.extend(checked.errors)
+            samples.extend(service_samples(env, verdicts))
+        except Exception as exc:  # noqa: BLE001 - never let the verdicts stop the queue metrics
+            log.exception("unexpected error while judging the services")
+            errors.append(f"unexpected {type(exc).__name__} while judging the services")
     samples.append(collector_sample(env, COLLECTOR_ERRORS, len(errors)))
     published = None
     if publisher is not None:
@@ -207,6 +256,7 @@ def run_cycle(
         published=published,
         round_trips=round_trips,
         duration=time.perf_counter() - started,
+        services=verdicts,
     )
 
 
@@ -222,6 +272,7 @@ class Loop:
     publisher: Publisher | None
     on_cycle: Callable[[CycleResult], None] = lambda result: None
     max_cycles: int | None = None
+    source: QueueSource | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, *_: object) -> None:
@@ -233,7 +284,7 @@ class Loop:
 
     def run(self) -> int:
         """Returns the number of cycles that had errors."""
-        source = QueueSource(self.settings)
+        source = self.source or QueueSource(self.settings)
         interval = self.settings.interval
         failed = cycles = 0
         next_at = time.monotonic()

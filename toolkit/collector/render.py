@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from toolkit.collector.cycle import CycleResult
 from toolkit.collector.publisher import dimension_value
+from toolkit.collector.verdicts import ServiceVerdict
 from toolkit.config import Settings
 
 
@@ -74,3 +76,33 @@ def render_json(result: CycleResult, settings: Settings) -> str:
 
 def _printable(name: str) -> str:
     return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
+
+
+def render_verdicts(verdicts: Sequence[ServiceVerdict], environment: str) -> str:
+    """``celery-ecs check``: one line per service, its reasons indented below it."""
+    rows = [("CLUSTER", "SERVICE", "VERDICT", "BACKLOG", "ALIVE", "RUNNING", "MEMORY")]
+    for v in verdicts:
+        rows.append((v.cluster, v.service, v.verdict, str(v.backlog),
+                     "-" if v.workers_alive is None else str(v.workers_alive),
+                     "-" if v.running is None else f"{v.running}/{v.desired}",
+                     "-" if v.memory_utilization is None else f"{v.memory_utilization:g}%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines: list[str] = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            continue
+        v = verdicts[i - 1]
+        lines.extend(f"    - {_printable(r)}" for r in v.reasons)
+        if v.stuck_tasks:
+            lines.append("    stuck tasks: " + ", ".join(v.stuck_tasks))
+    healthy = sum(1 for v in verdicts if v.verdict == "healthy")
+    lines.append(f"environment {environment} | {healthy} of {len(verdicts)} services healthy")
+    return "\n".join(lines)
+
+
+def verdicts_json(verdicts: Sequence[ServiceVerdict], environment: str) -> str:
+    return json.dumps(
+        {"environment": environment, "services": [v.to_dict() for v in verdicts]},
+        ensure_ascii=True,
+    )

@@ -6,11 +6,10 @@ Pure builders: settings in, a JSON-ready dict out. Both formats render the same 
 
 from toolkit.dashboards.cloudwatch import CFN_PARAMETER_LIMIT, cloudwatch_dashboard, compact
 from toolkit.dashboards.grafana import grafana_dashboard
-from toolkit.dashboards.panels import DEFAULT_MEMORY_HIGH, PANEL_FOR, sections
+from toolkit.dashboards.panels import PANEL_FOR, sections
 
 __all__ = [
     "CFN_PARAMETER_LIMIT",
-    "DEFAULT_MEMORY_HIGH",
     "PANEL_FOR",
     "cloudwatch_dashboard",
     "compact",

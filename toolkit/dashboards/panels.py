@@ -9,7 +9,6 @@ Thresholds are the ones the alarms use (``[thresholds]``, ``[queues.NAME]``, mem
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from toolkit import metricnames as mn
 from toolkit.config import ServiceSettings, Settings
@@ -23,10 +22,6 @@ from toolkit.dashboards.model import (
     Threshold,
 )
 
-# TODO(lead): read settings.verdicts.memory_high (and its per-service override) once [verdicts]
-# lands in toolkit/config.py; until then the design's default, which the MemoryHigh alarm
-# (MemoryHighThreshold in service.yaml) also uses.
-DEFAULT_MEMORY_HIGH = 90.0
 # Standard deviations of the band, as the MemoryAnomaly alarm (MemoryAnomalyBandWidth, 300 s).
 ANOMALY_BAND_WIDTH = 3
 ANOMALY_PERIOD = 300
@@ -42,13 +37,9 @@ DESIRED_TASK_COUNT = "DesiredTaskCount"
 
 
 def memory_high(settings: Settings, service: ServiceSettings) -> float:
-    """The memory_high verdict threshold (percent), read defensively: [verdicts] is being added
-    to the config in parallel; a per-service override wins when the service has one."""
-    for holder in (getattr(service, "verdicts", None), getattr(settings, "verdicts", None)):
-        value: Any = getattr(holder, "memory_high", None)
-        if isinstance(value, int | float):
-            return float(value)
-    return DEFAULT_MEMORY_HIGH
+    """The service's memory_high verdict threshold (percent): ``[verdicts]`` or its override,
+    the value its MemoryHigh alarm uses too."""
+    return float(service.verdicts.memory_high)
 
 
 def _q(settings: Settings, metric: str, scope: Scope, stat: Stat, qid: str = "m1",

@@ -5,6 +5,6 @@
     stack       change set (create or update), its summary, streamed stack events
 """
 
-from toolkit.deploy.master import BUNDLED_CONFIG, DEFAULT_MEMORY_HIGH, logical_ids, render_master
+from toolkit.deploy.master import BUNDLED_CONFIG, logical_ids, render_master
 
-__all__ = ["BUNDLED_CONFIG", "DEFAULT_MEMORY_HIGH", "logical_ids", "render_master"]
+__all__ = ["BUNDLED_CONFIG", "logical_ids", "render_master"]

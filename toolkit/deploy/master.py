@@ -25,15 +25,12 @@ from toolkit.config import ServiceSettings, Settings, Thresholds
 from toolkit.errors import ConfigError
 
 __all__ = [
-    "BUNDLED_CONFIG", "DEFAULT_MEMORY_HIGH", "declared_parameters", "logical_ids", "render_master",
+    "BUNDLED_CONFIG", "declared_parameters", "logical_ids", "render_master",
 ]
 
 #: Name of the celery-ecs.toml inside the collector zip (CELERY_ECS_CONFIG, relative to /var/task).
 BUNDLED_CONFIG = "celery-ecs.toml"
 
-# TODO(lead): read memory_high from the [verdicts] table (and its per-service override) once
-# toolkit/config.py has it; until then the MemoryHigh alarm uses the design's default.
-DEFAULT_MEMORY_HIGH = 90
 
 _HEADER = """AWSTemplateFormatVersion: "2010-09-09"
 Description: >
@@ -304,7 +301,7 @@ def _service_block(settings: Settings, svc: ServiceSettings, logical_id: str) ->
         min_capacity=str(d.min_capacity),
         max_capacity=str(d.max_capacity),
         remediate=json.dumps("true" if d.remediate else "false"),
-        memory_high=_number(DEFAULT_MEMORY_HIGH),
+        memory_high=_number(svc.verdicts.memory_high),
     )
 
 

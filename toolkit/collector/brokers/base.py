@@ -39,7 +39,8 @@ class BrokerReading:
     queues: tuple[QueueReading, ...]
     unacked: int | None = None
     round_trips: int = 1
-    # live entries of the worker heartbeat registry when the broker holds one (Redis), else None
+    # entries of the worker heartbeat registry when the broker holds one (Redis), else None;
+    # dead ones included (kept for an hour): filter with WorkerHeartbeat.alive(now)
     workers: tuple[WorkerHeartbeat, ...] | None = None
 
 

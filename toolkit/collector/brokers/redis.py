@@ -28,8 +28,10 @@ from toolkit.config import BrokerSettings
 from toolkit.env import DEFAULT_SEPARATOR
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
 from toolkit.registry import (
+    ENTRY_RETENTION,
     INDEX_KEY,
     KEY_PREFIX,
+    MARKER_KEY,
     WorkerHeartbeat,
     consumers_per_queue,
     parse_entries,
@@ -51,9 +53,9 @@ class RawRead(NamedTuple):
 log = logging.getLogger(__name__)
 
 UNACKED_KEY = "unacked"
-# Heartbeat entries expire after their TTL (30 s by default); index members older than this
-# cannot have a live entry, so the script does not look them up.
-REGISTRY_LOOKBACK = 3600.0
+# Heartbeat entries are kept for ENTRY_RETENTION (an hour) after their last beat; index members
+# older than this cannot have an entry, so the script does not look them up.
+REGISTRY_LOOKBACK = ENTRY_RETENTION
 BINDING_PREFIX = "_kombu.binding."
 # Celery's own broadcast and event exchanges: their queues are per-process and transient.
 INTERNAL_EXCHANGES = frozenset({"celery.pidbox", "reply.celery.pidbox", "celeryev"})
@@ -115,7 +117,7 @@ end
 out[#out + 1] = tostring(redis.call('HLEN', prefix .. 'unacked'))
 if registry_min ~= '' then
   local index = prefix .. 'celery-ecs:heartbeats'
-  out[#out + 1] = 'registry ' .. redis.call('EXISTS', index)
+  out[#out + 1] = 'registry ' .. redis.call('EXISTS', index, prefix .. 'celery-ecs:registry')
   local nodes = redis.call('ZRANGEBYSCORE', index, registry_min, '+inf')
   for _, node in ipairs(nodes) do
     local entry = redis.call('GET', prefix .. 'celery-ecs:heartbeat:' .. node)
@@ -217,7 +219,9 @@ class RedisReader:
             if not self.use_script:
                 raw = self._read_pipeline(queues)
         lengths, stamps, errors, unacked, workers, trips = raw
-        consumers = None if workers is None else consumers_per_queue(workers)
+        now = time.time()
+        consumers = None if workers is None else consumers_per_queue(
+            w for w in workers if w.alive(now))
         readings = tuple(
             QueueReading(
                 queue=q, length=n, oldest_enqueued_at=stamp,
@@ -258,7 +262,7 @@ class RedisReader:
         unacked = int(lines[len(queues)])
         rest = lines[len(queues) + 1:]
         workers = None
-        if rest and rest[0] == "registry 1":
+        if rest and rest[0].startswith("registry ") and rest[0] != "registry 0":
             workers = tuple(parse_entries(rest[1:]))
         return RawRead(lengths, stamps, errors, unacked, workers, 1)
 
@@ -273,7 +277,7 @@ class RedisReader:
         pipe.hlen(_raw(self.prefix + UNACKED_KEY))
         index = _raw(self.prefix + INDEX_KEY)
         if self.read_workers:
-            pipe.exists(index)
+            pipe.exists(index, _raw(self.prefix + MARKER_KEY))
             pipe.zrangebyscore(index, self._registry_min(), "+inf")
         raw = pipe.execute(raise_on_error=False)
         for item in raw[len(raw) - (3 if self.read_workers else 1):]:

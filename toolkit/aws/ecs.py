@@ -1,0 +1,147 @@
+"""ECS read helpers: services 10 per ``DescribeServices`` call, tasks 100 per ``DescribeTasks``.
+
+Contract layer: boto3 clients are injected (build one with :func:`toolkit.aws.client`), every
+``ClientError`` becomes an :class:`~toolkit.errors.AwsError` carrying the AWS error code, and the
+only "not found" that is not an error is a service ECS lists in ``failures`` (``MISSING``) or a
+cluster that does not exist: those services come back in ``ServicesRead.missing`` with a reason.
+Throttling is retried by the client's standard retry mode; a final failure raises ``AwsError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from toolkit.errors import AwsError, aws_error_code
+
+DESCRIBE_SERVICES_BATCH = 10  # the API's limit
+DESCRIBE_TASKS_BATCH = 100  # the API's limit
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """One ECS service as ``DescribeServices`` shows it."""
+
+    cluster: str
+    service: str
+    running: int
+    desired: int
+    pending: int
+    deploying: bool  # a rollout in progress, or more than one deployment
+    rollout_state: str | None  # the PRIMARY deployment's rolloutState
+    launch_type: str | None  # EC2, FARGATE, EXTERNAL (from capacity providers when unset)
+    status: str = "ACTIVE"
+
+
+@dataclass(frozen=True)
+class ServicesRead:
+    found: dict[str, ServiceView] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # service name -> why
+    calls: int = 0
+
+
+def chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def short_name(arn_or_name: str) -> str:
+    """``arn:aws:ecs:r:1:cluster/prod`` -> ``prod``; a plain name is returned as is."""
+    return arn_or_name.rsplit("/", 1)[-1]
+
+
+def wrap(exc: Exception, what: str) -> AwsError:
+    code = aws_error_code(exc)
+    message = getattr(exc, "response", {}).get("Error", {}).get("Message") if code else None
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    text = f"{code}: {message}" if message else (code or first)
+    return AwsError(f"{what} failed: {text}", code=code)
+
+
+def _launch_type(svc: dict[str, Any]) -> str | None:
+    if svc.get("launchType"):
+        return str(svc["launchType"])
+    strategy = svc.get("capacityProviderStrategy") or []
+    providers = [str(p.get("capacityProvider", "")) for p in strategy]
+    if any("FARGATE" in p for p in providers):
+        return "FARGATE"
+    return "EC2" if providers else None
+
+
+def service_view(cluster: str, svc: dict[str, Any]) -> ServiceView:
+    deployments = svc.get("deployments") or []
+    primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+    rollout = None if primary is None else primary.get("rolloutState")
+    deploying = len(deployments) > 1 or any(
+        d.get("rolloutState") == "IN_PROGRESS" for d in deployments
+    )
+    return ServiceView(
+        cluster=cluster,
+        service=str(svc["serviceName"]),
+        running=int(svc.get("runningCount", 0)),
+        desired=int(svc.get("desiredCount", 0)),
+        pending=int(svc.get("pendingCount", 0)),
+        deploying=deploying,
+        rollout_state=None if rollout is None else str(rollout),
+        launch_type=_launch_type(svc),
+        status=str(svc.get("status", "ACTIVE")),
+    )
+
+
+def describe_services(client: Any, cluster: str, names: Sequence[str]) -> ServicesRead:
+    """Every named service of ``cluster``, 10 per call. Services ECS does not know (or knows only
+    as INACTIVE/deleted) and every service of a cluster that does not exist are ``missing``."""
+    found: dict[str, ServiceView] = {}
+    missing: dict[str, str] = {}
+    calls = 0
+    unique = list(dict.fromkeys(names))
+    for batch in chunks(unique, DESCRIBE_SERVICES_BATCH):
+        calls += 1
+        try:
+            reply = client.describe_services(cluster=cluster, services=list(batch))
+        except Exception as exc:
+            if aws_error_code(exc) == "ClusterNotFoundException":
+                return ServicesRead({}, {n: f"cluster {cluster} not found" for n in unique}, calls)
+            raise wrap(exc, f"ECS DescribeServices in cluster {cluster}") from exc
+        for svc in reply.get("services") or []:
+            view = service_view(cluster, svc)
+            if view.status != "ACTIVE" and view.status != "DRAINING":
+                missing[view.service] = f"service {view.service} is {view.status.lower()}"
+            else:
+                found[view.service] = view
+        for failure in reply.get("failures") or []:
+            name = short_name(str(failure.get("arn", "")))
+            reason = str(failure.get("reason", "MISSING"))
+            if reason == "MISSING" and "cluster" in str(failure.get("detail", "")).lower():
+                missing[name] = f"cluster {cluster} not found"
+            else:
+                missing[name] = f"service {name} not found in cluster {cluster} ({reason})"
+    for name in unique:
+        if name not in found and name not in missing:
+            missing[name] = f"service {name} not found in cluster {cluster}"
+    return ServicesRead(found, missing, calls)
+
+
+def services_of_tasks(client: Any, cluster: str, task_arns: Sequence[str]) -> tuple[
+    dict[str, str], int
+]:
+    """Map task ARNs to their service names (``group`` is ``service:NAME``), 100 per call.
+    Tasks ECS no longer knows, or not started by a service, are left out. Returns (map, calls)."""
+    out: dict[str, str] = {}
+    calls = 0
+    for batch in chunks(list(dict.fromkeys(task_arns)), DESCRIBE_TASKS_BATCH):
+        calls += 1
+        try:
+            reply = client.describe_tasks(cluster=cluster, tasks=list(batch))
+        except Exception as exc:
+            if aws_error_code(exc) == "ClusterNotFoundException":
+                return out, calls
+            raise wrap(exc, f"ECS DescribeTasks in cluster {cluster}") from exc
+        for task in reply.get("tasks") or []:
+            group = str(task.get("group") or "")
+            if group.startswith("service:") and task.get("taskArn"):
+                out[str(task["taskArn"])] = group.removeprefix("service:")
+    return out, calls

@@ -1,0 +1,264 @@
+"""Service verdicts per cycle: read ECS and AWS/ECS metrics once, judge each configured service.
+
+:class:`ServiceChecker` is the I/O half of :mod:`toolkit.collector.verdicts`. Per cycle it makes
+``ceil(services / 10)`` ``DescribeServices`` calls per cluster, ``ceil(queries / 500)``
+``GetMetricData`` calls, and (Fargate tasks whose registry entry names no service) one
+``DescribeTasks`` per 100 unmapped task ARNs, cached across cycles. Clients are injected, or
+built with :func:`toolkit.aws.client` on first use. An AWS failure makes the affected services
+``unknown`` with the error in their reasons and in :attr:`ServiceCheck.errors`, never a crash.
+The checker keeps each service's backlog for the next cycle's "growing" comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from toolkit.aws.clients import client as aws_client
+from toolkit.aws.ecs import ServicesRead, describe_services, services_of_tasks, short_name
+from toolkit.aws.metrics import UtilizationRead, read_utilization
+from toolkit.collector.brokers.base import BrokerReading
+from toolkit.collector.publisher import Sample
+from toolkit.collector.verdicts import (
+    EcsView,
+    ServiceObservation,
+    ServiceVerdict,
+    UtilizationView,
+    VerdictThresholds,
+    WorkerProgress,
+    judge,
+)
+from toolkit.config import ServiceSettings, Settings
+from toolkit.errors import ToolkitError
+from toolkit.metricnames import BACKLOG_PER_TASK, WORKER_STUCK, WORKERS_ALIVE
+from toolkit.registry import (
+    WorkerHeartbeat,
+    consumers_per_queue,
+    read_registry,
+    registry_exists,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    verdicts: tuple[ServiceVerdict, ...]
+    errors: tuple[str, ...] = ()
+    aws_calls: int = 0
+
+
+def thresholds_of(svc: ServiceSettings) -> VerdictThresholds:
+    v = svc.verdicts
+    return VerdictThresholds(v.dead_after, v.stuck_after, v.min_backlog, v.memory_high)
+
+
+def service_samples(environment: str, verdicts: Sequence[ServiceVerdict]) -> list[Sample]:
+    """WorkersAlive, BacklogPerTask (running > 0 only) and WorkerStuck (not for unknown)."""
+    out: list[Sample] = []
+    for v in verdicts:
+        dims = (("Environment", environment), ("ClusterName", v.cluster),
+                ("ServiceName", v.service))
+        if v.workers_alive is not None:
+            out.append(Sample(WORKERS_ALIVE, v.workers_alive, "Count", dims))
+        if v.verdict != "unknown" and v.running:
+            out.append(Sample(BACKLOG_PER_TASK, round(v.backlog / v.running, 3), "Count", dims))
+        stuck = v.worker_stuck_value
+        if stuck is not None:
+            out.append(Sample(WORKER_STUCK, stuck, "None", dims))
+    return out
+
+
+@dataclass
+class ServiceChecker:
+    settings: Settings
+    ecs: Any = None
+    cloudwatch: Any = None
+    period: int = 60
+    window: int = 5
+    previous_backlog: dict[tuple[str, str], int] = field(default_factory=dict)
+    task_services: dict[str, str] = field(default_factory=dict)  # task ARN -> service (Fargate)
+
+    def _client(self, name: str) -> Any:
+        if getattr(self, name) is None:
+            setattr(self, name, aws_client("ecs" if name == "ecs" else "cloudwatch"))
+        return getattr(self, name)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read_ecs(self, errors: list[str]) -> tuple[dict[str, ServicesRead], dict[str, str], int]:
+        by_cluster: dict[str, list[str]] = {}
+        for svc in self.settings.services:
+            by_cluster.setdefault(svc.cluster, []).append(svc.service)
+        reads: dict[str, ServicesRead] = {}
+        failed: dict[str, str] = {}
+        calls = 0
+        for cluster, names in by_cluster.items():
+            try:
+                reads[cluster] = describe_services(self._client("ecs"), cluster, names)
+                calls += reads[cluster].calls
+            except ToolkitError as exc:
+                failed[cluster] = str(exc)
+                errors.append(str(exc))
+                calls += 1
+        return reads, failed, calls
+
+    def _map_tasks(self, workers: Sequence[WorkerHeartbeat], errors: list[str]) -> int:
+        unmapped: dict[str, list[str]] = {}
+        for w in workers:
+            if w.ecs_task_arn and not w.ecs_service and w.ecs_task_arn not in self.task_services:
+                cluster = short_name(w.ecs_cluster or _cluster_of_arn(w.ecs_task_arn))
+                unmapped.setdefault(cluster, []).append(w.ecs_task_arn)
+        calls = 0
+        for cluster, arns in unmapped.items():
+            try:
+                found, n = services_of_tasks(self._client("ecs"), cluster, arns)
+            except ToolkitError as exc:
+                errors.append(str(exc))
+                calls += 1
+                continue
+            calls += n
+            self.task_services.update(found)
+        return calls
+
+    # -- one check ---------------------------------------------------------------------------
+    def check(
+        self, reading: BrokerReading | None, now: float | None = None,
+        broker_error: str | None = None,
+    ) -> ServiceCheck:
+        """Judge every configured service. ``reading`` is None when the broker failed
+        (``broker_error`` says why); its ``workers`` are the registry (:func:`with_registry`)."""
+        at = time.time() if now is None else now
+        errors: list[str] = []
+        workers = None if reading is None else reading.workers
+        registry_error = None
+        if reading is not None and workers is None:
+            registry_error = "no heartbeat registry found (no worker has toolkit.install(app)?)"
+        reads, ecs_failed, calls = self._read_ecs(errors)
+        if workers:
+            calls += self._map_tasks(workers, errors)
+        views = {
+            (c, s): v for c, r in reads.items() for s, v in r.found.items()
+        }
+        ec2 = [c for (c, _), v in views.items() if v.launch_type != "FARGATE"]
+        util: UtilizationRead | None = None
+        if views:
+            try:
+                util = read_utilization(self._client("cloudwatch"), list(views), ec2, now=at,
+                                        period=self.period, window=self.window)
+                calls += util.calls
+            except ToolkitError as exc:
+                errors.append(str(exc))
+                calls += 1
+        lengths = {} if reading is None else {q.queue: q for q in reading.queues}
+        verdicts = []
+        for svc in self.settings.services:
+            key = (svc.cluster, svc.service)
+            backlog: int | None = None
+            missing: list[str] = []
+            if reading is not None:
+                backlog = 0
+                for q in svc.queues:
+                    got = lengths.get(q)
+                    if got is None or not got.exists:
+                        missing.append(q)
+                    elif got.error is None:
+                        backlog += got.length
+            obs = ServiceObservation(
+                cluster=svc.cluster, service=svc.service, backlog=backlog,
+                missing_queues=tuple(missing),
+                workers=None if workers is None else self._progress(svc, workers),
+                ecs=self._ecs_view(svc, reads),
+                utilization=None if util is None else _utilization(util, svc, views.get(key)),
+                previous_backlog=self.previous_backlog.get(key),
+                ecs_error=ecs_failed.get(svc.cluster),
+                broker_error=broker_error if reading is None else None,
+                registry_error=registry_error,
+            )
+            if backlog is not None:
+                self.previous_backlog[key] = backlog
+            verdicts.append(judge(obs, thresholds_of(svc), at))
+        return ServiceCheck(tuple(verdicts), tuple(errors), calls)
+
+    def _ecs_view(self, svc: ServiceSettings, reads: dict[str, ServicesRead]) -> EcsView | None:
+        read = reads.get(svc.cluster)
+        if read is None:
+            return None
+        view = read.found.get(svc.service)
+        if view is None:
+            return EcsView(False, 0, 0, 0, False, None)
+        return EcsView(True, view.running, view.desired, view.pending, view.deploying,
+                       view.launch_type)
+
+    def _progress(self, svc: ServiceSettings, workers: Sequence[WorkerHeartbeat]) -> tuple[
+        WorkerProgress, ...
+    ]:
+        out = []
+        for w in workers:
+            name = w.ecs_service or (self.task_services.get(w.ecs_task_arn or "") or "")
+            cluster = short_name(w.ecs_cluster or _cluster_of_arn(w.ecs_task_arn or ""))
+            if name != svc.service or cluster != svc.cluster:
+                continue
+            out.append(WorkerProgress(
+                node=w.node, last_beat=w.updated, started=w.started,
+                last_task_started=w.last_task_started, active=w.active, task_arn=w.ecs_task_arn,
+            ))
+        return tuple(sorted(out, key=lambda p: p.node))
+
+
+def open_registry(settings: Settings) -> Any:
+    """A Redis client for ``[broker] registry_url``, or None when the registry is the broker."""
+    url = None if settings.broker is None else settings.broker.registry_url
+    if not url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)
+
+
+def with_registry(
+    reading: BrokerReading, registry: Any, now: float
+) -> tuple[BrokerReading, str | None]:
+    """``reading`` with the workers (and, where the broker could not tell, the per-queue
+    consumers) of a registry kept outside the broker. Returns (reading, error or None)."""
+    try:
+        if not registry_exists(registry):
+            return replace(reading, workers=None), None
+        workers = tuple(read_registry(registry, include_dead=True, now=now))
+    except Exception as exc:  # noqa: BLE001 - redis errors vary; their text may hold the URL
+        error = f"heartbeat registry unreadable ({type(exc).__name__})"
+        return replace(reading, workers=None), error
+    counts = consumers_per_queue(w for w in workers if w.alive(now))
+    queues = tuple(
+        q if q.consumers is not None or q.error else replace(q, consumers=counts.get(q.queue, 0))
+        for q in reading.queues
+    )
+    return replace(reading, queues=queues, workers=workers), None
+
+
+def _cluster_of_arn(task_arn: str) -> str:
+    """``arn:aws:ecs:r:1:task/CLUSTER/ID`` -> CLUSTER (new-style ARNs), else ''."""
+    parts = task_arn.split("/")
+    return parts[1] if len(parts) == 3 else ""
+
+
+def _utilization(
+    util: UtilizationRead, svc: ServiceSettings, view: Any
+) -> UtilizationView | None:
+    if view is None:
+        return None
+    series = util.services.get((svc.cluster, svc.service), {})
+    cluster = util.clusters.get(svc.cluster, {})
+    mem = series.get("MemoryUtilization")
+    cpu = series.get("CPUUtilization")
+    mres = cluster.get("MemoryReservation")
+    cres = cluster.get("CPUReservation")
+    return UtilizationView(
+        memory=None if mem is None else mem.latest,
+        cpu=None if cpu is None else cpu.latest,
+        memory_window_min=None if mem is None else mem.minimum,
+        cluster_memory_reservation=None if mres is None else mres.latest,
+        cluster_cpu_reservation=None if cres is None else cres.latest,
+    )
