@@ -38,7 +38,6 @@ def _region(explicit: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from toolkit.dashboards import (
-        CFN_PARAMETER_LIMIT,
         cloudwatch_dashboard,
         compact,
         grafana_dashboard,
@@ -49,11 +48,6 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps(grafana_dashboard(settings), indent=2) + "\n"
     else:
         text = compact(cloudwatch_dashboard(settings, _region(args.region))) + "\n"
-        size = len(text.encode()) - 1
-        if size > CFN_PARAMETER_LIMIT:
-            print(f"celery-ecs dashboard: note: the body is {size} bytes, over the "
-                  f"{CFN_PARAMETER_LIMIT}-byte limit of a CloudFormation parameter; create it "
-                  "with `aws cloudwatch put-dashboard` (docs/grafana/README.md)", file=sys.stderr)
     if args.output:
         try:
             Path(args.output).write_text(text)

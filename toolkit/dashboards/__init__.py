@@ -4,12 +4,11 @@ Pure builders: settings in, a JSON-ready dict out. Both formats render the same 
 (:mod:`toolkit.dashboards.panels`); every metric of :data:`toolkit.metricnames.METRICS` has one.
 """
 
-from toolkit.dashboards.cloudwatch import CFN_PARAMETER_LIMIT, cloudwatch_dashboard, compact
+from toolkit.dashboards.cloudwatch import cloudwatch_dashboard, compact
 from toolkit.dashboards.grafana import grafana_dashboard
 from toolkit.dashboards.panels import PANEL_FOR, sections
 
 __all__ = [
-    "CFN_PARAMETER_LIMIT",
     "PANEL_FOR",
     "cloudwatch_dashboard",
     "compact",

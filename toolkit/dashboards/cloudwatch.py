@@ -24,9 +24,8 @@ from toolkit.dashboards.model import (
 )
 from toolkit.dashboards.panels import sections
 
-# A CloudFormation parameter value holds at most 4,096 bytes (CloudFormation quotas): a larger
-# body cannot go through the DashboardBody parameter. See docs/grafana/README.md.
-CFN_PARAMETER_LIMIT = 4096
+# A CloudFormation parameter value holds at most 4,096 bytes: the body (~8 KB) cannot be a
+# parameter, so `celery-ecs deploy` renders it inline into the root template.
 
 
 def _scopes(query: MetricQuery, settings: Settings) -> list[dict[str, str]]:

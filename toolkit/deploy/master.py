@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 
 from toolkit.config import ServiceSettings, Settings, Thresholds
+from toolkit.dashboards import cloudwatch_dashboard, compact
 from toolkit.errors import ConfigError
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
 
 #: Name of the celery-ecs.toml inside the collector zip (CELERY_ECS_CONFIG, relative to /var/task).
 BUNDLED_CONFIG = "celery-ecs.toml"
+#: The dashboard's region, resolved by CloudFormation (Fn::Sub) in the stack's own region.
+REGION = "${AWS::Region}"
 
 
 _HEADER = """AWSTemplateFormatVersion: "2010-09-09"
@@ -97,10 +100,6 @@ _FIXED = """Parameters:
     Description: CloudWatch namespace of the toolkit's metrics (namespace in celery-ecs.toml).
     Type: String
     Default: <<namespace>>
-  DashboardBody:
-    Description: JSON body of the CloudWatch dashboard (celery-ecs dashboard --format cloudwatch).
-    Type: String
-    Default: '{"widgets":[{"type":"text","x":0,"y":0,"width":24,"height":2,"properties":{"markdown":"Generate this dashboard with celery-ecs dashboard --format cloudwatch."}}]}'
 
 Conditions:
   CreateBroker: !Equals [!Ref BrokerMode, create]
@@ -167,7 +166,6 @@ Resources:
         LambdaCodeBucket: !Ref LambdaCodeBucket
         CollectorCodeKey: !Ref CollectorCodeKey
         AlarmHandlerCodeKey: !Ref AlarmHandlerCodeKey
-        DashboardBody: !Ref DashboardBody
 
 """
 
@@ -221,6 +219,18 @@ _QUEUES_BANNER = (
     "  # ---- Queues: one block per queue (thresholds from [thresholds] and [queues.NAME]) ----\n\n"
 )
 
+# The body is rendered here, inline: at ~8 KB it is over the 4,096-byte limit of a parameter.
+_DASHBOARD = """
+  # ---- The environment's CloudWatch dashboard (celery-ecs dashboard --format cloudwatch) ----
+
+  Dashboard:
+    Type: AWS::CloudWatch::Dashboard
+    Properties:
+      DashboardName: !Sub ${EnvironmentName}-celery-ecs
+      DashboardBody: !Sub <<body>>
+
+"""
+
 _OUTPUTS = """Outputs:
   ClusterName:
     Description: Name of the ECS cluster (the cluster of every [[services]] entry in celery-ecs.toml).
@@ -233,7 +243,7 @@ _OUTPUTS = """Outputs:
     Value: !GetAtt Monitoring.Outputs.StateTableName
   DashboardName:
     Description: Name of the CloudWatch dashboard.
-    Value: !GetAtt Monitoring.Outputs.DashboardName
+    Value: !Ref Dashboard
 """
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.,/-]*")
@@ -353,6 +363,7 @@ def render_master(settings: Settings, *, source: str = "celery-ecs.toml") -> str
         + "".join(blocks)
         + _QUEUES_BANNER
         + "".join(b for b in queue_blocks if b is not None)
+        + _fill(_DASHBOARD, body=json.dumps(compact(cloudwatch_dashboard(settings, REGION))))
         + _OUTPUTS
     )
 
