@@ -106,14 +106,17 @@ def _requirement_name(spec: str) -> str | None:
 def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
     """The installed distributions ``roots`` need, transitively, minus the runtime's own."""
     seen: dict[str, metadata.Distribution] = {}
-    todo = list(roots)
+    todo = [(root, False) for root in roots]
     while todo:
-        name = _normalise(todo.pop())
+        spec_name, conditional = todo.pop()
+        name = _normalise(spec_name)
         if name in seen or name in PROVIDED_BY_RUNTIME:
             continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
+            if conditional:  # pip judged its marker false here (e.g. async-timeout on 3.11.3+)
+                continue
             raise PackagingError(
                 f"dependency {name} is not installed in this environment"
             ) from None
@@ -122,7 +125,7 @@ def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
             marker_ok = ";" not in spec or _marker_true(spec)
             dep = _requirement_name(spec)
             if dep and marker_ok:
-                todo.append(dep)
+                todo.append((dep, ";" in spec))
     return [seen[k] for k in sorted(seen)]
 
 
