@@ -14,7 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--lambda", dest="name", default="alarm_handler",
         help="which Lambda to package: alarm_handler or collector (default: alarm_handler)",
     )
-    parser.add_argument("--output", help="zip path (default: build/NAME.zip in the current directory)")
+    parser.add_argument(
+        "--output", help="zip path (default: build/NAME.zip in the current directory)"
+    )
     parser.add_argument(
         "--pip", action="store_true",
         help="install dependencies with pip --target instead of copying them from this environment",
