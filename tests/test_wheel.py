@@ -101,8 +101,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     (wheel,) = (tmp / "dist").glob("*.whl")
     venv.EnvBuilder(with_pip=True, clear=True).create(tmp / "venv")
     bindir = tmp / "venv" / "bin"
+    # --no-compile: .pyc files are written on first import instead (saves ~10 s of ~40 s)
     _run([str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          f"{wheel}[sandbox]"], cwd=tmp, env=pip_env, timeout=600)
+          "--no-compile", f"{wheel}[sandbox]"], cwd=tmp, env=pip_env, timeout=600)
     (site,) = (tmp / "venv" / "lib").glob("python3*/site-packages")
     workdir = tmp / "elsewhere"
     workdir.mkdir()
