@@ -88,3 +88,32 @@ def test_pip_failure_is_one_line(tmp_path: Path) -> None:
             dependencies=["surely-not-installed-pkg"],
             pip_args=["--no-index"],  # never reaches the network
         )
+
+
+def test_zip_comment_names_the_version_and_the_lambda(built: tuple[Path, Path]) -> None:
+    from toolkit import __version__
+
+    with zipfile.ZipFile(built[0]) as archive:
+        assert archive.comment == f"celery-ecs-toolkit {__version__} alarm_handler".encode()
+
+
+def test_a_conditional_dependency_pip_did_not_install_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # redis requires async-timeout only before Python 3.11.3; without `packaging` the marker
+    # cannot be evaluated, and the missing distribution itself says pip judged it false here.
+    from toolkit import packaging
+
+    monkeypatch.setattr(packaging, "_marker_true", lambda spec: True)
+    names = {d.metadata["Name"].lower() for d in packaging._closure(["redis"])}
+    assert "redis" in names and "async-timeout" not in names
+    with pytest.raises(PackagingError, match="surely-not-installed-pkg is not installed"):
+        packaging._closure(["surely-not-installed-pkg"])
+
+
+def test_default_output_is_under_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = build_lambda_zip("collector", dependencies=())
+    assert result.path == Path("build/collector.zip") and (tmp_path / result.path).is_file()

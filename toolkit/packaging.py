@@ -2,8 +2,9 @@
 
 Layout of ``<name>.zip`` (Lambda ``Handler`` = ``handler.handler``)::
 
-    handler.py            lambdas/<name>/handler.py
-    toolkit/...           the toolkit package (``.py`` files and ``py.typed``)
+    handler.py            lambdas/<name>/handler.py (found through :mod:`toolkit.assets`)
+    toolkit/...           the toolkit package (``.py`` files and ``py.typed``, read with
+                          :mod:`importlib.resources`, so an installed wheel packages itself)
     slack_sdk/...         runtime dependencies, without boto3/botocore (the runtime has them)
 
 Dependencies come from one of two sources:
@@ -15,7 +16,10 @@ Dependencies come from one of two sources:
   clean resolution (``--platform`` wheels are the caller's business via ``pip_args``).
 
 Every entry gets the same timestamp (1980-01-01), mode 0644 and deflate level 9, entries are
-sorted, and ``__pycache__``/``*.pyc`` are left out, so two builds produce identical bytes.
+sorted, and ``__pycache__``/``*.pyc`` are left out, so two builds produce identical bytes. The
+zip's comment names the toolkit version and the Lambda (``celery-ecs-toolkit 0.1.0 alarm_handler``;
+``unzip -z`` or ``zipfile.ZipFile(path).comment`` shows it), and ``toolkit/__init__.py`` inside
+carries the same ``__version__``.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
+from toolkit import __version__, assets
 from toolkit.errors import PackagingError
 
 __all__ = [
@@ -40,7 +47,7 @@ __all__ = [
     "PROVIDED_BY_RUNTIME",
     "PackageResult",
     "build_lambda_zip",
-    "project_root",
+    "zip_comment",
 ]
 
 DependencySource = Literal["venv", "pip"]
@@ -58,6 +65,8 @@ PROVIDED_BY_RUNTIME = frozenset(
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _SKIP_PARTS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
+# toolkit/_assets (templates, handler files) is in an installed toolkit but not code the Lambda runs
+_NOT_SHIPPED = {"__pycache__", "_assets"}
 
 
 @dataclass(frozen=True)
@@ -67,18 +76,19 @@ class PackageResult:
     files: int
     sha256: str
     dependencies: tuple[str, ...]
+    version: str = __version__
 
     def line(self) -> str:
         deps = ", ".join(self.dependencies) or "none"
         return (
             f"wrote {self.path} ({self.size:,} bytes, {self.files} files, "
-            f"sha256 {self.sha256[:16]}, dependencies: {deps})"
+            f"sha256 {self.sha256[:16]}, toolkit {self.version}, dependencies: {deps})"
         )
 
 
-def project_root() -> Path:
-    """The checkout holding ``toolkit/`` and ``lambdas/``."""
-    return Path(__file__).resolve().parent.parent
+def zip_comment(name: str) -> bytes:
+    """The comment stamped into ``<name>.zip``: which toolkit version built which Lambda."""
+    return f"celery-ecs-toolkit {__version__} {name}".encode()
 
 
 def _normalise(name: str) -> str:
@@ -96,14 +106,17 @@ def _requirement_name(spec: str) -> str | None:
 def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
     """The installed distributions ``roots`` need, transitively, minus the runtime's own."""
     seen: dict[str, metadata.Distribution] = {}
-    todo = list(roots)
+    todo = [(root, False) for root in roots]
     while todo:
-        name = _normalise(todo.pop())
+        spec_name, conditional = todo.pop()
+        name = _normalise(spec_name)
         if name in seen or name in PROVIDED_BY_RUNTIME:
             continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
+            if conditional:  # pip judged its marker false here (e.g. async-timeout on 3.11.3+)
+                continue
             raise PackagingError(
                 f"dependency {name} is not installed in this environment"
             ) from None
@@ -112,7 +125,7 @@ def _closure(roots: Iterable[str]) -> list[metadata.Distribution]:
             marker_ok = ";" not in spec or _marker_true(spec)
             dep = _requirement_name(spec)
             if dep and marker_ok:
-                todo.append(dep)
+                todo.append((dep, ";" in spec))
     return [seen[k] for k in sorted(seen)]
 
 
@@ -179,24 +192,33 @@ def _pip_files(requirements: Sequence[str], pip_args: Sequence[str]) -> dict[str
         return files
 
 
-def _source_files(root: Path, name: str) -> dict[str, bytes]:
-    handler = root / "lambdas" / name / "handler.py"
-    toolkit_dir = root / "toolkit"
-    if not handler.is_file():
-        raise PackagingError(f"no Lambda named {name!r}: {handler} does not exist")
-    if not toolkit_dir.is_dir():
-        raise PackagingError(f"toolkit package not found under {root}")
-    files = {"handler.py": handler.read_bytes()}
-    for path in sorted(toolkit_dir.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and (path.suffix == ".py" or path.name == "py.typed") and _wanted(rel):
-            files[rel] = path.read_bytes()
+def _package_files(folder: Traversable, prefix: str) -> dict[str, bytes]:
+    """``.py`` files and ``py.typed`` under ``folder``, keyed ``prefix/relative/path``."""
+    files: dict[str, bytes] = {}
+    for entry in folder.iterdir():
+        rel = f"{prefix}/{entry.name}"
+        if entry.is_dir():
+            if entry.name not in _NOT_SHIPPED:
+                files.update(_package_files(entry, rel))
+        elif (entry.name.endswith(".py") or entry.name == "py.typed") and _wanted(rel):
+            files[rel] = entry.read_bytes()
     return files
 
 
-def _zip_bytes(files: dict[str, bytes]) -> bytes:
+def _source_files(name: str) -> dict[str, bytes]:
+    handler = assets.lambda_handler(name)
+    if not handler.is_file():
+        known = ", ".join(sorted(LAMBDA_DEPENDENCIES))
+        raise PackagingError(f"no Lambda named {name!r} (known: {known})")
+    files = {"handler.py": handler.read_bytes()}
+    files.update(_package_files(resources.files("toolkit"), "toolkit"))
+    return files
+
+
+def _zip_bytes(files: dict[str, bytes], comment: bytes = b"") -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
+        archive.comment = comment
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -213,19 +235,17 @@ def build_lambda_zip(
     dependencies: Sequence[str] | None = None,
     source: DependencySource = "venv",
     pip_args: Sequence[str] = (),
-    root: Path | None = None,
     extra_files: Mapping[str, bytes] | None = None,
 ) -> PackageResult:
-    """Write ``output`` (default ``build/<name>.zip``) and describe it.
+    """Write ``output`` (default: ``build/<name>.zip`` in the current directory), describe it.
 
     ``extra_files`` (archive name -> bytes) are added at the top of the zip: ``celery-ecs deploy``
     bundles the deployed ``celery-ecs.toml`` into the collector this way.
     """
-    root = root or project_root()
     if dependencies is None:
         dependencies = LAMBDA_DEPENDENCIES.get(name, ())
     requirements = tuple(dependencies)
-    files = _source_files(root, name)
+    files = _source_files(name)
     if requirements:
         if source == "pip":
             deps = _pip_files(requirements, pip_args)
@@ -246,8 +266,8 @@ def build_lambda_zip(
         if extra in files:
             raise PackagingError(f"extra file {extra} clashes with a packaged file")
         files[extra] = body
-    data = _zip_bytes(files)
-    path = Path(output) if output else root / "build" / f"{name}.zip"
+    data = _zip_bytes(files, zip_comment(name))
+    path = Path(output) if output else Path("build") / f"{name}.zip"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return PackageResult(

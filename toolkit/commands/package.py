@@ -12,9 +12,11 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lambda", dest="name", default="alarm_handler",
-        help="which Lambda under lambdas/ to package (default: alarm_handler)",
+        help="which Lambda to package: alarm_handler or collector (default: alarm_handler)",
     )
-    parser.add_argument("--output", help="zip path (default: build/NAME.zip)")
+    parser.add_argument(
+        "--output", help="zip path (default: build/NAME.zip in the current directory)"
+    )
     parser.add_argument(
         "--pip", action="store_true",
         help="install dependencies with pip --target instead of copying them from this environment",
