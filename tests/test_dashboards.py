@@ -260,7 +260,6 @@ def test_command_writes_both_formats(tmp_path: Path, capsys: pytest.CaptureFixtu
                  "--region", REGION]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["widgets"]
-    assert "4096-byte limit" in captured.err
 
 
 def test_command_config_error_is_one_line_exit_2(

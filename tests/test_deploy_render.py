@@ -96,7 +96,7 @@ queues = ["yes", "123", "a b"]
     resources = _parsed(render_master(settings))["Resources"]
     assert isinstance(resources, dict)
     queues = sorted(r["Properties"]["Parameters"]["Queue"] for r in resources.values()
-                    if "Queue" in r["Properties"]["Parameters"])
+                    if "Queue" in r["Properties"].get("Parameters", {}))
     assert queues == ["123", "a b", "yes"]  # strings, not True / 123
     service = next(r for r in resources.values() if "ServiceName" in r["Properties"]["Parameters"])
     assert service["Properties"]["Parameters"]["ServiceName"] == "on"

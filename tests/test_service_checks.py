@@ -161,8 +161,8 @@ def beat(node: str, service: str, *, beat_ago: float, start_ago: float | None = 
 
 def settings(*services: tuple[str, tuple[str, ...]]) -> Settings:
     return Settings(environment="test", services=tuple(
-        ServiceSettings("prod", name, queues, VerdictSettings(dead_after=10)) for name, queues
-        in services))
+        ServiceSettings("prod", name, queues, verdicts=VerdictSettings(dead_after=10))
+        for name, queues in services))
 
 
 def reading(lengths: dict[str, int], workers: tuple[WorkerHeartbeat, ...] | None,
