@@ -216,10 +216,10 @@ class AlarmResponder:
             leased = True
         if not leased:
             return self._duplicate(alarm, "in_progress")
-        try:
-            outcome = self._work(alarm, record, now)
-        finally:
-            self._release(lease_key)
+        # Released on every normal return; if the invocation dies (timeout, OOM), the lease lapses
+        # on its own before Lambda's retry arrives.
+        outcome = self._work(alarm, record, now)
+        self._release(lease_key)
         log.info(json.dumps({"event": "alarm_handled", **outcome.to_dict()}, default=str))
         return outcome
 
