@@ -3,7 +3,8 @@
 Serves both the Web API (``POST /api/chat.postMessage`` -> ``{"ok": true, "ts": ...}``) and
 incoming webhooks (any other ``POST`` -> ``ok``). Queue behaviours with :meth:`SlackServer.script`:
 ``"ok"``, ``"invalid_blocks"`` (also answered, as Slack does, to a button URL over 3,000
-characters), ``"429"`` (with ``Retry-After``), ``"500"``, ``"hang"`` (no answer until the client gives
+characters),
+``"429"`` (with ``Retry-After``), ``"500"``, ``"hang"`` (no answer until the client gives
 up or the server stops), ``"invalid_auth"`` (Web API error body), ``"api:<error>"`` (HTTP 200 with
 ``{"ok": false, "error": <error>}``, e.g. ``api:channel_not_found``) and ``"http:<status>"`` (that
 status with a short error body, e.g. ``http:404``). Unscripted requests get ``"ok"``.

@@ -299,7 +299,8 @@ def test_missing_state_table_is_permanent_one_error_line_alert_once(
     (note,) = follow_ups(server)
     assert "misconfigured" in note and "STATE_TABLE=no-such-table" in note
     assert "Could not redeploy" not in note
-    errors = [r.getMessage() for r in caplog.records if '"event": "misconfigured"' in r.getMessage()]
+    errors = [m for m in (r.getMessage() for r in caplog.records)
+              if '"event": "misconfigured"' in m]
     assert len(errors) == 1 and "ResourceNotFoundException" in errors[0]
 
 
@@ -387,7 +388,7 @@ def test_invocation_killed_before_the_alert_its_retry_posts_it(
     assert len(counting.updates) == 1
 
 
-# --- plain-text fallback ----------------------------------------------------------------------------
+# --- plain-text fallback ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("route", ["bot", "webhook"])
@@ -425,7 +426,7 @@ def test_console_url_over_slacks_limit_is_never_sent(
     assert urls and all(len(u) <= 3000 for u in urls)
 
 
-# --- hypothesis: nothing from the alarm pings or links ---------------------------------------------
+# --- hypothesis: nothing from the alarm pings or links --------------------------------------
 
 INJECTIONS = ["<!channel>", "<!here>", "<!subteam^S0ONCALL>", "<@U0123>",
               "<https://evil.example|Open alarm>", "<http://x>", "&", ">"]

@@ -395,7 +395,8 @@ def test_failed_update_service_gives_back_the_hourly_slot_and_the_lock(
     policy = RemediationPolicy(mode="enabled", max_per_hour=1)
     when = now()
     failed = Remediator(policy, RefusingEcs(ecs), state=state).remediate_alarm(stuck(), when)
-    assert failed.action == "failed" and failed.code == "misconfigured"  # issue 9: AccessDenied names the IAM action
+    # issue 9: AccessDenied is a misconfiguration (the follow-up names the IAM action)
+    assert failed.action == "failed" and failed.code == "misconfigured"
     assert state.recent_remediations(when + timedelta(seconds=1)) == 0
     # The slot and the lock are free again: with ECS fixed, the next delivery deploys.
     worked = Remediator(policy, ecs, state=state).remediate_alarm(stuck(), when)

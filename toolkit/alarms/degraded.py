@@ -38,10 +38,8 @@ class GuardedStateStore:
         self.table = table
         self.memory = MemoryStateStore()
         self.misconfigured: str | None = None
+        self.durable: bool = inner.durable  # False once it has fallen back to memory
 
-    @property
-    def durable(self) -> bool:
-        return self.misconfigured is None and self.inner.durable
 
     def _fail(self, exc: ToolkitError) -> None:
         cause = exc.__cause__
@@ -52,6 +50,7 @@ class GuardedStateStore:
         ):
             raise exc
         code = aws_error_code(exc) or type(exc).__name__
+        self.durable = False
         self.misconfigured = f"{ENV_STATE_TABLE}={self.table} is unusable ({code})"
         log.error(json.dumps({
             "event": "misconfigured", "setting": ENV_STATE_TABLE, "table": self.table,

@@ -273,7 +273,7 @@ def _sns_records(event: Mapping[str, Any]) -> tuple[AlarmEvent, ...]:
     records = event.get("Records")
     if not isinstance(records, list) or not records:
         raise AlarmEventError("event has an empty Records list")
-    alarms = []
+    alarms: list[AlarmEvent] = []
     for record in records:
         record_map = _map(record)
         sns = _map(record_map.get("Sns")) if record_map else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from toolkit.env import (
+    DEFAULT_NAMESPACE,
     ENV_COOLDOWN_SECONDS,
     ENV_ENVIRONMENT,
     ENV_GRAFANA_URL,
@@ -22,7 +23,6 @@ from toolkit.env import (
     ENV_SLACK_SECRET_ARN,
     ENV_SLACK_WEBHOOK_URL,
     ENV_STATE_TABLE,
-    DEFAULT_NAMESPACE,
     parse_int,
 )
 from toolkit.errors import ConfigError
