@@ -2,7 +2,9 @@
 
 Serves both the Web API (``POST /api/chat.postMessage`` -> ``{"ok": true, "ts": ...}``) and
 incoming webhooks (any other ``POST`` -> ``ok``). Queue behaviours with :meth:`SlackServer.script`:
-``"ok"``, ``"429"`` (with ``Retry-After``), ``"500"``, ``"hang"`` (no answer until the client gives
+``"ok"``, ``"invalid_blocks"`` (also answered, as Slack does, to a button URL over 3,000
+characters),
+``"429"`` (with ``Retry-After``), ``"500"``, ``"hang"`` (no answer until the client gives
 up or the server stops), ``"invalid_auth"`` (Web API error body), ``"api:<error>"`` (HTTP 200 with
 ``{"ok": false, "error": <error>}``, e.g. ``api:channel_not_found``) and ``"http:<status>"`` (that
 status with a short error body, e.g. ``http:404``). Unscripted requests get ``"ok"``.
@@ -17,6 +19,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+
+def _too_long_url(body: Any, limit: int = 3000) -> bool:
+    """Whether any ``url`` in the payload is longer than Slack accepts."""
+    if isinstance(body, dict):
+        return any(
+            (k == "url" and isinstance(v, str) and len(v) > limit) or _too_long_url(v, limit)
+            for k, v in body.items()
+        )
+    if isinstance(body, list):
+        return any(_too_long_url(v, limit) for v in body)
+    return False
 
 
 @dataclass
@@ -57,6 +71,8 @@ class SlackServer:
                 except ValueError:
                     body = {k: v[0] for k, v in parse_qs(raw).items()} or raw
                 mode = server._next()
+                if mode == "ok" and _too_long_url(body):
+                    mode = "invalid_blocks"  # what Slack answers for a button URL over 3,000
                 with server._lock:
                     server.requests.append(
                         Recorded(self.path, dict(self.headers.items()), body, mode)
@@ -120,6 +136,12 @@ class SlackServer:
         if mode == "500":
             body = {"ok": False, "error": "internal_error"} if is_api else "error"
             self._send(handler, 500, body)
+            return
+        if mode == "invalid_blocks":
+            if is_api:
+                self._send(handler, 200, {"ok": False, "error": "invalid_blocks"})
+            else:
+                self._send(handler, 400, "invalid_blocks")
             return
         if mode == "invalid_auth":
             self._send(handler, 200, {"ok": False, "error": "invalid_auth"})

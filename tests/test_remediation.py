@@ -70,7 +70,10 @@ def stuck(
         name=f"celery-prod-{service}-{metric}",
         state=state,  # type: ignore[arg-type]
         previous_state="OK",
-        reason="Threshold Crossed",
+        # Issue 9: only an "above the threshold" comparison is the toolkit's own signal.
+        reason="Threshold Crossed: 1 datapoint [1.0 (01/01/24 12:00:00)] was greater than or "
+        "equal to the threshold (1.0).",
+        comparison="GreaterThanOrEqualToThreshold",
         timestamp=datetime(2024, 1, 1, 12, minute, tzinfo=UTC),
         arn=f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:celery-prod-{service}-{metric}",
         region=REGION,
@@ -192,6 +195,8 @@ def math(*inputs: MetricRef) -> AlarmEvent:
     return AlarmEvent(
         source="eventbridge", kind="math", name="m", state="ALARM", metric=inputs[0],
         inputs=inputs,
+        reason="Threshold Crossed: 1 datapoint [1.0 (01/01/24 12:00:00)] was greater than the "
+        "threshold (0.0).",
     )
 
 
@@ -390,7 +395,8 @@ def test_failed_update_service_gives_back_the_hourly_slot_and_the_lock(
     policy = RemediationPolicy(mode="enabled", max_per_hour=1)
     when = now()
     failed = Remediator(policy, RefusingEcs(ecs), state=state).remediate_alarm(stuck(), when)
-    assert failed.action == "failed" and failed.code == "ecs-error"
+    # issue 9: AccessDenied is a misconfiguration (the follow-up names the IAM action)
+    assert failed.action == "failed" and failed.code == "misconfigured"
     assert state.recent_remediations(when + timedelta(seconds=1)) == 0
     # The slot and the lock are free again: with ECS fixed, the next delivery deploys.
     worked = Remediator(policy, ecs, state=state).remediate_alarm(stuck(), when)

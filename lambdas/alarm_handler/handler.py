@@ -27,4 +27,4 @@ def responder() -> AlarmResponder:
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return responder().handle(event)
+    return responder().handle(event, context)

@@ -18,6 +18,13 @@ AlarmKind = Literal["metric", "math", "composite"]
 ALARM_STATES: tuple[AlarmState, ...] = ("OK", "ALARM", "INSUFFICIENT_DATA")
 EVENTBRIDGE_DETAIL_TYPE = "CloudWatch Alarm State Change"
 SERVICE_DIMENSIONS = ("ClusterName", "ServiceName")
+# Console hosts per partition ({region} filled in); GovCloud and China have their own.
+CONSOLE_HOSTS = {
+    "aws": "{region}.console.aws.amazon.com",
+    "aws-cn": "console.amazonaws.cn",
+    "aws-us-gov": "console.amazonaws-us-gov.com",
+}
+MAX_BUTTON_URL = 3000  # Slack refuses a longer button URL with 400 invalid_blocks
 
 __all__ = [
     "ALARM_STATES",
@@ -67,6 +74,21 @@ class AlarmEvent:
     # Every metric the alarm reads: one for a single-metric alarm, each input of a metric-math
     # expression, none for a composite alarm. ``metric`` is the one chosen for display.
     inputs: tuple[MetricRef, ...] = ()
+    # SNS ``Trigger.ComparisonOperator`` (EventBridge and Lambda events do not carry it: the
+    # reason text says "greater than the threshold" instead).
+    comparison: str | None = None
+    # EventBridge / Lambda ``state.actionsSuppressedBy`` (composite alarms): actions are off.
+    actions_suppressed_by: str | None = None
+
+    @property
+    def named_services(self) -> tuple[tuple[str, str], ...]:
+        """Every (cluster, service) the alarm's inputs name, sorted."""
+        found = {
+            (c, s)
+            for m in (self.inputs or ((self.metric,) if self.metric else ()))
+            if (c := m.dimension("ClusterName")) and (s := m.dimension("ServiceName"))
+        }
+        return tuple(sorted(found))
 
     @property
     def cluster(self) -> str | None:
@@ -97,16 +119,29 @@ class AlarmEvent:
         return f"{self.alarm_key}|{self.state}|{when}"
 
     @property
+    def partition(self) -> str:
+        """``aws``, ``aws-cn`` or ``aws-us-gov``: from the ARN, else from the region name."""
+        if self.arn and self.arn.startswith("arn:") and self.arn.count(":") >= 5:
+            return self.arn.split(":")[1] or "aws"
+        region = self.region or ""
+        if region.startswith("cn-"):
+            return "aws-cn"
+        if region.startswith("us-gov-"):
+            return "aws-us-gov"
+        return "aws"
+
+    @property
     def console_url(self) -> str | None:
-        if not self.region:
+        """The alarm in the CloudWatch console, for this partition's console host; the alarm
+        list when the alarm's own URL would pass Slack's 3,000-character limit for a button."""
+        if not self.region or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", self.region):
             return None
-        host = (
-            "console.amazonaws.cn" if self.region.startswith("cn-") else "console.aws.amazon.com"
-        )
-        return (
-            f"https://{self.region}.{host}/cloudwatch/home?region={self.region}"
-            f"#alarmsV2:alarm/{quote(self.name, safe='')}"
-        )
+        host = CONSOLE_HOSTS.get(self.partition)
+        if host is None:
+            return None
+        base = f"https://{host.format(region=self.region)}/cloudwatch/home?region={self.region}"
+        url = f"{base}#alarmsV2:alarm/{quote(self.name, safe='')}"
+        return url if len(url) <= MAX_BUTTON_URL else f"{base}#alarmsV2:"
 
 
 # --- timestamps ---------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 A forced deployment happens only when every guard passes, in this order (cheap checks first, the
 ones needing ECS after):
 
-1. the alarm is in ALARM, watches a remediating metric (``WorkerStuck`` by default) and its
-   dimensions name the ECS ``ClusterName`` and ``ServiceName`` (a metric-math alarm: a remediating
-   metric is among its inputs and every input naming a service names the same one);
+1. the alarm is the toolkit's own signal: in ALARM, watching a remediating metric (``WorkerStuck``
+   by default) in the configured namespace (``CELERY_ECS_NAMESPACE``, default ``Celery``), with an
+   "above the threshold" comparison (``GreaterThan[OrEqualTo]Threshold``, or a reason saying
+   "greater than ... the threshold" when the event carries no operator), a reason that is not
+   missing data treated as breaching, and dimensions naming the ECS ``ClusterName`` and
+   ``ServiceName`` (a metric-math alarm: a remediating metric is among its inputs and every input
+   naming a service names the same one);
 2. ``REMEDIATION`` is not ``off``;
 3. the service exists, is ACTIVE and carries the tag ``celery-ecs:remediate=true``;
 4. no deployment is in progress (one deployment only, not ``IN_PROGRESS``);
@@ -34,13 +38,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from toolkit.alarms.events import AlarmEvent
+from toolkit.alarms.events import AlarmEvent, MetricRef
 from toolkit.alarms.settings import AlarmHandlerSettings, RemediationMode
+from toolkit.env import DEFAULT_NAMESPACE
 from toolkit.metricnames import WORKER_STUCK
 
 log = logging.getLogger(__name__)
@@ -63,7 +69,17 @@ DecisionCode = Literal[
     "deployed",
     "ecs-error",
     "state-error",
+    "foreign-namespace",
+    "not-above-threshold",
+    "missing-data",
+    "misconfigured",
+    "deadline",
 ]
+ABOVE_THRESHOLD = frozenset({"GreaterThanThreshold", "GreaterThanOrEqualToThreshold"})
+# "... [1.0 (...)] was greater than or equal to the threshold (1.0)": not "not greater", not the
+# anomaly band's "upper thresholds".
+_ABOVE_REASON = re.compile(r"(?<!not )\bgreater than (?:or equal to )?the threshold \(", re.I)
+_MISSING_BREACHING = re.compile(r"missing datapoints? (?:was|were) treated as \[?breaching", re.I)
 # Codes that say "this alarm is not about remediation at all": logged, not posted to Slack.
 IRRELEVANT: frozenset[str] = frozenset({"not-alarm", "not-remediating-metric"})
 
@@ -74,6 +90,7 @@ class RemediationPolicy:
     cooldown_seconds: int = 900
     max_per_hour: int = 3
     remediating_metrics: tuple[str, ...] = (WORKER_STUCK,)
+    namespace: str = DEFAULT_NAMESPACE
 
     @classmethod
     def from_settings(cls, settings: AlarmHandlerSettings) -> RemediationPolicy:
@@ -82,6 +99,7 @@ class RemediationPolicy:
             cooldown_seconds=settings.cooldown_seconds,
             max_per_hour=settings.max_remediations_per_hour,
             remediating_metrics=settings.remediating_metrics,
+            namespace=settings.namespace,
         )
 
 
@@ -241,6 +259,9 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
             "not-remediating-metric",
             f"{what} is not a remediating metric ({', '.join(policy.remediating_metrics)})",
         )
+    signal = _own_signal(alarm, inputs, policy)
+    if signal is not None:
+        return skip(*signal)
     if alarm.kind == "math":
         named = sorted(
             {
@@ -264,6 +285,32 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
             "no-target", "the alarm's dimensions do not name both ClusterName and ServiceName"
         )
     return Target(alarm.cluster, alarm.service)
+
+
+def _own_signal(
+    alarm: AlarmEvent, inputs: tuple[MetricRef, ...], policy: RemediationPolicy
+) -> tuple[DecisionCode, str] | None:
+    """The toolkit's own signal: namespace, "above the threshold", not missing data."""
+    for metric in inputs:
+        if metric.name in policy.remediating_metrics and metric.namespace != policy.namespace:
+            return "foreign-namespace", (
+                f"metric {metric.name} is in namespace {metric.namespace or '(none)'}, not the "
+                f"configured {policy.namespace} (CELERY_ECS_NAMESPACE)"
+            )
+    if alarm.comparison is not None and alarm.comparison not in ABOVE_THRESHOLD:
+        return "not-above-threshold", (
+            f"the alarm compares with {alarm.comparison}, not above a threshold"
+        )
+    if _MISSING_BREACHING.search(alarm.reason):
+        return "missing-data", (
+            "the alarm fired on missing data treated as breaching (the collector may have "
+            "stopped), not on a stuck verdict"
+        )
+    if alarm.comparison is None and not _ABOVE_REASON.search(alarm.reason):
+        return "not-above-threshold", (
+            "the alarm's reason does not say a value was above its threshold"
+        )
+    return None
 
 
 def check_service(

@@ -20,6 +20,8 @@ STYLE: dict[AlarmState, tuple[str, str, str]] = {
     "OK": (":white_check_mark:", "#2EB67D", "Resolved"),
     "INSUFFICIENT_DATA": (":grey_question:", "#9E9E9E", "No data"),
 }
+MAX_URL = 3000  # Slack refuses a button URL longer than this (400 invalid_blocks)
+MAX_TEXT = 3000  # the plain-text fallback is kept under a section's limit
 VISIBILITY_NOTE = (
     "Tasks the old worker had reserved go back to the queue only after the broker's visibility "
     "timeout (1 hour by default on Redis), so they run late, not never."
@@ -39,6 +41,19 @@ class SlackMessage:
             "text": self.text,
             "attachments": [{"color": self.color, "blocks": [dict(b) for b in self.blocks]}],
         }
+
+    def fallback_payload(self) -> dict[str, Any]:
+        """Text only, no blocks: what is posted when Slack refuses the rich message (400
+        ``invalid_blocks``, a URL over its limit). Every part is already mrkdwn-escaped."""
+        parts = [self.text]
+        for block in self.blocks:
+            if block.get("type") == "section" and "text" in block:
+                parts.append(block["text"]["text"])
+            for f in block.get("fields", []) if block.get("type") == "section" else []:
+                parts.append(f["text"].replace("\n", ": ", 1))
+            if block.get("type") == "context":
+                parts.extend(e.get("text", "") for e in block["elements"])
+        return {"text": cut_text("\n".join(parts), MAX_TEXT)}
 
     def plain(self) -> str:
         """A readable rendering of the blocks (for docs, logs and tests)."""
@@ -70,23 +85,53 @@ def _fmt(value: float | None) -> str:
 
 
 def cut_text(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` cut to ``limit`` characters with an ellipsis, never inside an ``&amp;`` entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:] and len(cut) - amp <= 5:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def esc(value: object) -> str:
+    """``value`` as text safe inside Slack mrkdwn (and ``text``): ``&``, ``<`` and ``>`` escaped.
+
+    Everything taken from an alarm (name, description, reason, rule, dimension values) goes
+    through here, so ``<!channel>``, ``<@U123>`` or ``<https://evil|label>`` are shown, never
+    interpreted. Links are built only by the toolkit (buttons with URLs it composed).
+    """
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cut_esc(value: object, limit: int) -> str:
+    """Escape, then cut without splitting an entity such as ``&amp;``."""
+    return cut_text(esc(value), limit)
 
 
 def _subject(alarm: AlarmEvent) -> str | None:
+    services = alarm.named_services
+    if len(services) > 1:  # metric math over several services: name them all, pick none
+        listed = ", ".join(f"`{esc(s)}` in `{esc(c)}`" for c, s in services[:5])
+        more = f" and {len(services) - 5} more" if len(services) > 5 else ""
+        return f"{len(services)} services: {listed}{more}"
     if alarm.cluster and alarm.service:
-        return f"service `{alarm.service}` in cluster `{alarm.cluster}`"
+        return f"service `{esc(alarm.service)}` in cluster `{esc(alarm.cluster)}`"
     if alarm.queue:
-        return f"queue `{alarm.queue}`"
+        return f"queue `{esc(alarm.queue)}`"
     return None
 
 
+def _svc(alarm: AlarmEvent) -> str:
+    return esc(alarm.service) if alarm.service else "the service"
+
+
 _WORDS: dict[str, Callable[[AlarmEvent, str], str]] = {
-    m.WORKER_STUCK: lambda a, v: f"Workers of {a.service or 'the service'} stopped making "
-    "progress.",
-    m.WORKERS_ALIVE: lambda a, v: f"Only {v} worker(s) of {a.service or 'the service'} are alive.",
-    m.QUEUE_LENGTH: lambda a, v: f"Queue {a.queue or '?'} has {v} messages waiting.",
-    m.QUEUE_AGE: lambda a, v: f"The oldest message in {a.queue or '?'} has waited {v} s.",
+    m.WORKER_STUCK: lambda a, v: f"Workers of {_svc(a)} stopped making progress.",
+    m.WORKERS_ALIVE: lambda a, v: f"Only {v} worker(s) of {_svc(a)} are alive.",
+    m.QUEUE_LENGTH: lambda a, v: f"Queue {esc(a.queue or '?')} has {v} messages waiting.",
+    m.QUEUE_AGE: lambda a, v: f"The oldest message in {esc(a.queue or '?')} has waited {v} s.",
     m.BACKLOG_PER_TASK: lambda a, v: f"{v} queued messages per running task.",
     m.COLLECTOR_HEARTBEAT: lambda a, v: "The collector stopped publishing metrics.",
     m.COLLECTOR_ERRORS: lambda a, v: f"The collector reported {v} error(s) in a cycle.",
@@ -95,24 +140,25 @@ _WORDS: dict[str, Callable[[AlarmEvent, str], str]] = {
 
 
 def reason_in_words(alarm: AlarmEvent) -> str:
-    """One plain sentence a person on call understands without knowing CloudWatch."""
+    """One plain sentence a person on call understands without knowing CloudWatch (mrkdwn-safe:
+    every value taken from the alarm is escaped)."""
     metric = alarm.metric.name if alarm.metric else None
     if alarm.state == "OK":
-        what = metric or alarm.name
+        what = esc(metric or alarm.name)
         return f"{what} is back within its threshold. No action needed."
     if alarm.state == "INSUFFICIENT_DATA":
-        what = metric or "this alarm"
+        what = esc(metric) if metric else "this alarm"
         return (
             f"CloudWatch has no recent data for {what}: the collector may have stopped, "
             "or the service has no running task."
         )
     if alarm.kind == "composite":
-        rule = alarm.alarm_rule or "one of its child alarms is in ALARM"
+        rule = esc(alarm.alarm_rule) if alarm.alarm_rule else "one of its child alarms is in ALARM"
         return f"Composite alarm fired: {rule}."
     value = _fmt(alarm.current_value)
     if metric in _WORDS and alarm.kind == "metric":
         return _WORDS[metric](alarm, value)
-    label = "metric math expression" if alarm.kind == "math" else (metric or "the metric")
+    label = "metric math expression" if alarm.kind == "math" else esc(metric or "the metric")
     if alarm.current_value is not None and alarm.threshold is not None:
         return f"The {label} is {value}, past its threshold of {_fmt(alarm.threshold)}."
     return f"The {label} crossed its threshold."
@@ -129,7 +175,7 @@ def _fields(alarm: AlarmEvent) -> list[str]:
         fields.append(f"*Threshold*\n{_fmt(alarm.threshold)}")
     if alarm.metric is not None:
         over = "math over " if alarm.kind == "math" else ""
-        fields.append(f"*Metric*\n{over}{alarm.metric.namespace} {alarm.metric.name}")
+        fields.append(f"*Metric*\n{over}{esc(alarm.metric.namespace)} {esc(alarm.metric.name)}")
     if alarm.timestamp is not None:
         fields.append(f"*Since*\n{alarm.timestamp:%Y-%m-%d %H:%M} UTC")
     if alarm.previous_state is not None:
@@ -143,7 +189,7 @@ def alarm_message(
     """The alert: state, alarm name, subject, reason in words, numbers, links."""
     emoji, color, word = STYLE[alarm.state]
     subject = _subject(alarm)
-    title = cut_text(f"{emoji} {word}: {alarm.name}", 150)
+    title = cut_esc(f"{emoji} {word}: {alarm.name}", 150)
     blocks: list[Mapping[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
         {
@@ -153,7 +199,7 @@ def alarm_message(
                 "text": cut_text(
                     (f"*{subject[0].upper()}{subject[1:]}*\n" if subject else "")
                     + reason_in_words(alarm)
-                    + (f"\n_{alarm.description}_" if alarm.description else ""),
+                    + (f"\n_{esc(alarm.description)}_" if alarm.description else ""),
                     2900,
                 ),
             },
@@ -166,7 +212,7 @@ def alarm_message(
     buttons = []
     if alarm.console_url:
         buttons.append(("Open alarm", alarm.console_url))
-    if grafana_url:
+    if grafana_url and len(grafana_url) <= MAX_URL:
         buttons.append(("Grafana dashboard", grafana_url))
     if buttons:
         blocks.append(
@@ -179,23 +225,26 @@ def alarm_message(
             }
         )
     where = " · ".join(
-        x for x in (environment, alarm.region, f"account {alarm.account}" if alarm.account else "")
+        esc(x)
+        for x in (environment, alarm.region, f"account {alarm.account}" if alarm.account else "")
         if x
     )
     context = [where] if where else []
     if alarm.reason:
-        context.append(f"AWS: {cut_text(alarm.reason, 280)}")
+        context.append(f"AWS: {cut_esc(alarm.reason, 280)}")
     if context:
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": c} for c in context]}
         )
-    text = f"{word}: {alarm.name}" + (f" ({subject.replace('`', '')})" if subject else "")
+    text = f"{word}: {esc(alarm.name)}" + (f" ({subject.replace('`', '')})" if subject else "")
     return SlackMessage(text=cut_text(text, 300), blocks=tuple(blocks), color=color)
 
 
 def decision_message(decision: Decision) -> SlackMessage:
-    """The follow-up: what remediation did or why it did not."""
-    target = f"`{decision.target}`" if decision.target else "the service"
+    """The follow-up: what remediation did or why it did not (target and reason escaped: both
+    can carry text taken from the alarm)."""
+    target = f"`{esc(decision.target)}`" if decision.target else "the service"
+    reason = esc(decision.reason)
     if decision.action == "deployed":
         head = f":recycle: Forced a new deployment of {target}."
         body = f"ECS is replacing the tasks. {VISIBILITY_NOTE}"
@@ -204,12 +253,23 @@ def decision_message(decision: Decision) -> SlackMessage:
         head = f":test_tube: Dry run: would force a new deployment of {target}."
         body = "All guards pass. Set REMEDIATION=enabled to let the handler act."
         color = "#ECB22E"
+    elif decision.code == "misconfigured":
+        head = f":gear: Not redeploying {target}: the handler is misconfigured: {reason}."
+        body = "Fix the setting named above (see the runbook); redeploy by hand meanwhile."
+        color = "#E01E5A"
+    elif decision.action == "failed" and decision.retryable:
+        head = f":hourglass_flowing_sand: Could not redeploy {target} yet: {reason}."
+        body = (
+            "The handler will try again (Lambda retries the event); a later note in this thread "
+            "says how it ended."
+        )
+        color = "#ECB22E"
     elif decision.action == "failed":
-        head = f":warning: Could not redeploy {target}: {decision.reason}."
+        head = f":warning: Could not redeploy {target}: {reason}."
         body = "Redeploy by hand: `celery-ecs remediate --cluster C --service S` (see the runbook)."
         color = "#E01E5A"
     else:
-        head = f":no_entry_sign: Not redeploying {target}: {decision.reason}."
+        head = f":no_entry_sign: Not redeploying {target}: {reason}."
         body = "See the runbook for what to check by hand."
         color = "#9E9E9E"
     blocks: tuple[Mapping[str, Any], ...] = (

@@ -204,6 +204,7 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
         datapoints=points,
         alarm_rule=_text(message, "AlarmRule"),
         inputs=inputs,
+        comparison=_text(trigger, "ComparisonOperator"),
     )
 
 
@@ -263,6 +264,8 @@ def _from_alarm_data(
         datapoints=points,
         alarm_rule=_text(config, "alarmRule"),
         inputs=inputs,
+        comparison=_text(config, "comparisonOperator"),
+        actions_suppressed_by=_text(state_map, "actionsSuppressedBy"),
     )
 
 
@@ -270,7 +273,7 @@ def _sns_records(event: Mapping[str, Any]) -> tuple[AlarmEvent, ...]:
     records = event.get("Records")
     if not isinstance(records, list) or not records:
         raise AlarmEventError("event has an empty Records list")
-    alarms = []
+    alarms: list[AlarmEvent] = []
     for record in records:
         record_map = _map(record)
         sns = _map(record_map.get("Sns")) if record_map else None
@@ -285,12 +288,36 @@ def _sns_records(event: Mapping[str, Any]) -> tuple[AlarmEvent, ...]:
         if message_map is None:
             continue
         try:
-            alarms.append(_from_sns_message(message_map))
+            if message_map.get("detail-type") == EVENTBRIDGE_DETAIL_TYPE:
+                # An EventBridge rule targeting an SNS topic: the event is the message.
+                alarms.extend(_eventbridge(message_map))
+            else:
+                alarms.append(_from_sns_message(message_map))
         except AlarmEventError:
             continue
     if not alarms:
         raise AlarmEventError("no SNS record holds a CloudWatch alarm notification")
     return tuple(alarms)
+
+
+def _eventbridge(event_map: Mapping[str, Any]) -> tuple[AlarmEvent, ...]:
+    detail = _map(event_map.get("detail"))
+    if detail is None:
+        raise AlarmEventError("EventBridge alarm event without a detail object")
+    resources = event_map.get("resources")
+    arn = next(
+        (r for r in resources if isinstance(r, str) and ":alarm:" in r), None
+    ) if isinstance(resources, list) else None
+    return (
+        _from_alarm_data(
+            detail,
+            source="eventbridge",
+            arn=arn,
+            region=_text(event_map, "region"),
+            account=_text(event_map, "account"),
+            time=event_map.get("time"),
+        ),
+    )
 
 
 def parse_event(event: object) -> tuple[AlarmEvent, ...]:
@@ -301,23 +328,7 @@ def parse_event(event: object) -> tuple[AlarmEvent, ...]:
     if "Records" in event_map:
         return _sns_records(event_map)
     if event_map.get("detail-type") == EVENTBRIDGE_DETAIL_TYPE:
-        detail = _map(event_map.get("detail"))
-        if detail is None:
-            raise AlarmEventError("EventBridge alarm event without a detail object")
-        resources = event_map.get("resources")
-        arn = next(
-            (r for r in resources if isinstance(r, str) and ":alarm:" in r), None
-        ) if isinstance(resources, list) else None
-        return (
-            _from_alarm_data(
-                detail,
-                source="eventbridge",
-                arn=arn,
-                region=_text(event_map, "region"),
-                account=_text(event_map, "account"),
-                time=event_map.get("time"),
-            ),
-        )
+        return _eventbridge(event_map)
     if event_map.get("source") == "aws.cloudwatch" and "alarmData" in event_map:
         data = _map(event_map.get("alarmData"))
         if data is None:

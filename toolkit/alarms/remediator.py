@@ -27,9 +27,14 @@ from toolkit.alarms.guards import (
     target_from_alarm,
 )
 from toolkit.alarms.settings import RemediationMode
-from toolkit.alarms.state import REMEDIATION_WINDOW, MemoryStateStore, StateStore
+from toolkit.alarms.state import (
+    LEDGER_CONTENTION,
+    REMEDIATION_WINDOW,
+    MemoryStateStore,
+    StateStore,
+)
 from toolkit.aws.clients import client as aws_client
-from toolkit.errors import aws_error_code, is_transient
+from toolkit.errors import ConfigError, ToolkitError, aws_error_code, is_transient
 
 log = logging.getLogger("toolkit.alarms.guards")
 
@@ -54,6 +59,38 @@ def _error_code(exc: Exception) -> str:
     return aws_error_code(exc) or type(exc).__name__
 
 
+# ECS answers that a retry cannot fix: the handler's role lacks a permission.
+_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
+
+
+def _ecs_failure(decide: Decide, call: str, action: str, exc: Exception) -> Decision:
+    code = _error_code(exc)
+    if code in _DENIED:
+        return decide(
+            "failed", "misconfigured",
+            f"the handler's IAM role may not call ecs:{action} ({code})",
+        )
+    return decide(
+        "failed", "ecs-error", f"{call} failed: {code}", retryable=is_transient(exc)
+    )
+
+
+def _state_failure(decide: Decide, what: str, exc: Exception) -> Decision:
+    if isinstance(exc, ConfigError):
+        return decide("failed", "misconfigured", str(exc))
+    if aws_error_code(exc) == LEDGER_CONTENTION:
+        return decide(
+            "failed", "state-error",
+            f"could not {what}: the hourly ledger is contended by other deliveries",
+            retryable=True,
+        )
+    cause = exc.__cause__
+    transient = is_transient(exc) or (cause is not None and is_transient(cause))
+    return decide(
+        "failed", "state-error", f"could not {what}: {_error_code(exc)}", retryable=transient
+    )
+
+
 class Remediator:
     """Runs the guards against ECS and, when they all pass, forces a new deployment."""
 
@@ -71,6 +108,7 @@ class Remediator:
         self._ecs_factory = ecs_factory
         self.state: StateStore = state if state is not None else MemoryStateStore()
         self.clock = clock
+        self._before_deploy: Callable[[], None] | None = None
 
     @property
     def ecs(self) -> ECSClient:
@@ -81,11 +119,23 @@ class Remediator:
                 self._ecs = aws_client("ecs", read_timeout=5)
         return self._ecs
 
-    def remediate_alarm(self, alarm: AlarmEvent, now: datetime | None = None) -> Decision:
+    def remediate_alarm(
+        self,
+        alarm: AlarmEvent,
+        now: datetime | None = None,
+        *,
+        before_deploy: Callable[[], None] | None = None,
+    ) -> Decision:
+        """Guards, then the deployment; ``before_deploy`` runs just before ``UpdateService`` (the
+        responder records "deploying" there, so a retry after a crash knows)."""
         target = target_from_alarm(alarm, self.policy)
         if isinstance(target, Decision):
             return replace(target, at=now or self.clock())
-        return self.remediate(target, now=now, alarm=alarm.name)
+        self._before_deploy = before_deploy
+        try:
+            return self.remediate(target, now=now, alarm=alarm.name)
+        finally:
+            self._before_deploy = None
 
     def remediate(
         self,
@@ -117,10 +167,7 @@ class Remediator:
             code = _error_code(exc)
             if code == "ClusterNotFoundException":
                 return decide("skipped", "service-not-found", f"cluster {target.cluster} not found")
-            return decide(
-                "failed", "ecs-error", f"DescribeServices failed: {code}",
-                retryable=is_transient(exc),
-            )
+            return _ecs_failure(decide, "DescribeServices", "DescribeServices", exc)
         if snapshot is None:
             return decide("skipped", "service-not-found", "service not found in the cluster")
         refused = check_service(snapshot, self.policy, now)
@@ -129,10 +176,9 @@ class Remediator:
         try:
             recent = self._recent(target, now)
         except Exception as exc:  # noqa: BLE001
-            return decide(
-                "failed", "state-error", f"could not count recent remediations: {_error_code(exc)}",
-                retryable=True,
-            )
+            if not isinstance(exc, ToolkitError):  # ECS (ListServices); the stores wrap theirs
+                return _ecs_failure(decide, "ListServices", "ListServices", exc)
+            return _state_failure(decide, "count recent remediations", exc)
         refused = check_rate(recent, self.policy)
         if refused is not None:
             return decide("skipped", *refused)
@@ -151,10 +197,7 @@ class Remediator:
         try:
             locked = self.state.lock_remediation(key, now, lock_ttl)
         except Exception as exc:  # noqa: BLE001
-            return decide(
-                "failed", "state-error", f"could not lock the service: {_error_code(exc)}",
-                retryable=True,
-            )
+            return _state_failure(decide, "lock the service", exc)
         if not locked:
             return decide(
                 "skipped", "cooldown",
@@ -165,10 +208,7 @@ class Remediator:
             reserved = self.state.reserve_remediation(key, now, self.policy.max_per_hour)
         except Exception as exc:  # noqa: BLE001
             self._unlock(key)
-            return decide(
-                "failed", "state-error", f"could not record the remediation: {_error_code(exc)}",
-                retryable=True,
-            )
+            return _state_failure(decide, "record the remediation", exc)
         if not reserved:
             self._unlock(key)
             return decide(
@@ -240,15 +280,14 @@ class Remediator:
         self, snapshot: ServiceSnapshot, now: datetime, decide: Decide
     ) -> Decision:
         target = snapshot.target
+        if self._before_deploy is not None:
+            self._before_deploy()
         try:
             response = self.ecs.update_service(
                 cluster=target.cluster, service=target.service, forceNewDeployment=True
             )
         except Exception as exc:  # noqa: BLE001
-            return decide(
-                "failed", "ecs-error", f"UpdateService failed: {_error_code(exc)}",
-                retryable=is_transient(exc),
-            )
+            return _ecs_failure(decide, "UpdateService", "UpdateService", exc)
         details: dict[str, Any] = {}
         deployments = response.get("service", {}).get("deployments", [])
         primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)

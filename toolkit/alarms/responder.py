@@ -1,23 +1,33 @@
 """What the alarm handler does with one event: parse, de-duplicate, alert, remediate, follow up.
 
-:class:`AlarmResponder` holds the injected pieces (Slack sender, remediator, state store, clock);
-:func:`build_responder` makes them from :class:`~toolkit.config.AlarmHandlerSettings` with boto3
-and slack_sdk imported on first use, so importing this module stays cheap.
+:class:`AlarmResponder` holds the injected pieces (Slack sender, remediator, state store, clock,
+deadline); :func:`build_responder` makes them from
+:class:`~toolkit.alarms.settings.AlarmHandlerSettings` with boto3 and slack_sdk imported on first
+use, so importing this module stays cheap.
 
-Retry contract with Lambda (async invocations are retried twice, SNS retries its deliveries):
+**What is owed.** Each state change has a record (``outcome#<event>``) written as the work
+happens: ``alert`` (owed | posted | failed), ``remediation`` (pending | deploying | retry | done),
+``follow_up`` (none | owed | posted | failed), the Slack ``thread`` and the ``decision`` to report.
+Every delivery (the first, Lambda's retries, SNS duplicates, the other route) does only what the
+record still owes, so the ALARM alert is posted once, even when a deployment already happened.
 
-* an unrecognised or malformed event is logged (``unrecognised_event``) and acknowledged, never
-  raised;
-* :class:`AlarmHandlingFailed` is raised only when Slack or ECS failed *transiently* (unreachable,
-  timed out, 429 or 5xx after the SDKs' own retries) *and* no deployment was performed in this
-  invocation. Permanent failures (``invalid_auth``, ``channel_not_found``, webhook 403/404, a bad
-  secret, ``AccessDenied``) are logged and acknowledged: a retry would fail the same way.
+**Retry contract with Lambda** (async invocations are retried twice, SNS retries deliveries):
 
-Duplicates: the first delivery of a state change claims it (``claim#``), posts the alert,
-remediates and posts the follow-up. It records (``outcome#``) only what a retry must finish: a
-retryable remediation failure, or a follow-up Slack did not take. A repeat delivery posts no second
-alert, remediates only if that record asks for it, and posts only the owed follow-up. The claim is
-released only when the alert itself failed (and nothing was deployed), so the retry starts over.
+* an unrecognised or malformed event is logged (``unrecognised_event``) and acknowledged;
+* :class:`AlarmHandlingFailed` is raised whenever something is still owed and a retry can deliver
+  it: the alert or the follow-up after a transient Slack failure (unreachable, timeout, 429, 5xx,
+  no time left), a remediation after a transient ECS or ledger failure, or work not started for
+  lack of time. It is raised whether or not a deployment happened: the ECS guards (deployment in
+  progress, cooldown) and the per-service lock keep a second deployment impossible.
+* permanent failures (``invalid_auth``, ``channel_not_found``, webhook 403/404, a bad secret,
+  ``AccessDenied``, a missing ``STATE_TABLE``) are logged and acknowledged: a retry would fail the
+  same way. A retryable remediation failure still pending after the third attempt is final.
+
+**The lease.** An invocation takes ``claim#<event>`` as a lease for the time it has left plus
+:data:`LEASE_SLACK`; a delivery arriving while it is held is acknowledged (the holder, or its own
+retries, finish). The lease is released at the end; if the invocation dies (timeout, OOM), the
+lease lapses before Lambda's first retry (at least a minute later), which takes over from the
+record.
 """
 
 from __future__ import annotations
@@ -25,10 +35,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from toolkit.alarms.budget import REMEDIATION_SECONDS, Deadline, remaining_ms
 from toolkit.alarms.events import AlarmEvent
 from toolkit.alarms.guards import Decision, RemediationPolicy, log_decision
 from toolkit.alarms.parsing import parse_event
@@ -42,12 +53,17 @@ __all__ = ["AlarmHandlingFailed", "AlarmOutcome", "AlarmResponder", "build_respo
 
 log = logging.getLogger(__name__)
 
-CLAIM_TTL = timedelta(days=1)
+RECORD_TTL = timedelta(days=1)  # how long a state change's record (and de-duplication) lasts
+DEFAULT_LEASE = timedelta(minutes=5)  # without a Lambda context
+LEASE_SLACK = timedelta(seconds=20)  # the lease outlives the invocation by this much
 THREAD_TTL = timedelta(days=14)
+MAX_ATTEMPTS = 3  # Lambda's first delivery and its two retries
+CLAIM_TTL = DEFAULT_LEASE  # kept for importers; the lease is no longer a day
+_OPEN = ("pending", "deploying", "retry")
 
 
 class AlarmHandlingFailed(ToolkitError):
-    """Slack or ECS was unreachable and nothing was done: let Lambda retry the event."""
+    """Something is still owed (alert, remediation, follow-up) and a retry can deliver it."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class AlarmOutcome:
     slack_error: str | None
     decision: Decision | None
     slack_retryable: bool = False
+    owed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +87,7 @@ class AlarmOutcome:
             "slack_retryable": self.slack_retryable,
             "remediation": self.decision.action if self.decision else None,
             "reason": self.decision.reason if self.decision else None,
+            "owed": list(self.owed),
         }
 
 
@@ -91,6 +109,23 @@ def _keys(event: object) -> object:
     return type(event).__name__
 
 
+def _new_record() -> dict[str, Any]:
+    return {"alert": "owed", "remediation": "pending", "follow_up": "none", "thread": None,
+            "decision": None, "attempts": 0, "noted_retry": False}
+
+
+def owed_parts(record: dict[str, Any]) -> tuple[str, ...]:
+    """What the record still owes: ``alert``, ``remediation``, ``follow_up``."""
+    parts = []
+    if record.get("alert") == "owed":
+        parts.append("alert")
+    if record.get("remediation") in _OPEN:
+        parts.append("remediation")
+    if record.get("follow_up") == "owed":
+        parts.append("follow_up")
+    return tuple(parts)
+
+
 class AlarmResponder:
     def __init__(
         self,
@@ -100,6 +135,7 @@ class AlarmResponder:
         state: StateStore,
         sender_factory: Callable[[], Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        deadline: Deadline | None = None,
     ) -> None:
         self.settings = settings
         self.remediator = remediator
@@ -108,6 +144,7 @@ class AlarmResponder:
         self._sender: Any = None
         self._sender_error: _SlackFailure | None = None
         self.clock = clock
+        self.deadline = deadline or Deadline()
 
     # The sender is built on first use (it may need Secrets Manager).
     def sender(self) -> Any:
@@ -126,9 +163,13 @@ class AlarmResponder:
             if self._sender is None:
                 self._sender_factory = None  # nothing configured: log only
                 log.warning(json.dumps({"event": "slack_not_configured"}))
+            elif getattr(self._sender, "deadline", None) is not None:
+                self._sender.deadline = self.deadline
         return self._sender
 
-    def handle(self, event: object) -> dict[str, Any]:
+    def handle(self, event: object, context: object = None) -> dict[str, Any]:
+        """Handle one Lambda event; ``context`` (the Lambda context) bounds the time spent."""
+        self.deadline.start(remaining_ms(context))
         try:
             alarms = parse_event(event)
         except Exception as exc:  # noqa: BLE001 - a malformed event must be acknowledged
@@ -142,101 +183,144 @@ class AlarmResponder:
             ))
             return {"status": "ignored", "reason": error}
         outcomes = [self.handle_alarm(alarm) for alarm in alarms]
-        retry = [o for o in outcomes if self._wants_retry(o)]
-        if retry and not any(o.decision and o.decision.performed for o in outcomes):
+        owed = [o for o in outcomes if o.owed]
+        if owed:
             raise AlarmHandlingFailed(
                 "; ".join(
-                    o.slack_error or (o.decision.reason if o.decision else "failed") for o in retry
+                    f"{o.alarm}: {', '.join(o.owed)} owed"
+                    + (f" ({o.slack_error})" if o.slack_error else "")
+                    + (f" ({o.decision.reason})" if o.decision and o.decision.retryable else "")
+                    for o in owed
                 )
             )
         return {"status": "handled", "alarms": [o.to_dict() for o in outcomes]}
 
-    @staticmethod
-    def _wants_retry(outcome: AlarmOutcome) -> bool:
-        """Only transient failures are worth a Lambda retry (a permanent Slack refusal such as
-        ``invalid_auth`` would fail the same way, so it is logged and acknowledged)."""
-        ecs_down = outcome.decision is not None and outcome.decision.retryable
-        return (outcome.slack_error is not None and outcome.slack_retryable) or ecs_down
+    # -- one alarm --
+
+    def _lease(self) -> timedelta:
+        left = self.deadline.total_left_seconds
+        if left == float("inf"):
+            return DEFAULT_LEASE
+        return timedelta(seconds=left) + LEASE_SLACK
 
     def handle_alarm(self, alarm: AlarmEvent) -> AlarmOutcome:
         now = self.clock()
-        claim_key = f"event#{alarm.dedup_key}"
+        record = self._get_record(alarm)
+        if record is not None and not owed_parts(record):
+            return self._duplicate(alarm, "done")
+        lease_key = f"event#{alarm.dedup_key}"
         try:
-            first = self.state.claim(claim_key, now, CLAIM_TTL)
+            leased = self.state.claim(lease_key, now, self._lease())
         except ToolkitError as exc:  # state table down: better a duplicate message than none
             _state_unavailable(exc)
-            first = True
-        outcome = self._first(alarm, claim_key, now) if first else self._repeat(alarm, now)
+            leased = True
+        if not leased:
+            return self._duplicate(alarm, "in_progress")
+        # Released on every normal return; if the invocation dies (timeout, OOM), the lease lapses
+        # on its own before Lambda's retry arrives.
+        outcome = self._work(alarm, record, now)
+        self._release(lease_key)
         log.info(json.dumps({"event": "alarm_handled", **outcome.to_dict()}, default=str))
         return outcome
 
-    def _first(self, alarm: AlarmEvent, claim_key: str, now: datetime) -> AlarmOutcome:
-        """The first delivery: alert, remediate, follow up; record what is left for a retry."""
-        ts, alert_failure = self._post_alert(alarm, now)
-        decision = self.remediator.remediate_alarm(alarm, now)
-        log_decision(decision)
-        follow_failure = None
-        if decision.relevant and alert_failure is None:
-            follow_failure = self._post_follow_up(decision, ts)
-        if alert_failure is not None and not decision.performed:
-            # The alert itself was not posted and nothing was deployed: forget this delivery so
-            # the retry starts over (alert, then remediation, which the ECS guards keep safe).
-            self._release(claim_key)
-        else:
-            owed = decision if decision.relevant and (alert_failure or follow_failure) else None
-            if decision.retryable or owed is not None:
-                self._put_record(alarm, now, retry=decision.retryable, owed=owed, thread=ts)
-        failure = alert_failure or follow_failure
-        return AlarmOutcome(
-            alarm=alarm.name,
-            state=alarm.state,
-            duplicate=False,
-            posted=alert_failure is None and self._sender is not None,
-            slack_error=failure.message if failure else None,
-            decision=decision,
-            slack_retryable=bool(failure and failure.retryable),
-        )
-
-    def _repeat(self, alarm: AlarmEvent, now: datetime) -> AlarmOutcome:
-        """A repeat delivery (SNS duplicate, Lambda retry, second route) of a claimed change.
-
-        It posts no second alert. It remediates only when the first delivery recorded a retryable
-        failure, and posts only the follow-up the first delivery still owes (or the outcome of
-        its own remediation attempt, when that is final).
-        """
+    def _duplicate(self, alarm: AlarmEvent, why: str) -> AlarmOutcome:
         log.info(json.dumps({"event": "duplicate_delivery", "alarm": alarm.name,
-                             "state": alarm.state}))
-        record = self._get_record(alarm)
-        if record is None:  # nothing left to do, or the first delivery is still at work
-            return AlarmOutcome(
-                alarm=alarm.name, state=alarm.state, duplicate=True, posted=False,
-                slack_error=None, decision=None,
-            )
-        retry = record.get("retry") is True
-        owed = _decision(record.get("owed"))
-        thread = record.get("thread") if isinstance(record.get("thread"), str) else None
+                             "state": alarm.state, "why": why}))
+        return AlarmOutcome(alarm=alarm.name, state=alarm.state, duplicate=True, posted=False,
+                            slack_error=None, decision=None)
+
+    def _work(
+        self, alarm: AlarmEvent, record: dict[str, Any] | None, now: datetime
+    ) -> AlarmOutcome:
+        fresh = record is None
+        rec = _new_record() if record is None else {**_new_record(), **record}
+        alert_was_owed = rec["alert"] == "owed"
+        rec["attempts"] = int(rec.get("attempts") or 0) + 1
+        self._save(alarm, rec, now)
+        failures: list[_SlackFailure] = []
+        posted = False
+        # 1. the alert
+        if rec["alert"] == "owed":
+            ts, failure = self._post_alert(alarm, now)
+            if failure is None:
+                rec["alert"], rec["thread"] = "posted", ts
+                posted = self._sender is not None and not alarm.actions_suppressed_by
+            else:
+                failures.append(failure)
+                rec["alert"] = "owed" if failure.retryable else "failed"
+            self._save(alarm, rec, now)
+        # 2. the remediation
         decision: Decision | None = None
-        if retry:
-            decision = self.remediator.remediate_alarm(alarm, now)
-            log_decision(decision)
-            retry = decision.retryable
-        final = decision if decision and decision.relevant and not decision.retryable else None
-        to_post = final or owed
-        failure = None
-        if to_post is not None:
-            failure = self._post_follow_up(to_post, thread or self._thread_of(alarm))
-        still_owed = to_post if failure is not None else None
-        if (retry, still_owed) != (record.get("retry") is True, owed) or to_post is not None:
-            self._put_record(alarm, now, retry=retry, owed=still_owed, thread=thread)
+        if rec["remediation"] in _OPEN:
+            decision = self._remediate(alarm, rec, now)
+        # 3. the follow-up, under the alert
+        if rec["follow_up"] == "owed" and rec["alert"] != "owed":
+            owed_decision = _decision(rec.get("decision"))
+            if rec["alert"] == "failed" or owed_decision is None:
+                rec["follow_up"] = "failed"
+            else:
+                failure = self._post_follow_up(owed_decision, rec.get("thread"))
+                if failure is None:
+                    rec["follow_up"] = "posted"
+                else:
+                    failures.append(failure)
+                    rec["follow_up"] = "owed" if failure.retryable else "failed"
+            self._save(alarm, rec, now)
+        owed = owed_parts(rec)
+        failure = failures[-1] if failures else None
         return AlarmOutcome(
             alarm=alarm.name,
             state=alarm.state,
-            duplicate=True,
-            posted=False,
+            duplicate=not fresh and not alert_was_owed,
+            posted=posted,
             slack_error=failure.message if failure else None,
             decision=decision,
             slack_retryable=bool(failure and failure.retryable),
+            owed=owed,
         )
+
+    def _remediate(self, alarm: AlarmEvent, rec: dict[str, Any], now: datetime) -> Decision:
+        if self.deadline.left() < REMEDIATION_SECONDS:
+            decision = Decision(
+                "failed", "deadline",
+                "not started: too little time left in this invocation", alarm=alarm.name,
+                mode=self.settings.remediation, at=now, retryable=True,
+            )
+            log_decision(decision)
+            return decision
+        interrupted = rec["remediation"] == "deploying"
+
+        def deploying() -> None:
+            rec["remediation"] = "deploying"
+            self._save(alarm, rec, now)
+
+        decision = self.remediator.remediate_alarm(alarm, now, before_deploy=deploying)
+        if interrupted and not decision.performed and decision.code in (
+            "cooldown", "deployment-in-progress"
+        ):
+            decision = replace(decision, reason=(
+                "an earlier attempt was interrupted just as it forced a deployment; "
+                f"not deploying again ({decision.reason})"
+            ))
+        if decision.retryable and rec["attempts"] >= MAX_ATTEMPTS:
+            decision = replace(decision, retryable=False, reason=(
+                f"{decision.reason}, still after {rec['attempts']} attempts"
+            ))
+        log_decision(decision)
+        if decision.retryable:
+            rec["remediation"] = "retry"
+            if decision.relevant and not rec.get("noted_retry"):
+                rec["noted_retry"], rec["decision"], rec["follow_up"] = (
+                    True, decision.to_log(), "owed"
+                )
+        else:
+            rec["remediation"] = "done"
+            if decision.relevant:
+                rec["decision"], rec["follow_up"] = decision.to_log(), "owed"
+        self._save(alarm, rec, now)
+        return decision
+
+    # -- Slack --
 
     def _post_alert(
         self, alarm: AlarmEvent, now: datetime
@@ -245,7 +329,13 @@ class AlarmResponder:
 
         sender = self.sender()
         if sender is None:
+            if self._sender_error is None:  # Slack not configured: nothing is owed
+                return None, None
             return None, self._sender_error
+        if alarm.actions_suppressed_by:
+            log.info(json.dumps({"event": "actions_suppressed", "alarm": alarm.name,
+                                 "by": alarm.actions_suppressed_by}))
+            return None, None
         thread = None
         if alarm.state != "ALARM" and sender.threads:
             thread = self._thread_of(alarm)
@@ -281,6 +371,8 @@ class AlarmResponder:
             return failure
         return None
 
+    # -- state --
+
     def _thread_of(self, alarm: AlarmEvent) -> str | None:
         try:
             return self.state.get_thread(alarm.alarm_key)
@@ -295,18 +387,9 @@ class AlarmResponder:
             _state_unavailable(exc)
             return None
 
-    def _put_record(
-        self,
-        alarm: AlarmEvent,
-        now: datetime,
-        *,
-        retry: bool,
-        owed: Decision | None,
-        thread: str | None,
-    ) -> None:
-        data = {"retry": retry, "owed": owed.to_log() if owed else None, "thread": thread}
+    def _save(self, alarm: AlarmEvent, rec: dict[str, Any], now: datetime) -> None:
         try:
-            self.state.put_record(alarm.dedup_key, data, now, CLAIM_TTL)
+            self.state.put_record(alarm.dedup_key, rec, now, RECORD_TTL)
         except ToolkitError as exc:
             _state_unavailable(exc)
 
@@ -330,7 +413,6 @@ def _decision(raw: object) -> Decision | None:
         return None
 
 
-
 def build_responder(
     settings: AlarmHandlerSettings,
     *,
@@ -344,15 +426,20 @@ def build_responder(
 
     def make(service: str) -> Callable[[], Any]:
         def factory() -> Any:
-            return aws_client(service, read_timeout=5)
+            # Bounded so that a call fits the invocation's budget: at most 2 x (2 + 5) s.
+            return aws_client(service, connect_timeout=2, read_timeout=5, max_attempts=2)
 
         return factory
 
     state: StateStore
     if settings.state_table:
+        from toolkit.alarms.degraded import GuardedStateStore
         from toolkit.alarms.state import DynamoStateStore
 
-        state = DynamoStateStore(settings.state_table, dynamodb, client_factory=make("dynamodb"))
+        state = GuardedStateStore(
+            DynamoStateStore(settings.state_table, dynamodb, client_factory=make("dynamodb")),
+            settings.state_table,
+        )
     else:
         state = MemoryStateStore()
         if settings.remediation != "off":
@@ -363,6 +450,7 @@ def build_responder(
                 "Slack messages) needs STATE_TABLE",
             }))
     now = clock or (lambda: datetime.now(UTC))
+    deadline = Deadline()
     remediator = Remediator(
         RemediationPolicy.from_settings(settings), ecs, state=state, ecs_factory=make("ecs"),
         clock=now,
@@ -376,8 +464,11 @@ def build_responder(
         client = secrets
         if client is None and settings.slack_secret_arn:
             client = make("secretsmanager")()
-        return build_sender(resolve_credentials(settings, secrets_client=client), settings)
+        return build_sender(
+            resolve_credentials(settings, secrets_client=client), settings, deadline=deadline
+        )
 
     return AlarmResponder(
-        settings, remediator=remediator, state=state, sender_factory=sender_factory, clock=now
+        settings, remediator=remediator, state=state, sender_factory=sender_factory, clock=now,
+        deadline=deadline,
     )

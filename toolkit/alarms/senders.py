@@ -7,10 +7,12 @@ Messages are built by pure functions (:func:`alarm_message`, :func:`decision_mes
 * :class:`BotSender` - ``chat.postMessage`` with a bot token and channel; returns the message
   ``ts`` so the remediation outcome (and later the OK) can be posted as a threaded reply.
 
-Both retry connection errors, rate limits (429, honouring ``Retry-After``) and 5xx answers with
-slack_sdk's retry handlers, then raise :class:`~toolkit.errors.SlackError`, whose ``retryable``
-says whether a later attempt may succeed (transport failure, timeout, 429, 5xx) or not
-(``invalid_auth``, ``channel_not_found``, webhook 403/404, an unreadable secret).
+Both retry connection errors, rate limits (429, honouring ``Retry-After`` only when the wait fits
+in the invocation's :class:`~toolkit.alarms.budget.Deadline`) and 5xx answers, then raise
+:class:`~toolkit.errors.SlackError`, whose ``retryable`` says whether a later attempt may succeed
+(transport failure, timeout, 429, 5xx, no time left) or not (``invalid_auth``,
+``channel_not_found``, webhook 403/404, an unreadable secret). A message whose blocks Slack
+refuses (``invalid_blocks``, a URL over its limit) is posted again as plain text.
 
 Secrets (webhook URL, token) are kept out of logs and error messages: slack_sdk logs to the
 ``toolkit.slack.http`` logger, pinned at WARNING (slack_sdk logs
@@ -24,13 +26,16 @@ import json
 import logging
 import random
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from toolkit.alarms.budget import MIN_CALL_SECONDS, Deadline
 from toolkit.alarms.messages import SlackMessage, cut_text
 from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.aws.clients import client as aws_client
+from toolkit.env import ENV_SLACK_SECRET_ARN
 from toolkit.errors import SlackError, aws_error_code, is_transient
 
 log = logging.getLogger(__name__)
@@ -123,19 +128,20 @@ def resolve_credentials(
     except ClientError as exc:
         code = aws_error_code(exc) or "ClientError"
         raise SlackError(
-            f"cannot read the Slack secret: {code}", retryable=is_transient(exc)
+            f"{ENV_SLACK_SECRET_ARN}: cannot read the Slack secret: {code}",
+            retryable=is_transient(exc),
         ) from None
     except (BotoCoreError, KeyError) as exc:
         raise SlackError(
-            f"cannot read the Slack secret: {type(exc).__name__}",
+            f"{ENV_SLACK_SECRET_ARN}: cannot read the Slack secret: {type(exc).__name__}",
             retryable=is_transient(exc),
         ) from None
     try:
         data = json.loads(raw)
     except ValueError:
-        raise SlackError("the Slack secret is not a JSON object") from None
+        raise SlackError(f"{ENV_SLACK_SECRET_ARN}: the Slack secret is not a JSON object") from None
     if not isinstance(data, dict):
-        raise SlackError("the Slack secret is not a JSON object")
+        raise SlackError(f"{ENV_SLACK_SECRET_ARN}: the Slack secret is not a JSON object")
     creds = SlackCredentials(
         webhook_url=_pick(data, "SLACK_WEBHOOK_URL", "webhook_url") or env_creds.webhook_url,
         bot_token=_pick(data, "SLACK_BOT_TOKEN", "bot_token") or env_creds.bot_token,
@@ -157,51 +163,40 @@ class SlackSender(Protocol):
         """Post ``message``; return its ``ts`` when the transport tells it (bot token)."""
 
 
-def _retry_handlers(max_retries: int, backoff: float) -> list[Any]:
-    from slack_sdk.http_retry.builtin_handlers import (
-        ConnectionErrorRetryHandler,
-        RateLimitErrorRetryHandler,
-        ServerErrorRetryHandler,
-    )
-    from slack_sdk.http_retry.builtin_interval_calculators import (
-        BackoffRetryIntervalCalculator,
-    )
-    from slack_sdk.http_retry.jitter import Jitter
+class _AttemptFailed(SlackError):
+    """One request failed; ``retry_after`` is Slack's ``Retry-After`` (429) when it sent one,
+    ``rich_refused`` says Slack refused the blocks themselves (plain text may still go)."""
 
-    class ProportionalJitter(Jitter):
-        """Up to +100% of the interval (slack_sdk's default adds up to a whole second to every
-        wait, whatever the backoff: 1-2 s per retry even with a 0.01 s backoff)."""
-
-        def recalculate(self, duration: float) -> float:
-            return duration * (1.0 + random.random())  # noqa: S311 - jitter, not crypto
-
-    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff, jitter=ProportionalJitter())
-    from urllib.error import URLError
-
-    return [
-        ConnectionErrorRetryHandler(
-            max_retry_count=max_retries,
-            interval_calculator=interval,
-            error_types=[URLError, ConnectionError, TimeoutError],
-        ),
-        RateLimitErrorRetryHandler(max_retry_count=max_retries),
-        ServerErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
-    ]
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None,
+        rich_refused: bool = False,
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.retry_after = retry_after
+        self.rich_refused = rich_refused
 
 
-def _client_options(timeout: float, max_retries: int, backoff: float) -> dict[str, Any]:
-    """What both slack_sdk clients are built with: timeout, the redacting logger, retries."""
-    return {
-        "timeout": int(max(1, timeout)),
-        "logger": _HTTP_LOG,
-        "retry_handlers": _retry_handlers(max_retries, backoff),
-    }
+# Slack's answers when it refuses the rich message itself: the same text without blocks goes.
+_RICH_REFUSALS = ("invalid_blocks", "invalid_attachments", "invalid_blocks_format", "msg_too_long")
 
 
-def _transport_error(exc: BaseException) -> SlackError:
+def _retry_after(headers: object) -> float | None:
+    if not isinstance(headers, Mapping):
+        return None
+    for key, value in headers.items():
+        if str(key).lower() == "retry-after":
+            raw = value[0] if isinstance(value, list | tuple) and value else value
+            try:
+                return max(0.0, float(str(raw)))
+            except ValueError:
+                return None
+    return None
+
+
+def _transport_error(exc: BaseException) -> _AttemptFailed:
     reason = getattr(exc, "reason", None)
     detail = f": {redact(str(reason))}" if isinstance(reason, str | OSError) else ""
-    return SlackError(f"Slack unreachable ({type(exc).__name__}{detail})", retryable=True)
+    return _AttemptFailed(f"Slack unreachable ({type(exc).__name__}{detail})", retryable=True)
 
 
 def _retryable_status(status: object) -> bool:
@@ -214,35 +209,114 @@ _RETRYABLE_API_ERRORS = frozenset(
 )
 
 
-class WebhookSender:
+class _RetryingSender:
+    """The retry loop both senders share, inside the invocation's :class:`Deadline`.
+
+    Transport failures, timeouts, 429 and 5xx are retried up to ``max_retries`` times; a 429 waits
+    its ``Retry-After`` only when that wait (plus one more request) fits in the time left, else the
+    message stays owed (a retryable :class:`SlackError`) for the next invocation. Each request's
+    timeout is the smaller of ``timeout`` and the time left. When Slack refuses the blocks
+    (``invalid_blocks``, a URL over its limit), the same message goes once more as plain text.
+    """
+
+    threads = False
+
+    def __init__(
+        self, *, timeout: float, max_retries: int, backoff: float,
+        deadline: Deadline | None, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.deadline = deadline or Deadline()
+        self._sleep = sleep
+
+    def _once(self, payload: dict[str, Any], timeout: float) -> str | None:
+        raise NotImplementedError
+
+    def post(
+        self, message: SlackMessage, *, thread_ts: str | None = None, broadcast: bool = False
+    ) -> str | None:
+        extra: dict[str, Any] = {}
+        if thread_ts and self.threads:
+            extra["thread_ts"] = thread_ts
+            if broadcast:
+                extra["reply_broadcast"] = True
+        try:
+            return self._retrying({**message.payload(), **extra})
+        except _AttemptFailed as exc:
+            if not exc.rich_refused:
+                raise
+            log.warning(json.dumps({"event": "slack_plain_text_fallback", "error": str(exc)}))
+            return self._retrying({**message.fallback_payload(), **extra})
+
+    def _retrying(self, payload: dict[str, Any]) -> str | None:
+        attempt = 0
+        while True:
+            left = self.deadline.left()
+            if left < MIN_CALL_SECONDS:
+                raise SlackError(
+                    "no time left in this invocation to reach Slack", retryable=True
+                )
+            try:
+                return self._once(payload, min(self.timeout, left))
+            except _AttemptFailed as exc:
+                if not exc.retryable or attempt >= self.max_retries:
+                    raise
+                wait = exc.retry_after
+                if wait is None:
+                    wait = self.backoff * (2**attempt) * (1.0 + random.random())  # noqa: S311
+                if wait + MIN_CALL_SECONDS > self.deadline.left():
+                    raise _AttemptFailed(
+                        f"{exc} (waiting {wait:.0f} s more would pass this invocation's "
+                        "deadline: left for the retry)",
+                        retryable=True,
+                    ) from None
+                self._sleep(wait)
+                attempt += 1
+
+
+class WebhookSender(_RetryingSender):
     """Incoming webhook: one message per call, no ``ts``, so no threads."""
 
     threads = False
 
     def __init__(
-        self, url: str, *, timeout: float = 3.0, max_retries: int = 2, backoff: float = 0.5
+        self, url: str, *, timeout: float = 3.0, max_retries: int = 2, backoff: float = 0.5,
+        deadline: Deadline | None = None,
     ) -> None:
         from slack_sdk.webhook import WebhookClient
 
-        self._client = WebhookClient(url, **_client_options(timeout, max_retries, backoff))
+        super().__init__(
+            timeout=timeout, max_retries=max_retries, backoff=backoff, deadline=deadline
+        )
+        # retry_handlers=[]: the loop above retries, within the deadline.
+        self._client = WebhookClient(
+            url, timeout=int(max(1, timeout)), logger=_HTTP_LOG, retry_handlers=[]
+        )
 
-    def post(
-        self, message: SlackMessage, *, thread_ts: str | None = None, broadcast: bool = False
-    ) -> str | None:
+    def _once(self, payload: dict[str, Any], timeout: float) -> str | None:
+        self._client.timeout = max(1, int(timeout))
+        payload.pop("thread_ts", None)
+        payload.pop("reply_broadcast", None)
         try:
-            response = self._client.send_dict(message.payload())
+            response = self._client.send_dict(payload)
         except Exception as exc:  # noqa: BLE001 - URLError, timeouts, resets
             raise _transport_error(exc) from None
         if response.status_code != 200:
-            raise SlackError(
+            body = response.body or ""
+            raise _AttemptFailed(
                 f"Slack webhook answered HTTP {response.status_code}: "
-                f"{redact(cut_text(response.body or '', 80))}",
+                f"{redact(cut_text(body, 80))}",
                 retryable=_retryable_status(response.status_code),
+                retry_after=_retry_after(response.headers),
+                rich_refused=response.status_code == 400
+                and any(r in body for r in _RICH_REFUSALS),
             )
         return None
 
 
-class BotSender:
+class BotSender(_RetryingSender):
     """``chat.postMessage`` with a bot token; supports threaded replies."""
 
     threads = True
@@ -256,33 +330,35 @@ class BotSender:
         timeout: float = 3.0,
         max_retries: int = 2,
         backoff: float = 0.5,
+        deadline: Deadline | None = None,
     ) -> None:
         from slack_sdk import WebClient
 
-        kwargs = _client_options(timeout, max_retries, backoff)
+        super().__init__(
+            timeout=timeout, max_retries=max_retries, backoff=backoff, deadline=deadline
+        )
+        kwargs: dict[str, Any] = {
+            "timeout": int(max(1, timeout)), "logger": _HTTP_LOG, "retry_handlers": [],
+        }
         if base_url:
             kwargs["base_url"] = base_url if base_url.endswith("/") else base_url + "/"
         self.channel = channel
         self._client = WebClient(token=token, **kwargs)
 
-    def post(
-        self, message: SlackMessage, *, thread_ts: str | None = None, broadcast: bool = False
-    ) -> str | None:
+    def _once(self, payload: dict[str, Any], timeout: float) -> str | None:
         from slack_sdk.errors import SlackApiError
 
-        payload = message.payload()
-        if thread_ts:
-            payload["thread_ts"] = thread_ts
-            if broadcast:
-                payload["reply_broadcast"] = True
+        self._client.timeout = max(1, int(timeout))
         try:
             response = self._client.chat_postMessage(channel=self.channel, **payload)
         except SlackApiError as exc:
             status = getattr(exc.response, "status_code", "?")
             error = exc.response.get("error") if exc.response is not None else None
-            raise SlackError(
+            raise _AttemptFailed(
                 f"chat.postMessage failed: HTTP {status}, {error or 'no error code'}",
                 retryable=_retryable_status(status) or error in _RETRYABLE_API_ERRORS,
+                retry_after=_retry_after(getattr(exc.response, "headers", None)),
+                rich_refused=error in _RICH_REFUSALS,
             ) from None
         except Exception as exc:  # noqa: BLE001
             raise _transport_error(exc) from None

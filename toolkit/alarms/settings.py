@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from toolkit.env import (
+    DEFAULT_NAMESPACE,
     ENV_COOLDOWN_SECONDS,
     ENV_ENVIRONMENT,
     ENV_GRAFANA_URL,
     ENV_MAX_REMEDIATIONS_PER_HOUR,
+    ENV_NAMESPACE,
     ENV_REMEDIATING_METRICS,
     ENV_REMEDIATION,
     ENV_SLACK_API_URL,
@@ -48,6 +50,8 @@ class AlarmHandlerSettings:
     state_table: str | None = None
     remediating_metrics: tuple[str, ...] = (WORKER_STUCK,)
     grafana_url: str | None = None
+    # The namespace of the toolkit's own metrics: only WorkerStuck there is acted on.
+    namespace: str = DEFAULT_NAMESPACE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlarmHandlerSettings:
@@ -84,4 +88,5 @@ class AlarmHandlerSettings:
             state_table=env.get(ENV_STATE_TABLE) or None,
             remediating_metrics=tuple(m for m in metrics if m),
             grafana_url=env.get(ENV_GRAFANA_URL) or None,
+            namespace=(env.get(ENV_NAMESPACE) or "").strip() or DEFAULT_NAMESPACE,
         )

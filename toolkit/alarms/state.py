@@ -34,6 +34,7 @@ __all__ = ["DynamoStateStore", "MemoryStateStore", "StateStore", "REMEDIATION_WI
 
 REMEDIATION_WINDOW = timedelta(hours=1)
 LEDGER_KEY = "ledger#remediations"
+LEDGER_CONTENTION = "LedgerContention"  # AwsError code: optimistic writes kept losing
 
 
 class StateStore(Protocol):
@@ -300,7 +301,12 @@ class DynamoStateStore:
             recent.append((_epoch(now), target))
             if self._write_ledger(recent, version, now, window):
                 return True
-        return False  # persistent contention: refuse rather than risk exceeding the limit
+        # Persistent contention: neither "limit reached" (it may not be) nor a silent pass.
+        raise AwsError(
+            f"DynamoDB ledger on table {self.table} is contended (8 writes lost to other "
+            "deliveries)",
+            LEDGER_CONTENTION,
+        )
 
     def release_remediation(self, target: str, now: datetime) -> None:
         entry = (_epoch(now), target)
