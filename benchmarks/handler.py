@@ -99,7 +99,7 @@ def _unique(template: dict[str, Any], when: datetime) -> dict[str, Any]:
 
 
 def per_event_ms(n: int) -> dict[str, float]:
-    from toolkit.alarms.responder import build_responder
+    from toolkit.alarms.factory import build_responder
     from toolkit.alarms.settings import AlarmHandlerSettings
 
     logging.basicConfig(level=logging.INFO, stream=open("/dev/null", "w"))  # noqa: SIM115

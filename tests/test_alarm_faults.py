@@ -27,7 +27,8 @@ from tests.conftest import load_event
 from tests.slack_server import SlackServer
 from tests.test_remediation import create_state_table
 from toolkit.alarms.budget import Deadline
-from toolkit.alarms.responder import AlarmHandlingFailed, build_responder
+from toolkit.alarms.factory import build_responder
+from toolkit.alarms.responder import AlarmHandlingFailed
 from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.alarms.state import MemoryStateStore
 

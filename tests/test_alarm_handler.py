@@ -25,9 +25,10 @@ from tests.slack_server import SlackServer
 from tests.test_alarms import STUCK_FIXTURES, alarmish, json_values, mutated
 from tests.test_remediation import RacingEcs, SerialisedDynamo, create_state_table
 from toolkit.alarms import responder as responder_module
+from toolkit.alarms.factory import build_responder
 from toolkit.alarms.guards import RemediationPolicy, Target, target_from_alarm
 from toolkit.alarms.parsing import try_parse_event
-from toolkit.alarms.responder import AlarmHandlingFailed, build_responder
+from toolkit.alarms.responder import AlarmHandlingFailed
 from toolkit.alarms.senders import BotSender, WebhookSender
 from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.alarms.state import MemoryStateStore

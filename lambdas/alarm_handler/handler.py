@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from toolkit.alarms.responder import AlarmResponder, build_responder
+from toolkit.alarms.factory import build_responder
+from toolkit.alarms.responder import AlarmResponder
 from toolkit.alarms.settings import AlarmHandlerSettings
 
 # Decisions and outcomes are INFO lines; the Lambda runtime's root logger defaults to WARNING.
