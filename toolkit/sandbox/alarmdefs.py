@@ -56,7 +56,7 @@ class AlarmDefinition:
 
 
 def _loader() -> Any:
-    import yaml  # comes with moto[server], the sandbox extra
+    import yaml  # type: ignore[import-untyped]  # the sandbox extra; no types-PyYAML
 
     class Loader(yaml.SafeLoader):  # type: ignore[misc]
         pass

@@ -26,7 +26,7 @@ if os.environ.get(ENV_SANDBOX_KEYPREFIX):
 toolkit.install(app)
 
 
-@app.task(name="sandbox.work", ignore_result=True)
+@app.task(name="sandbox.work", ignore_result=True)  # type: ignore[untyped-decorator]
 def work(n: int, seconds: float = 0.05) -> int:
     time.sleep(seconds)
     return n

@@ -11,7 +11,7 @@ moto shows the state, and a :class:`Transition` for the caller to hand to the al
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from typing import Any, Literal
 from toolkit.sandbox.alarmdefs import AlarmDefinition
 
 State = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
-_COMPARE = {
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
     "GreaterThanThreshold": lambda v, t: v > t,
     "GreaterThanOrEqualToThreshold": lambda v, t: v >= t,
     "LessThanThreshold": lambda v, t: v < t,

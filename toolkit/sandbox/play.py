@@ -20,7 +20,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,7 +314,7 @@ def _alarm_changed(run: Run, change: Any, handler: Any, view: Any) -> None:
     handler(eventbridge_event(change, REGION), LambdaContext())
 
 
-def _finished(run: Run, states: dict[str, str]) -> float | None:
+def _finished(run: Run, states: Mapping[str, str]) -> float | None:
     """When to stop (seconds since start), once the scenario's story is told."""
     tl, t = run.timeline, run.timings
     if run.scenario == "stuck":
