@@ -1,7 +1,8 @@
 """The Celery app of the sandbox's workers: ``celery -A toolkit.sandbox.app worker``.
 
 The broker is ``$CELERY_BROKER_URL``; on a Redis the user named with ``--broker`` every key is
-prefixed with ``$CELERY_ECS_SANDBOX_KEYPREFIX``. One line wires the toolkit in, as in any app.
+prefixed with ``$CELERY_ECS_SANDBOX_KEYPREFIX``. The toolkit is wired in as
+``toolkit.install(app)`` does in any app.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import time
 
 from celery import Celery
 
-import toolkit
 from toolkit.env import ENV_BROKER_URL_FALLBACK, ENV_SANDBOX_KEYPREFIX
+from toolkit.stamp import install as install_stamp
+from toolkit.worker.bootstep import install as install_heartbeat
 
 app = Celery("sandbox", broker=os.environ.get(ENV_BROKER_URL_FALLBACK))
 app.conf.update(
@@ -23,7 +25,9 @@ app.conf.update(
 if os.environ.get(ENV_SANDBOX_KEYPREFIX):
     app.conf.broker_transport_options = {
         "global_keyprefix": os.environ[ENV_SANDBOX_KEYPREFIX]}
-toolkit.install(app)
+# what toolkit.install(app) does (the layout keeps tooling off the public re-export paths)
+install_stamp(app)
+install_heartbeat(app)
 
 
 @app.task(name="sandbox.work", ignore_result=True)  # type: ignore[untyped-decorator]

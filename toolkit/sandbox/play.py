@@ -138,9 +138,9 @@ def _producer(url: str, prefix: str, rate: float, stop: threading.Event) -> None
 
     app = Celery("sandbox-producer", broker=url, set_as_current=False)
     app.conf.broker_transport_options = {"global_keyprefix": prefix} if prefix else {}
-    import toolkit
+    from toolkit.stamp import install as install_stamp
 
-    toolkit.install(app, heartbeat=False)
+    install_stamp(app)  # the publish stamp behind QueueAge, as toolkit.install(app) adds it
     rng = random.Random(7)
     n = 0
     with app.producer_or_acquire() as producer:

@@ -9,7 +9,7 @@ from typing import Any
 
 from toolkit.sandbox.scenario import Event, Timeline
 
-W, H, LEFT, RIGHT, TOP, BOTTOM = 1100, 360, 56, 20, 30, 40
+W, H, LEFT, RIGHT, TOP, BOTTOM = 1100, 400, 56, 24, 78, 56
 LINE_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea")
 MARKERS = {"frozen": "#a16207", "memory": "#a16207", "alarm": "#dc2626",
            "deployment": "#1d4ed8", "recovered": "#15803d", "resolved": "#15803d"}
@@ -44,7 +44,7 @@ def summary(scenario: str, ok: bool, result: str, timeline: Timeline, deployment
         if "freeze_to_drained" in d:
             parts.append(f"the backlog had drained at {d['freeze_to_drained']:g} s")
         if "start_to_resolved" in d:
-            parts.append(f"and Slack showed \"resolved\" {d['start_to_resolved']:g} s after the "
+            parts.append(f"and Slack showed \"resolved\" {d['start_to_resolved']:.1f} s after the "
                          "start (target < 90 s)")
         text = "; ".join(parts) + "."
     elif scenario == "memory":
@@ -80,21 +80,30 @@ def _svg(lengths: Sequence[tuple[float, dict[str, int]]], events: Sequence[Event
     for s in range(0, int(t_max) + 1, step):
         parts.append(f'<text x="{x(s):.1f}" y="{H - BOTTOM + 18}" text-anchor="middle" '
                      f'class="axis">{s}s</text>')
+    rows: list[float] = []  # x of the last label on each row, so close markers do not overlap
     for e in events:
         if e.event not in MARKERS:
             continue
-        colour = MARKERS[e.event]
-        parts.append(f'<g class="marker {e.event}"><line x1="{x(e.t):.1f}" x2="{x(e.t):.1f}" '
-                     f'y1="{TOP}" y2="{H - BOTTOM}" stroke="{colour}" stroke-width="2" '
-                     f'stroke-dasharray="5 4"/><text x="{x(e.t) + 4:.1f}" y="{TOP - 8}" '
-                     f'fill="{colour}" class="label" transform="rotate(-0)">{e.event}</text>'
+        colour, at = MARKERS[e.event], x(e.t)
+        row = next((i for i, last in enumerate(rows) if at - last > 110), min(len(rows), 3))
+        if row < len(rows):
+            rows[row] = at
+        else:
+            rows.append(at)
+        anchor, dx = ("end", -4) if at > W - RIGHT - 110 else ("start", 4)
+        parts.append(f'<g class="marker {e.event}"><line x1="{at:.1f}" x2="{at:.1f}" '
+                     f'y1="{TOP - 4 - 16 * row}" y2="{H - BOTTOM}" stroke="{colour}" '
+                     f'stroke-width="2" stroke-dasharray="5 4"/><text x="{at + dx:.1f}" '
+                     f'y="{TOP - 8 - 16 * row}" fill="{colour}" text-anchor="{anchor}" '
+                     f'class="label" stroke="#fff" stroke-width="4" paint-order="stroke">'
+                     f'{e.event} {e.t:.0f}s</text>'
                      f'<title>{html.escape(e.detail)}</title></g>')
     for i, q in enumerate(queues):
         points = " ".join(f"{x(t):.1f},{y(ls.get(q, 0)):.1f}" for t, ls in lengths)
         colour = LINE_COLOURS[i % len(LINE_COLOURS)]
         parts.append(f'<polyline class="queue" data-queue="{html.escape(q)}" fill="none" '
                      f'stroke="{colour}" stroke-width="2.5" points="{points}"/>')
-        parts.append(f'<text x="{W - RIGHT - 150}" y="{TOP + 20 + 18 * i}" fill="{colour}" '
+        parts.append(f'<text x="{W - RIGHT - 300 + 150 * i}" y="{H - 8}" fill="{colour}" '
                      f'class="legend">&#9632; queue {html.escape(q)}</text>')
     parts.append(f'<text x="{LEFT}" y="{H - 6}" class="axis">seconds since start; '
                  'QueueLength read by the collector each cycle</text></svg>')
