@@ -1,42 +1,106 @@
-"""`celery-ecs sandbox`, the README's main command, as a user runs it."""
+"""`celery-ecs sandbox`, the README's main command, as a user runs it: every scenario end to end
+(real worker processes, moto, the real alarm handler, the local Slack), on the real Redis and,
+for the stuck scenario, on the fakeredis fallback a bare machine gets.
+
+Cost: ~35 s per stuck run, ~25 s memory, ~20 s healthy (about 2 minutes in all on 2 cores)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 CLI = str(Path(sys.executable).parent / "celery-ecs")
-pytestmark = pytest.mark.e2e
+REAL_REDIS = "redis://127.0.0.1:6379/3"
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def run_sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+def run_sandbox(tmp_path: Path, *args: str, bare: bool = False) -> tuple[
+    subprocess.CompletedProcess[str], dict[str, Any], str
+]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([CLI, "sandbox", "--cycles", "2", "--interval", "0.1", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    if bare:  # no redis-server on the PATH: the fakeredis fallback
+        env["PATH"] = str(Path(sys.executable).parent)
+    out, report = tmp_path / "sandbox.json", tmp_path / "report.html"
+    proc = subprocess.run([CLI, "sandbox", "--json", str(out), "--report", str(report), *args],
+                          capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
+    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(out.read_text()), report.read_text()
 
 
-def test_embedded_sandbox_shows_the_stuck_queue() -> None:
-    proc = run_sandbox()
-    assert proc.returncode == 0, proc.stderr
-    assert "embedded Redis on redis://127.0.0.1:" in proc.stdout
-    assert "emails      250" in proc.stdout and "critical: length 250 > 100" in proc.stdout
-    # the drained queue moved between cycle 1 and 2, and CloudWatch (moto) has both datapoints
-    assert "default      40" in proc.stdout and "default      25" in proc.stdout
-    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("QueueLength")
-                and "default" in x)
-    assert "min    25.0" in line and "max    40.0" in line and "datapoints 2" in line
-    assert "werkzeug" not in proc.stderr
+def events(doc: dict[str, Any]) -> list[str]:
+    return [e["event"] for e in doc["timeline"]]
+
+
+def assert_stuck_story(proc: subprocess.CompletedProcess[str], doc: dict[str, Any],
+                       report: str) -> None:
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert set(doc) == {"scenario", "ok", "deployments", "report", "timeline"}
+    assert doc["scenario"] == "stuck" and doc["ok"] is True and doc["deployments"] == 1
+    names = events(doc)
+    order = [names.index(e) for e in ("frozen", "alarm", "deployment", "recovered", "resolved")]
+    assert order == sorted(order), names
+    first = {e["event"]: e for e in reversed(doc["timeline"])}
+    assert first["alarm"]["detail"] == "sandbox-worker-emails-WorkerStuck"
+    assert first["resolved"]["detail"] == "sandbox-worker-emails-WorkerStuck"
+    assert all(isinstance(e["t"], float | int) for e in doc["timeline"])
+    # the screen told the story, and said what stands in for CloudWatch
+    assert "local stand-in" in proc.stdout and "ALARM: sandbox-worker-emails-WorkerStuck" in \
+        proc.stdout and "Resolved: sandbox-worker-emails-WorkerStuck" in proc.stdout
+    assert "Forced a new deployment of `sandbox-cluster/worker-emails`" in proc.stdout
+    assert re.search(r"freeze to deployment\s+\d+\.\d s", proc.stdout)
+    # the report: inline SVG, one deployment marker per deployment, the Slack messages
+    assert doc["report"].endswith("report.html")
+    svg = report.split("<svg", 1)[1].split("</svg>")[0]
+    assert "href" not in svg and "src=" not in report  # nothing fetched
+    assert report.count('class="marker deployment"') == doc["deployments"] == 1
+    assert report.count('class="marker alarm"') >= 1
+    assert "ALARM: sandbox-worker-emails-WorkerStuck" in report
+    assert "Resolved: sandbox-worker-emails-WorkerStuck" in report
+    assert 'data-queue="emails"' in report and 'data-queue="reports"' in report
+    assert "<script" not in report and "<link" not in report
 
 
 @pytest.mark.redis
-def test_sandbox_on_a_real_redis_cleans_up() -> None:
-    url = "redis://127.0.0.1:6379/3"
-    proc = run_sandbox("--broker", url)
-    assert proc.returncode == 0, proc.stderr
-    assert "emails      250" in proc.stdout
-    assert list(redis.Redis.from_url(url).scan_iter(match="sandbox:*")) == []
+def test_stuck_worker_is_redeployed_and_recovers_on_real_redis(tmp_path: Path) -> None:
+    proc, doc, report = run_sandbox(tmp_path, "--broker", REAL_REDIS)
+    assert_stuck_story(proc, doc, report)
+    assert "broker      --broker" in proc.stdout
+    # nothing of the run is left in the user's Redis
+    assert list(redis.Redis.from_url(REAL_REDIS).scan_iter(match="sandbox-*")) == []
+
+
+def test_stuck_scenario_on_the_fakeredis_fallback(tmp_path: Path) -> None:
+    proc, doc, report = run_sandbox(tmp_path, bare=True)
+    assert "embedded fakeredis" in proc.stdout
+    assert_stuck_story(proc, doc, report)
+
+
+@pytest.mark.redis
+def test_memory_alarm_alerts_without_deployment(tmp_path: Path) -> None:
+    proc, doc, report = run_sandbox(tmp_path, "--scenario", "memory", "--broker", REAL_REDIS)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert doc["ok"] is True and doc["deployments"] == 0
+    names = events(doc)
+    assert "deployment" not in names and names.index("memory") < names.index("alarm")
+    alarms = [e["detail"] for e in doc["timeline"] if e["event"] == "alarm"]
+    assert alarms == ["sandbox-worker-emails-MemoryHigh"]
+    assert "ALARM: sandbox-worker-emails-MemoryHigh" in report
+    assert report.count('class="marker deployment"') == 0
+
+
+@pytest.mark.redis
+def test_healthy_traffic_raises_nothing(tmp_path: Path) -> None:
+    proc, doc, report = run_sandbox(tmp_path, "--scenario", "healthy", "--broker", REAL_REDIS,
+                                    "--warmup", "3", "--healthy-for", "10")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert doc["ok"] is True and doc["deployments"] == 0
+    assert not {"alarm", "deployment", "slack", "frozen"} & set(events(doc))
+    assert "<svg" in report and "no message" in report

@@ -42,6 +42,8 @@ ENV_ECS_METADATA_URI = "ECS_CONTAINER_METADATA_URI_V4"
 ENV_HEARTBEAT_REGISTRY = "CELERY_ECS_HEARTBEAT_REGISTRY"  # Redis URL, or "off"; default: broker
 ENV_HEARTBEAT_TTL = "CELERY_ECS_HEARTBEAT_TTL"
 ENV_HEARTBEAT_MAX_BUSY = "CELERY_ECS_HEARTBEAT_MAX_BUSY"  # solo pool: longest task kept alive
+# the sandbox's worker app (toolkit/sandbox/app.py): kombu global_keyprefix on a shared Redis
+ENV_SANDBOX_KEYPREFIX = "CELERY_ECS_SANDBOX_KEYPREFIX"
 
 # --- defaults ---------------------------------------------------------------------------------
 DEFAULT_CONFIG_FILE = "celery-ecs.toml"

@@ -1,142 +1,71 @@
-"""``celery-ecs sandbox``: the loop on this machine, with no AWS account.
+"""``celery-ecs sandbox``: the whole loop on this machine, with no AWS account and no Slack.
 
-Today it runs the queue-metrics part of the loop end to end: an embedded Redis broker (or
-``--broker``), a real Celery producer filling three queues at several priorities, collection
-cycles published to a loopback CloudWatch (moto), and the metrics read back from it. Later
-stages (workers, verdicts, alarms, Slack) join it as they land.
+Freeze, alarm, Slack, forced deployment, recovery (``--scenario stuck``, the default); a memory
+alert that must not redeploy (``memory``); quiet traffic that must raise nothing (``healthy``).
+The logic lives in :mod:`toolkit.sandbox`; this module parses arguments and sets the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import json
+import signal
 import sys
-import time
-from datetime import UTC, datetime, timedelta
+import threading
+from pathlib import Path
 from typing import Any
-
-DEMO_QUEUES = {"default": 40, "emails": 250, "reports": 12}
-# what the pretend workers take per cycle: "emails" has no worker consuming it
-DRAIN_PER_CYCLE = {"default": 15, "reports": 5}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", choices=("stuck", "healthy", "memory"), default="stuck")
+    parser.add_argument("--json", metavar="PATH", help="write the outcome and timeline as JSON")
+    parser.add_argument("--report", metavar="PATH", default="sandbox-report.html",
+                        help="the HTML report (default: sandbox-report.html)")
     parser.add_argument("--broker", metavar="URL",
-                        help="use this Redis instead of the embedded one (keys are prefixed "
-                             "with 'sandbox:' and removed afterwards)")
-    parser.add_argument("--environment", default="sandbox", metavar="NAME")
-    parser.add_argument("--cycles", type=int, default=3, help="collection cycles to run")
-    parser.add_argument("--interval", type=float, default=1.0, metavar="S")
-    parser.add_argument("-v", "--verbose", action="store_true")
+                        help="use this Redis (keys prefixed with a unique 'sandbox-...:' and "
+                             "removed afterwards) instead of a local redis-server or fakeredis")
+    parser.add_argument("--warmup", type=float, default=None, metavar="S",
+                        help="seconds of normal traffic before the fault (default 6)")
+    parser.add_argument("--healthy-for", type=float, default=None, metavar="S",
+                        help="seconds the healthy scenario watches (default 20)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from celery import Celery
+    from dataclasses import replace
 
-    import toolkit
-    from toolkit.collector.brokers import open_reader
-    from toolkit.collector.cycle import QueueSource, run_cycle
-    from toolkit.collector.publisher import CloudWatchPublisher
-    from toolkit.collector.render import render_table
-    from toolkit.config import BrokerSettings, Settings, Thresholds
-    from toolkit.sandbox import EmbeddedRedis, LocalAws
+    from toolkit.sandbox.play import play
+    from toolkit.sandbox.report import durations, render_report, summary
+    from toolkit.sandbox.scenario import Timings
+    from toolkit.sandbox.view import View
 
-    out = sys.stdout
-    prefix = "sandbox:" if args.broker else ""
-    with EmbeddedRedis() as embedded, LocalAws() as aws:
-        url = args.broker or embedded.url
-        print(f"broker      {'--broker' if args.broker else 'embedded Redis'} on "
-              f"{url if not args.broker else BrokerSettings(url).safe_url}", file=out)
-        print(f"CloudWatch  moto on {aws.endpoint} (nothing leaves this machine)", file=out)
-
-        app = Celery("sandbox", broker=url, set_as_current=False)
-        app.conf.broker_transport_options = {"global_keyprefix": prefix}
-        toolkit.install(app)
-        rng = random.Random(7)
-        with app.producer_or_acquire() as producer:
-            for queue, count in DEMO_QUEUES.items():
-                for i in range(count):
-                    app.send_task("sandbox.work", args=[i], queue=queue,
-                                  priority=rng.choice([0, 3, 6, 9]), producer=producer)
-        print(f"published   {sum(DEMO_QUEUES.values())} tasks to {len(DEMO_QUEUES)} queues "
-              "at priorities 0-9, stamped for QueueAge\n", file=out)
-
-        settings = Settings(
-            environment=args.environment,
-            broker=BrokerSettings(url=url, global_keyprefix=prefix),
-            thresholds=Thresholds(max_length=100, max_age=600),
-        )
-        reader = open_reader(settings.broker)  # type: ignore[arg-type]
-        cloudwatch = aws.client("cloudwatch")
-        publisher = CloudWatchPublisher(settings.namespace, client=cloudwatch)
-        source = QueueSource(settings)
-        try:
-            failed = 0
-            for n in range(args.cycles):
-                if n:
-                    time.sleep(args.interval)
-                    _drain(url, prefix)
-                result = run_cycle(reader, settings, publisher, source=source)
-                print(f"cycle {n + 1}/{args.cycles}", file=out)
-                print(render_table(result, settings) + "\n", file=out)
-                failed += 0 if result.ok else 1
-                for err in result.errors:
-                    print(f"error: {err}", file=sys.stderr)
-            _read_back(cloudwatch, settings.namespace, args.environment)
-        finally:
-            if prefix:
-                _cleanup(url, prefix)
-            reader.close()
-    return 1 if failed else 0
-
-
-def _drain(url: str, prefix: str) -> None:
-    """Consume and acknowledge a few tasks, as the workers of two of the queues would."""
-    import importlib
-
-    connection_cls: Any = importlib.import_module("kombu").Connection  # partially typed
-    with connection_cls(url, transport_options={"global_keyprefix": prefix}) as conn:
-        for queue, count in DRAIN_PER_CYCLE.items():
-            simple = conn.SimpleQueue(queue)
-            for _ in range(count):
-                try:
-                    simple.get(timeout=0.5).ack()
-                except simple.Empty:
-                    break
-            simple.close()
-
-
-def _read_back(cw: Any, namespace: str, environment: str) -> None:
-    now = datetime.now(UTC)
-    metrics = cw.list_metrics(Namespace=namespace,
-                              Dimensions=[{"Name": "Environment", "Value": environment}])
-    print(f"read back from CloudWatch (namespace {namespace}):")
-    rows = []
-    unique = {(m["MetricName"], tuple((d["Name"], d["Value"]) for d in m["Dimensions"])): m
-              for m in metrics["Metrics"]}
-    for _, m in sorted(unique.items()):
-        stats = cw.get_metric_statistics(
-            Namespace=namespace, MetricName=m["MetricName"], Dimensions=m["Dimensions"],
-            StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=5),
-            Period=300, Statistics=["Minimum", "Maximum", "SampleCount"],
-        )
-        for p in stats["Datapoints"]:
-            queue = next((d["Value"] for d in m["Dimensions"] if d["Name"] == "Queue"), "")
-            rows.append(f"  {m['MetricName']:<20}{queue:<10}min {p['Minimum']:>7.1f}   max "
-                        f"{p['Maximum']:>7.1f}   datapoints {int(p['SampleCount'])}")
-    print("\n".join(rows))
-    print("\nThe QueueLength graph tells the story: 'default' and 'reports' drain, 'emails' "
-          "never moves:\nits worker needs attention.")
-
-
-def _cleanup(url: str, prefix: str) -> None:
-    """Remove the sandbox's keys (all under ``prefix``) from a Redis given with --broker."""
-    import redis
-
-    client = redis.Redis.from_url(url)
+    timings = Timings()
+    if args.warmup is not None:
+        timings = replace(timings, warmup=args.warmup)
+    if args.healthy_for is not None:
+        timings = replace(timings, healthy_for=args.healthy_for)
+    view = View(sys.stdout, sys.stdout.isatty())
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        result = play(args.scenario, broker=args.broker, timings=timings, view=view, stop=stop)
     finally:
-        client.close()
+        signal.signal(signal.SIGINT, previous)
+        view.close()
+    report = Path(args.report).resolve()
+    text = summary(args.scenario, result.ok, result.result, result.timeline, result.deployments)
+    report.write_text(render_report(result, text), encoding="utf-8")
+    print(f"\n{text}")
+    for key, value in durations(result.timeline).items():
+        print(f"  {key.replace('_', ' '):<24}{value:>6.1f} s")
+    print(f"report: {report}")
+    if args.json:
+        doc: dict[str, Any] = {
+            "scenario": args.scenario, "ok": result.ok, "deployments": result.deployments,
+            "report": str(report),
+            "timeline": [{"t": e.t, "event": e.event, "detail": e.detail}
+                         for e in result.timeline.events],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    if stop.is_set():
+        return 130
+    return 0 if result.ok else 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +53,60 @@ class EmbeddedRedis:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+class RedisServer:
+    """A ``redis-server`` binary on a free loopback port, nothing saved to disk."""
+
+    def __init__(self, binary: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> RedisServer:
+        self._proc = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if self._proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.__exit__()
+        raise ConfigError(f"{self.binary} did not start on 127.0.0.1:{self.port}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+
+
+def local_broker(url: str | None) -> tuple[Any, str, str]:
+    """(context manager, URL, label): ``url`` if given, else a ``redis-server`` binary if one is
+    installed, else fakeredis's TCP server. The context manager starts and stops it."""
+    import contextlib
+    import shutil
+
+    if url:
+        return contextlib.nullcontext(), url, "--broker"
+    binary = shutil.which("redis-server")
+    if binary:
+        server: Any = RedisServer(binary)
+        return server, server.url, f"redis-server ({binary})"
+    embedded = EmbeddedRedis()
+    return embedded, embedded.url, "embedded fakeredis (no redis-server installed)"
 
 
 class LocalAws:

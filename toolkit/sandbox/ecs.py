@@ -1,0 +1,202 @@
+"""The sandbox playing ECS: services in moto, a task metadata endpoint, worker processes as tasks.
+
+Each worker process stands for one task of one ECS service: it learns its task ARN, cluster and
+service from :class:`TaskMetadata` (``$ECS_CONTAINER_METADATA_URI_V4``, as on ECS), so the
+collector's verdicts map its heartbeat to the service. When a service gets a new deployment
+(``DescribeServices`` shows a new deployment id), :meth:`LocalEcs.replace_if_deployed` does what
+ECS would: stops the old task (SIGKILL, a frozen process ignores SIGTERM) and starts a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from toolkit.env import (
+    ENV_BROKER_URL_FALLBACK,
+    ENV_ECS_METADATA_URI,
+    ENV_HEARTBEAT_FILE,
+    ENV_HEARTBEAT_INTERVAL,
+    ENV_READY_FILE,
+    ENV_SANDBOX_KEYPREFIX,
+)
+
+ACCOUNT = "123456789012"  # moto's default account
+
+
+class TaskMetadata:
+    """ECS task metadata v4 on 127.0.0.1: ``/<task id>`` and ``/<task id>/task``."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.tasks: dict[str, tuple[str, str]] = {}  # task id -> (cluster, service)
+        meta = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                parts = self.path.strip("/").split("/")
+                cluster, service = meta.tasks.get(parts[0], ("", ""))
+                arn = meta.task_arn(cluster, parts[0])
+                body: dict[str, Any] = (
+                    {"Name": "worker", "Labels": {"com.amazonaws.ecs.task-arn": arn,
+                                                  "com.amazonaws.ecs.cluster": cluster}}
+                    if len(parts) == 1 else
+                    {"TaskARN": arn, "Cluster": cluster, "ServiceName": service})
+                data = json.dumps(body).encode()
+                self.send_response(200 if cluster else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()
+
+    def task_arn(self, cluster: str, task_id: str) -> str:
+        return f"arn:aws:ecs:{self.region}:{ACCOUNT}:task/{cluster}/{task_id}"
+
+    def uri(self, task_id: str) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/{task_id}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@dataclass
+class Task:
+    service: str
+    task_id: str
+    queue: str
+    proc: subprocess.Popen[bytes]
+    ready_file: Path
+    log_file: Path
+
+    def ready(self) -> bool:
+        return self.ready_file.exists()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def freeze(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def kill(self) -> None:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+
+class LocalEcs:
+    """Creates the cluster and the services in moto, runs one worker process per service."""
+
+    def __init__(self, ecs: Any, cluster: str, services: dict[str, str], *, broker: str,
+                 keyprefix: str, tmp: Path, region: str) -> None:
+        self.ecs = ecs
+        self.cluster = cluster
+        self.services = services  # service -> queue
+        self.broker, self.keyprefix, self.tmp = broker, keyprefix, tmp
+        self.metadata = TaskMetadata(region)
+        self.tasks: dict[str, Task] = {}
+        self.retired: list[Task] = []
+        self.deployment_ids: dict[str, str] = {}
+
+    def create(self, remediate: bool = True) -> None:
+        self.ecs.create_cluster(clusterName=self.cluster)
+        self.ecs.register_task_definition(family="sandbox-worker", containerDefinitions=[
+            {"name": "worker", "image": "celery-worker:sandbox", "memory": 512,
+             "essential": True}])
+        for service in self.services:
+            self.ecs.create_service(
+                cluster=self.cluster, serviceName=service, taskDefinition="sandbox-worker",
+                desiredCount=1, launchType="FARGATE",
+                tags=[{"key": "celery-ecs:remediate", "value": str(remediate).lower()}])
+        _age_deployments(self.cluster, list(self.services), self.ecs.meta.region_name)
+        self.deployment_ids = self._deployments()
+
+    def _deployments(self) -> dict[str, str]:
+        got = self.ecs.describe_services(cluster=self.cluster, services=list(self.services))
+        return {s["serviceName"]: next((d["id"] for d in s["deployments"]
+                                        if d["status"] == "PRIMARY"), "")
+                for s in got["services"]}
+
+    def start_task(self, service: str) -> Task:
+        task_id = uuid.uuid4().hex
+        self.metadata.tasks[task_id] = (self.cluster, service)
+        ready = self.tmp / f"{task_id}.ready"
+        log_file = self.tmp / f"{task_id}.log"
+        env = {**os.environ, ENV_BROKER_URL_FALLBACK: self.broker,
+               ENV_SANDBOX_KEYPREFIX: self.keyprefix,
+               ENV_ECS_METADATA_URI: self.metadata.uri(task_id),
+               ENV_HEARTBEAT_FILE: str(self.tmp / f"{task_id}.heartbeat"),
+               ENV_READY_FILE: str(ready), ENV_HEARTBEAT_INTERVAL: "0.5",
+               "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
+        with log_file.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "toolkit.sandbox.app", "worker",
+                 "-P", "prefork", "-c", "1", "-n", f"{service}-{task_id[:8]}@sandbox",
+                 "-Q", self.services[service], "--without-mingle", "--without-gossip",
+                 "-l", "warning"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        task = Task(service, task_id, self.services[service], proc, ready, log_file)
+        self.tasks[service] = task
+        return task
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(t.ready() for t in self.tasks.values()):
+            dead = [t for t in self.tasks.values() if not t.alive()]
+            if dead or time.monotonic() > deadline:
+                task = (dead or list(self.tasks.values()))[0]
+                tail = task.log_file.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"worker of {task.service} did not start:\n{tail}")
+            time.sleep(0.1)
+
+    def replace_if_deployed(self) -> list[str]:
+        """Services with a new deployment since the last call; their task is replaced."""
+        now = self._deployments()
+        changed = [s for s, d in now.items() if d and d != self.deployment_ids.get(s)]
+        self.deployment_ids = now
+        for service in changed:
+            old = self.tasks.get(service)
+            if old is not None:
+                old.kill()
+                self.retired.append(old)
+            self.start_task(service)
+        return changed
+
+    def close(self) -> None:
+        for task in [*self.tasks.values(), *self.retired]:
+            task.kill()
+        self.metadata.close()
+
+
+def _age_deployments(cluster: str, services: list[str], region: str) -> None:
+    """Back-date the services' first deployment by an hour, as if deployed before the sandbox
+    began (moto stamps it now, and the handler's cooldown guard would refuse to act)."""
+    from moto.ecs.models import ecs_backends
+
+    backend = ecs_backends[ACCOUNT][region]
+    when = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
+    for service in services:
+        for deployment in backend.services[f"{cluster}:{service}"].deployments:
+            deployment["createdAt"] = deployment["updatedAt"] = when

@@ -1,0 +1,133 @@
+"""What each scenario expects, the timeline, and the alarm event handed to the handler. Pure."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from toolkit.sandbox.cloudwatch import Transition
+
+Scenario = Literal["stuck", "healthy", "memory"]
+SCENARIOS: tuple[Scenario, ...] = ("stuck", "healthy", "memory")
+STUCK_ORDER = ("frozen", "alarm", "deployment", "recovered", "resolved")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The sandbox's clock: CloudWatch periods divided by ``scale`` (60 s -> 3 s)."""
+
+    scale: float = 20.0
+    collect_every: float = 1.0  # seconds between collector cycles
+    dead_after: float = 6.0  # [verdicts] dead_after
+    stuck_after: float = 20.0  # [verdicts] stuck_after
+    warmup: float = 6.0  # normal traffic before the scenario's fault
+    healthy_for: float = 20.0  # how long the healthy scenario watches
+    settle: float = 6.0  # after the memory alarm: no deployment may follow
+    rate: float = 3.0  # tasks per second per queue
+    timeout: float = 150.0
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float
+    event: str
+    detail: str
+
+
+@dataclass
+class Timeline:
+    events: list[Event] = field(default_factory=list)
+
+    def add(self, t: float, event: str, detail: str) -> Event:
+        e = Event(round(t, 2), event, detail)
+        self.events.append(e)
+        return e
+
+    def first(self, event: str) -> Event | None:
+        return next((e for e in self.events if e.event == event), None)
+
+    def count(self, event: str) -> int:
+        return sum(1 for e in self.events if e.event == event)
+
+
+def in_order(events: Sequence[Event], order: Sequence[str]) -> bool:
+    """Whether the first occurrences of ``order`` appear, in that order."""
+    at = []
+    for name in order:
+        hit = next((i for i, e in enumerate(events) if e.event == name), None)
+        if hit is None:
+            return False
+        at.append(hit)
+    return at == sorted(at)
+
+
+def outcome(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bool, str]:
+    """Whether the scenario's expected outcome happened, and in words."""
+    alarms = [e for e in timeline.events if e.event == "alarm"]
+    if scenario == "stuck":
+        if deployments != 1:
+            return False, f"expected exactly one forced deployment, saw {deployments}"
+        if not in_order(timeline.events, STUCK_ORDER):
+            return False, "expected " + " -> ".join(STUCK_ORDER) + ", saw " + " -> ".join(
+                e.event for e in timeline.events)
+        return True, "the stuck worker was detected, redeployed and recovered"
+    if scenario == "healthy":
+        if alarms or deployments:
+            return False, f"expected no alarm and no deployment, saw {len(alarms)} alarm(s) " \
+                          f"and {deployments} deployment(s)"
+        return True, "no alarm, no deployment"
+    memory = [e for e in alarms if e.detail.endswith("MemoryHigh")]
+    if not memory or timeline.first("slack") is None:
+        return False, "expected the MemoryHigh alarm and its Slack alert"
+    if deployments:
+        return False, f"a memory alarm must not redeploy, saw {deployments} deployment(s)"
+    return True, "memory alert sent, no deployment"
+
+
+def eventbridge_event(change: Transition, region: str, account: str = "123456789012") -> dict[
+    str, object
+]:
+    """The EventBridge "CloudWatch Alarm State Change" CloudWatch sends for ``change``."""
+    a = change.alarm
+    stamp = change.at.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    reason_data = json.dumps({"version": "1.0", "statistic": a.statistic, "period": a.period,
+                              "recentDatapoints": [v for v in reversed(change.values)
+                                                   if v is not None],  # newest first
+                              "threshold": a.threshold})
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch", "account": account,
+        "time": change.at.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": region,
+        "resources": [f"arn:aws:cloudwatch:{region}:{account}:alarm:{a.name}"],
+        "detail": {
+            "alarmName": a.name,
+            "configuration": {"description": a.description, "metrics": [{
+                "id": "m1", "returnData": True,
+                "metricStat": {"metric": {"dimensions": dict(a.dimensions), "name": a.metric,
+                                          "namespace": a.namespace},
+                               "period": a.period, "stat": a.statistic}}]},
+            "previousState": {"reason": "", "timestamp": stamp, "value": change.old},
+            "state": {"reason": change.reason, "reasonData": reason_data, "timestamp": stamp,
+                      "value": change.new},
+        },
+    }
+
+
+class LambdaContext:
+    """The part of the Lambda context the handler reads: the time left (a fresh 30 s each)."""
+
+    function_name = "celery-ecs-sandbox-alarm-handler"
+    aws_request_id = "sandbox"
+
+    def __init__(self, budget_ms: int = 30_000) -> None:
+        import time
+
+        self._deadline = time.monotonic() + budget_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        import time
+
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
