@@ -342,10 +342,12 @@ def test_invocation_killed_after_deploying_its_retry_finishes_without_redeployin
     with pytest.raises(Killed):
         lam.handler(event, Context(120_000))
     assert len(alerts(server)) == 1 and len(killer.updates) == 1
-    # Another delivery while the lease is held (an SNS duplicate): acknowledged, nothing posted.
+    # Another delivery while the lease is held (an SNS duplicate, or a retry while a dead
+    # invocation's lease runs on): nothing posted, and raised while something is owed.
     lam._responder = None
     lam.responder().remediator._ecs = killer
-    assert lam.handler(event, Context())["alarms"][0]["duplicate"]
+    with pytest.raises(AlarmHandlingFailed, match="in_progress owed"):
+        lam.handler(event, Context())
     assert len(server.messages()) == 1
     # Lambda's retry, in a new container, after the lease lapsed (the timeout + 20 s).
     lam._responder = None
@@ -484,3 +486,47 @@ def test_no_alarm_text_survives_unescaped(
     for body in capture.bodies:
         for bad in ("<!", "<@", "<http"):
             assert bad not in body, body
+
+
+# --- the lease when an invocation dies early ----------------------------------------------------
+
+
+@pytest.mark.parametrize("death", ["killed", "crashed"])
+def test_retry_arriving_while_a_dead_invocations_lease_is_held_is_not_acknowledged(
+    lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch,
+    unique: str, death: str,
+) -> None:
+    """An invocation that dies early (OOM: ``killed``; an unexpected exception: ``crashed``) with
+    most of its 120 s left. Lambda's first retry comes about a minute later: it must not be
+    acknowledged as a duplicate (Lambda would never retry again and the alert would be lost)."""
+    create_state_table(unique)
+    monkeypatch.setenv("STATE_TABLE", unique)
+    event = load_event("sns_worker_stuck_alarm")
+    boom: BaseException = Killed() if death == "killed" else RuntimeError("bug in a parser")
+
+    class Dying:
+        threads = True
+
+        def post(self, *_: Any, **__: Any) -> str:
+            raise boom
+
+    lam.responder()._sender = Dying()
+    with pytest.raises(type(boom)):
+        lam.handler(event, Context(120_000))
+    start = datetime.now(UTC)
+    counting = CountingEcs(aws)
+    outcomes = []
+    for minutes in (1, 3):  # Lambda's two retries, in new containers
+        lam._responder = None
+        responder = lam.responder()
+        later = start + timedelta(minutes=minutes, seconds=5)
+        responder.clock = responder.remediator.clock = lambda later=later: later
+        responder.remediator._ecs = counting
+        try:
+            outcomes.append(lam.handler(event, Context()))
+        except AlarmHandlingFailed:
+            outcomes.append(None)
+        if outcomes[-1] is not None:
+            break
+    assert len(alerts(server)) == 1, outcomes
+    assert len(counting.updates) == 1

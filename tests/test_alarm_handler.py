@@ -226,7 +226,10 @@ def test_concurrent_duplicate_deliveries_deploy_once(
             dynamodb=SerialisedDynamo(boto3.client("dynamodb", region_name=REGION)),
         )
         start.wait(timeout=5)
-        results.append(responder.handle(copy.deepcopy(event)))
+        try:
+            results.append(responder.handle(copy.deepcopy(event)))
+        except AlarmHandlingFailed as exc:  # the copy that found the lease held, work owed
+            results.append(exc)
 
     threads = [threading.Thread(target=container) for _ in range(2)]
     for thread in threads:
@@ -234,7 +237,16 @@ def test_concurrent_duplicate_deliveries_deploy_once(
     for thread in threads:
         thread.join(timeout=30)
     assert len(racing.updates) == 1
-    assert sorted(r["alarms"][0]["duplicate"] for r in results) == [False, True]
+    handled = [r for r in results if isinstance(r, dict)]
+    raised = [r for r in results if isinstance(r, AlarmHandlingFailed)]
+    # The copy that lost the lease either found everything done (acknowledged) or raised so that
+    # Lambda brings it again (the holder could have died); its retry is then a plain duplicate.
+    assert len(handled) + len(raised) == 2
+    if raised:
+        retry = build_responder(AlarmHandlerSettings.from_env(), ecs=racing)
+        handled.append(retry.handle(copy.deepcopy(event)))
+    assert sorted(r["alarms"][0]["duplicate"] for r in handled) == [False, True]
+    assert len(racing.updates) == 1
     assert len(server.messages()) == 2  # one alert, one follow-up
 
 

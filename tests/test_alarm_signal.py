@@ -161,3 +161,18 @@ def test_throttled_follow_up_says_a_retry_is_pending() -> None:
     final = Decision("failed", "ecs-error", "UpdateService failed: InvalidParameter",
                      target=Target("c", "s"))
     assert "Redeploy by hand" in json.dumps(decision_message(final).payload())
+
+
+def test_every_decision_code_has_a_runbook_row() -> None:
+    """The log line's ``code`` (and the follow-up's context line) leads an operator to a row of
+    the runbook's code table saying what to do."""
+    from pathlib import Path
+    from typing import get_args
+
+    from toolkit.alarms.guards import DecisionCode
+
+    runbook = (Path(__file__).resolve().parent.parent / "docs" / "runbook.md").read_text()
+    rows = {line.split("|")[1].strip() for line in runbook.splitlines()
+            if line.startswith("| `") and line.count("|") >= 4}
+    missing = [c for c in get_args(DecisionCode) if f"`{c}`" not in rows]
+    assert not missing, f"add a row to docs/runbook.md's decision-code table: {missing}"

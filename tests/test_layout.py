@@ -32,16 +32,20 @@ def part_of(path: Path) -> str:
     return rel.parts[0].removesuffix(".py")
 
 
-def toolkit_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, top-level part of toolkit) of every toolkit import; ("", name) for others."""
+def toolkit_imports(path: Path, source: str | None = None) -> list[tuple[int, str]]:
+    """(line, dotted name) of every import; relative imports resolved against ``path``."""
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    package = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)[:-1]
+    text = path.read_text() if source is None else source
+    for node in ast.walk(ast.parse(text, str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-            if node.module == "toolkit":
-                names = [f"toolkit.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [module]
+            if module == "toolkit" or not node.module:
+                names = [f"{module}.{alias.name}" for alias in node.names]
         else:
             continue
         found.extend((node.lineno, name) for name in names)
@@ -92,6 +96,13 @@ def test_imports_respect_the_layers(path: Path) -> None:
     assert not bad, "\n".join(bad)
 
 
+def test_relative_imports_are_resolved() -> None:
+    path = PACKAGE / "alarms" / "guards.py"
+    source = "from ..collector import cycle\nfrom . import x\n"
+    names = [n for _, n in toolkit_imports(path, source)]
+    assert names == ["toolkit.collector", "toolkit.alarms.x"]
+
+
 def test_the_layer_rule_catches_a_feature_importing_another() -> None:
     assert not allowed("collector", "alarms")
     assert not allowed("errors", "config")
@@ -122,6 +133,11 @@ PUBLIC = [
     ("toolkit.alarms", "AlarmResponder"),
     ("toolkit.collector", "run_cycle"),
     ("toolkit.metricnames", "METRICS"),
+    ("toolkit.checkpoints", "StaleCheckpoint"),
+    ("toolkit.errors", "CheckpointError"),
+    ("toolkit.errors", "LockError"),
+    ("toolkit.locks", "LockNotAcquired"),
+    ("toolkit.deploy", "render_master"),
 ]
 
 

@@ -24,10 +24,11 @@ record still owes, so the ALARM alert is posted once, even when a deployment alr
   same way. A retryable remediation failure still pending after the third attempt is final.
 
 **The lease.** An invocation takes ``claim#<event>`` as a lease for the time it has left plus
-:data:`LEASE_SLACK`; a delivery arriving while it is held is acknowledged (the holder, or its own
-retries, finish). The lease is released at the end; if the invocation dies (timeout, OOM), the
-lease lapses before Lambda's first retry (at least a minute later), which takes over from the
-record.
+:data:`LEASE_SLACK`. A delivery arriving while it is held raises while the record still owes
+something (the holder may have died early with most of its time left: acknowledging would end
+Lambda's retries) and is acknowledged once nothing is owed. The lease is released at the end and
+on an unexpected error; if the runtime kills the invocation (timeout, OOM) it lapses on its own,
+and a later retry takes over from the record.
 """
 
 from __future__ import annotations
@@ -214,19 +215,29 @@ class AlarmResponder:
             _state_unavailable(exc)
             leased = True
         if not leased:
-            return self._duplicate(alarm, "in_progress")
-        # Released on every normal return; if the invocation dies (timeout, OOM), the lease lapses
-        # on its own before Lambda's retry arrives.
-        outcome = self._work(alarm, record, now)
+            # The holder may be alive (an SNS duplicate racing it) or dead (OOM early in a long
+            # invocation, its lease running on): while the record still owes something, raise so
+            # that Lambda comes again; acknowledging would end Lambda's retries with it unpaid.
+            owed = ("in_progress",) if record is None or owed_parts(record) else ()
+            return self._duplicate(alarm, "in_progress", owed)
+        # Released on every return, and on an unexpected error (a retry must be able to take
+        # over); if the runtime kills the invocation (timeout, OOM), the lease lapses on its own.
+        try:
+            outcome = self._work(alarm, record, now)
+        except Exception:
+            self._release(lease_key)
+            raise
         self._release(lease_key)
         log.info(json.dumps({"event": "alarm_handled", **outcome.to_dict()}, default=str))
         return outcome
 
-    def _duplicate(self, alarm: AlarmEvent, why: str) -> AlarmOutcome:
+    def _duplicate(
+        self, alarm: AlarmEvent, why: str, owed: tuple[str, ...] = ()
+    ) -> AlarmOutcome:
         log.info(json.dumps({"event": "duplicate_delivery", "alarm": alarm.name,
-                             "state": alarm.state, "why": why}))
+                             "state": alarm.state, "why": why, "owed": list(owed)}))
         return AlarmOutcome(alarm=alarm.name, state=alarm.state, duplicate=True, posted=False,
-                            slack_error=None, decision=None)
+                            slack_error=None, decision=None, owed=owed)
 
     def _work(
         self, alarm: AlarmEvent, record: dict[str, Any] | None, now: datetime
