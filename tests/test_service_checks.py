@@ -266,7 +266,15 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
 
 
 @pytest.mark.parametrize("line, message", [
-    ("dead_after = -1", "verdicts.dead_after must be a non-negative number, got -1"),
+    ("dead_after = -1", "verdicts.dead_after must be a positive number, got -1"),
+    ("dead_after = inf", "verdicts.dead_after must be a positive number, got inf"),
+    ("dead_after = nan", "verdicts.dead_after must be a positive number, got nan"),
+    ('dead_after = ""', "verdicts.dead_after must be a number, got ''"),
+    ('memory_high = "90"', "verdicts.memory_high must be a number, got '90'"),
+    ("memory_high = true", "verdicts.memory_high must be a number, got True"),
+    ("min_backlog = 0", "verdicts.min_backlog must be at least 1, got 0"),
+    ("min_backlog = -2", "verdicts.min_backlog must be at least 1, got -2"),
+    ('min_backlog = "3"', "verdicts.min_backlog must be an integer, got '3'"),
     ("stuck_after = 0", "verdicts.stuck_after must be a positive number, got 0"),
     ("min_backlog = 1.5", "verdicts.min_backlog must be an integer, got 1.5"),
     ('memory_high = "lots"', "verdicts.memory_high must be a number, got 'lots'"),
