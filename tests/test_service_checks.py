@@ -88,7 +88,7 @@ def test_describe_services_ten_per_call_and_missing_ones(aws: tuple[Any, Any]) -
     view = read.found["svc-0"]
     assert (view.running, view.desired, view.pending, view.deploying) == (1, 1, 0, False)
     assert view.rollout_state == "COMPLETED" and view.launch_type == "EC2"
-    assert read.missing == {"ghost": "service ghost not found in cluster prod (MISSING)"}
+    assert read.missing == {"ghost": "service ghost not found in cluster prod"}
 
 
 def test_cluster_that_does_not_exist_makes_every_service_missing(aws: tuple[Any, Any]) -> None:
@@ -189,6 +189,20 @@ def test_missing_service_is_unknown_while_the_others_are_judged(aws: tuple[Any, 
     assert by["nobroker"].backlog == 0
     assert any("queues no broker has, counted as 0: x" in r for r in by["nobroker"].reasons)
     assert got.aws_calls == 2 and got.errors == ()  # 1 DescribeServices + 1 GetMetricData
+
+
+def test_missing_cluster_is_named_as_the_cluster_not_the_service(aws: tuple[Any, Any]) -> None:
+    make_services(aws[0], "prod", ["alive"])
+    conf = Settings(environment="test", services=(
+        ServiceSettings("prod", "alive", ("a",)), ServiceSettings("nocluster", "svc-x", ("a",)),
+        ServiceSettings("prod", "gone", ("a",))))
+    checker = ServiceChecker(conf, ecs=aws[0], cloudwatch=aws[1])
+    got = checker.check(reading({"a": 0}, (beat("w1", "alive", beat_ago=1),)), NOW)
+    by = {v.service: v for v in got.verdicts}
+    assert by["svc-x"].verdict == "unknown" and by["svc-x"].worker_stuck_value is None
+    assert by["svc-x"].reasons[0] == "cluster nocluster not found"
+    assert by["gone"].reasons[0] == "service gone not found in cluster prod"
+    assert by["alive"].verdict == "healthy"
 
 
 def test_throttled_ecs_makes_services_unknown_not_a_crash(aws: tuple[Any, Any]) -> None:

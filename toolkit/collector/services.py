@@ -188,7 +188,7 @@ class ServiceChecker:
             return None
         view = read.found.get(svc.service)
         if view is None:
-            return EcsView(False, 0, 0, 0, False, None)
+            return EcsView(False, 0, 0, 0, False, None, read.missing.get(svc.service))
         return EcsView(True, view.running, view.desired, view.pending, view.deploying,
                        view.launch_type)
 
