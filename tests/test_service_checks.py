@@ -345,3 +345,21 @@ def test_check_json_against_real_redis_and_moto(
     finally:
         client.delete(f"{prefix}jobs")
         client.close()
+
+
+@pytest.mark.redis
+def test_no_aws_region_is_one_line_not_a_traceback(
+    tmp_path: Any, unique: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'environment = "t"\n[broker]\nurl = "redis://127.0.0.1:6379/1"\n'
+                    f'[[services]]\ncluster = "c"\nservice = "s"\nqueues = ["q-{unique}"]\n')
+    line = "no AWS region configured: set AWS_DEFAULT_REGION or a profile's region"
+    assert cli.main(["check", "--config", str(conf)]) == 2
+    assert capsys.readouterr().err == f"celery-ecs check: error: {line}\n"
+    assert cli.main(["collect", "--config", str(conf), "--once", "--dry-run", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"celery-ecs collect: error: {line}\n"
