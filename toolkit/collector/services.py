@@ -132,7 +132,8 @@ class ServiceChecker:
         (``broker_error`` says why); its ``workers`` are the registry (:func:`with_registry`)."""
         at = time.time() if now is None else now
         errors: list[str] = []
-        self._client("ecs"), self._client("cloudwatch")  # ConfigError (no region) is not per service
+        # a ConfigError here (no AWS region) is not a per-service failure: let it stop the check
+        self._client("ecs"), self._client("cloudwatch")
         workers = None if reading is None else reading.workers
         registry_error = None
         if reading is not None and workers is None:

@@ -183,7 +183,8 @@ def _workers(known: tuple[WorkerProgress, ...], th: VerdictThresholds, now: floa
 def _missing_data(obs: ServiceObservation) -> list[str]:
     """Say which data is missing, with the error the collector recorded when it has one."""
     if obs.ecs is not None and not obs.ecs.exists:
-        return [obs.ecs.missing_reason or f"service {obs.service} not found in cluster {obs.cluster}"]
+        default = f"service {obs.service} not found in cluster {obs.cluster}"
+        return [obs.ecs.missing_reason or default]
     missing = [
         f"could not read {what}" + (f": {error}" if error else "")
         for absent, what, error in (
