@@ -88,7 +88,7 @@ def test_describe_services_ten_per_call_and_missing_ones(aws: tuple[Any, Any]) -
     view = read.found["svc-0"]
     assert (view.running, view.desired, view.pending, view.deploying) == (1, 1, 0, False)
     assert view.rollout_state == "COMPLETED" and view.launch_type == "EC2"
-    assert read.missing == {"ghost": "service ghost not found in cluster prod (MISSING)"}
+    assert read.missing == {"ghost": "service ghost not found in cluster prod"}
 
 
 def test_cluster_that_does_not_exist_makes_every_service_missing(aws: tuple[Any, Any]) -> None:
@@ -191,6 +191,20 @@ def test_missing_service_is_unknown_while_the_others_are_judged(aws: tuple[Any, 
     assert got.aws_calls == 2 and got.errors == ()  # 1 DescribeServices + 1 GetMetricData
 
 
+def test_missing_cluster_is_named_as_the_cluster_not_the_service(aws: tuple[Any, Any]) -> None:
+    make_services(aws[0], "prod", ["alive"])
+    conf = Settings(environment="test", services=(
+        ServiceSettings("prod", "alive", ("a",)), ServiceSettings("nocluster", "svc-x", ("a",)),
+        ServiceSettings("prod", "gone", ("a",))))
+    checker = ServiceChecker(conf, ecs=aws[0], cloudwatch=aws[1])
+    got = checker.check(reading({"a": 0}, (beat("w1", "alive", beat_ago=1),)), NOW)
+    by = {v.service: v for v in got.verdicts}
+    assert by["svc-x"].verdict == "unknown" and by["svc-x"].worker_stuck_value is None
+    assert by["svc-x"].reasons[0] == "cluster nocluster not found"
+    assert by["gone"].reasons[0] == "service gone not found in cluster prod"
+    assert by["alive"].verdict == "healthy"
+
+
 def test_throttled_ecs_makes_services_unknown_not_a_crash(aws: tuple[Any, Any]) -> None:
     make_services(aws[0], "prod", ["alive"])
     throttled = Counting(aws[0], fail={"describe_services": "ThrottlingException"})
@@ -266,7 +280,15 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
 
 
 @pytest.mark.parametrize("line, message", [
-    ("dead_after = -1", "verdicts.dead_after must be a non-negative number, got -1"),
+    ("dead_after = -1", "verdicts.dead_after must be a positive number, got -1"),
+    ("dead_after = inf", "verdicts.dead_after must be a positive number, got inf"),
+    ("dead_after = nan", "verdicts.dead_after must be a positive number, got nan"),
+    ('dead_after = ""', "verdicts.dead_after must be a number, got ''"),
+    ('memory_high = "90"', "verdicts.memory_high must be a number, got '90'"),
+    ("memory_high = true", "verdicts.memory_high must be a number, got True"),
+    ("min_backlog = 0", "verdicts.min_backlog must be at least 1, got 0"),
+    ("min_backlog = -2", "verdicts.min_backlog must be at least 1, got -2"),
+    ('min_backlog = "3"', "verdicts.min_backlog must be an integer, got '3'"),
     ("stuck_after = 0", "verdicts.stuck_after must be a positive number, got 0"),
     ("min_backlog = 1.5", "verdicts.min_backlog must be an integer, got 1.5"),
     ('memory_high = "lots"', "verdicts.memory_high must be a number, got 'lots'"),
@@ -323,3 +345,21 @@ def test_check_json_against_real_redis_and_moto(
     finally:
         client.delete(f"{prefix}jobs")
         client.close()
+
+
+@pytest.mark.redis
+def test_no_aws_region_is_one_line_not_a_traceback(
+    tmp_path: Any, unique: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'environment = "t"\n[broker]\nurl = "redis://127.0.0.1:6379/1"\n'
+                    f'[[services]]\ncluster = "c"\nservice = "s"\nqueues = ["q-{unique}"]\n')
+    line = "no AWS region configured: set AWS_DEFAULT_REGION or a profile's region"
+    assert cli.main(["check", "--config", str(conf)]) == 2
+    assert capsys.readouterr().err == f"celery-ecs check: error: {line}\n"
+    assert cli.main(["collect", "--config", str(conf), "--once", "--dry-run", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"celery-ecs collect: error: {line}\n"

@@ -8,11 +8,12 @@ the optional deployment keys only ``celery-ecs deploy`` reads. Part of the confi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from toolkit.env import parse_bool, parse_float, parse_int, parse_queue_list, parse_str
+from toolkit.env import parse_bool, parse_int, parse_queue_list, parse_str
 from toolkit.errors import ConfigError
 
 # --- [[services]] deployment keys (celery-ecs deploy) ------------------------------------------
@@ -88,18 +89,28 @@ class ServiceSettings:
 
 
 def parse_verdicts(raw: Mapping[str, Any], where: str, base: VerdictSettings) -> VerdictSettings:
-    """The ``[verdicts]`` keys of ``raw`` over ``base``; bad values are one-line ConfigErrors."""
+    """The ``[verdicts]`` keys of ``raw`` over ``base``; bad values are one-line ConfigErrors.
+
+    TOML numbers only (no strings, booleans, ``inf`` or ``nan``): the durations and
+    ``memory_high`` must be positive, ``min_backlog`` an integer of at least 1 (0 would make an
+    idle service with nothing to do "stuck", and the alarm would redeploy it)."""
     changes: dict[str, Any] = {}
     for key in VERDICT_KEYS:
         if key not in raw:
             continue
-        name = f"{where}.{key}"
+        name, value = f"{where}.{key}", raw[key]
         if key == "min_backlog":
-            changes[key] = parse_int(raw[key], name, 1)
-        else:
-            changes[key] = parse_float(raw[key], name, 0.0)
-            if changes[key] <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {raw[key]!r}")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value!r}")
+            changes[key] = value
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        changes[key] = float(value)
     return replace(base, **changes)
 
 

@@ -32,6 +32,9 @@ def client(
     """
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import NoRegionError
+
+    from toolkit.errors import ConfigError
 
     config = Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
@@ -39,4 +42,9 @@ def client(
         read_timeout=read_timeout,
     )
     maker = session if session is not None else boto3
-    return maker.client(service, region_name=region, config=config)
+    try:
+        return maker.client(service, region_name=region, config=config)
+    except NoRegionError:
+        raise ConfigError(
+            "no AWS region configured: set AWS_DEFAULT_REGION or a profile's region"
+        ) from None

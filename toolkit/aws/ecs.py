@@ -118,7 +118,8 @@ def describe_services(client: Any, cluster: str, names: Sequence[str]) -> Servic
             if reason == "MISSING" and "cluster" in str(failure.get("detail", "")).lower():
                 missing[name] = f"cluster {cluster} not found"
             else:
-                missing[name] = f"service {name} not found in cluster {cluster} ({reason})"
+                why = "" if reason == "MISSING" else f" ({reason})"
+                missing[name] = f"service {name} not found in cluster {cluster}{why}"
     for name in unique:
         if name not in found and name not in missing:
             missing[name] = f"service {name} not found in cluster {cluster}"

@@ -235,6 +235,8 @@ def run_cycle(
             verdicts = checked.verdicts
             errors.extend(checked.errors)
             samples.extend(service_samples(env, verdicts))
+        except ToolkitError as exc:  # e.g. no AWS region: one line, the queue metrics still go
+            errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - never let the verdicts stop the queue metrics
             log.exception("unexpected error while judging the services")
             errors.append(f"unexpected {type(exc).__name__} while judging the services")

@@ -132,6 +132,8 @@ class ServiceChecker:
         (``broker_error`` says why); its ``workers`` are the registry (:func:`with_registry`)."""
         at = time.time() if now is None else now
         errors: list[str] = []
+        # a ConfigError here (no AWS region) is not a per-service failure: let it stop the check
+        self._client("ecs"), self._client("cloudwatch")
         workers = None if reading is None else reading.workers
         registry_error = None
         if reading is not None and workers is None:
@@ -188,7 +190,7 @@ class ServiceChecker:
             return None
         view = read.found.get(svc.service)
         if view is None:
-            return EcsView(False, 0, 0, 0, False, None)
+            return EcsView(False, 0, 0, 0, False, None, read.missing.get(svc.service))
         return EcsView(True, view.running, view.desired, view.pending, view.deploying,
                        view.launch_type)
 

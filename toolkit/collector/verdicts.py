@@ -80,6 +80,7 @@ class EcsView:
     pending: int
     deploying: bool
     launch_type: str | None
+    missing_reason: str | None = None  # when not exists: e.g. "cluster prod not found"
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def _workers(known: tuple[WorkerProgress, ...], th: VerdictThresholds, now: floa
 def _missing_data(obs: ServiceObservation) -> list[str]:
     """Say which data is missing, with the error the collector recorded when it has one."""
     if obs.ecs is not None and not obs.ecs.exists:
-        return [f"service {obs.service} not found in cluster {obs.cluster}"]
+        default = f"service {obs.service} not found in cluster {obs.cluster}"
+        return [obs.ecs.missing_reason or default]
     missing = [
         f"could not read {what}" + (f": {error}" if error else "")
         for absent, what, error in (
