@@ -30,7 +30,7 @@ from toolkit.collector.cycle import run_cycle
 from toolkit.collector.publisher import dimension_value
 from toolkit.config import BrokerSettings, Settings
 from toolkit.errors import BrokerError
-from toolkit.metricnames import BY_NAME, QUEUE_DIMS
+from toolkit.metricnames import BY_NAME, QUEUE_DIMS, SERVICE_DIMS
 from toolkit.registry import WorkerHeartbeat, write_heartbeat
 
 REDIS_URL = "redis://127.0.0.1:6379/1"
@@ -157,7 +157,7 @@ def test_tasks_running_and_escaped_dimensions_in_dry_run_json(
     assert by_metric(doc, "QueueLength") == {sent: 1, "idle": 0}
     assert by_metric(doc, "TasksRunning") == {sent: 3, "idle": 0}
     spec = BY_NAME["TasksRunning"]
-    assert spec.unit == "Count" and spec.dimension_sets == (QUEUE_DIMS,)
+    assert spec.unit == "Count" and spec.dimension_sets == (QUEUE_DIMS, SERVICE_DIMS)
 
 
 # --- RabbitMQ -----------------------------------------------------------------------------------

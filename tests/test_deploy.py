@@ -27,7 +27,7 @@ from moto.server import ThreadedMotoServer
 from tests.conftest import free_port
 from toolkit.cli import main
 from toolkit.deploy import stack
-from toolkit.deploy.run import OWN_PARAMETERS, deploy
+from toolkit.deploy.run import OWN_PARAMETERS, config_parameters, deploy, load_deploy_settings
 
 ROOT = Path(__file__).resolve().parent.parent / "cloudformation"
 EXAMPLE = ROOT / "example.celery-ecs.toml"
@@ -166,6 +166,12 @@ def test_a_refused_execution_exits_1_with_the_aws_reason(
     ([], "missing stack parameters: SlackSecretArn, WorkerImage, CeleryApp"),
     (["--parameter", "Nope=1"], "unknown stack parameter Nope"),
     (["--parameter", "CollectorCodeKey=x"], "--parameter CollectorCodeKey is set by celery-ecs"),
+    # the bundled config decides the collector's Environment dimension and namespace: a stack
+    # parameter that differs would leave every alarm watching metrics nobody publishes
+    (["--parameter", "EnvironmentName=staging", *USER_PARAMETERS],
+     "--parameter EnvironmentName=staging contradicts the config (environment = 'production')"),
+    (["--parameter", "MetricNamespace=Other", *USER_PARAMETERS],
+     "--parameter MetricNamespace=Other contradicts the config (namespace = 'Celery')"),
 ])
 def test_bad_input_is_one_line_and_exit_2(
     aws: dict[str, Any], capsys: pytest.CaptureFixture[str], args: list[str], message: str
@@ -176,6 +182,15 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and message in err[0], err
+
+
+def test_environment_and_namespace_always_come_from_the_config() -> None:
+    # passed on every change set, so an update never keeps a previous, different value
+    settings, _ = load_deploy_settings(EXAMPLE)
+    assert config_parameters(settings, {}) == {"EnvironmentName": "production",
+                                               "MetricNamespace": "Celery"}
+    same = {"EnvironmentName": "production", "MetricNamespace": "Celery"}
+    assert config_parameters(settings, same) == same
 
 
 def test_a_config_with_a_broker_password_is_refused_without_printing_it(

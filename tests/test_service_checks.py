@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -255,7 +256,8 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
     make_services(aws[0], "prod", ["alive", "frozen"])
     conf = settings(("alive", ("a",)), ("frozen", ("f",)), ("ghost", ("g",)))
     source = QueueSource(conf, services=ServiceChecker(conf, ecs=aws[0], cloudwatch=aws[1]))
-    workers = (beat("w1", "alive", beat_ago=1), beat("w2", "frozen", beat_ago=40))
+    workers = (replace(beat("w1", "alive", beat_ago=1), active=2),
+               replace(beat("w2", "frozen", beat_ago=40), active=1))
     pub = Recorder()
     run_cycle(FixedReader(reading({"a": 3, "f": 4, "g": 0}, workers)), conf, pub, source=source,
               clock=lambda: NOW)
@@ -269,6 +271,8 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
         ("WorkersAlive", "frozen"): 0, ("BacklogPerTask", "frozen"): 4.0,
         ("WorkerStuck", "frozen"): 1.0,
         ("WorkersAlive", "ghost"): 0,  # unknown: no WorkerStuck, no BacklogPerTask
+        # running tasks of live workers only: the frozen worker's last count is not believed
+        ("TasksRunning", "alive"): 2, ("TasksRunning", "frozen"): 0, ("TasksRunning", "ghost"): 0,
     }
     sample = next(s for s in pub.samples if s.name == "WorkerStuck")
     assert [k for k, _ in sample.dimensions] == ["Environment", "ClusterName", "ServiceName"]

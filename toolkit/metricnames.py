@@ -54,8 +54,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "messages reserved by workers but not acknowledged (Redis)"),
     MetricSpec(QUEUE_CONSUMERS, "Count", (QUEUE_DIMS,),
                "consumers (RabbitMQ) or live workers serving the queue (heartbeats)"),
-    # per queue only for now (run_cycle); a per-service form is not published yet
-    MetricSpec(TASKS_RUNNING, "Count", (QUEUE_DIMS,),
+    # per queue (run_cycle, from the registry) and per configured service (the service checks)
+    MetricSpec(TASKS_RUNNING, "Count", (QUEUE_DIMS, SERVICE_DIMS),
                "tasks being executed by live workers (heartbeat registry's active counts)"),
     MetricSpec(WORKERS_ALIVE, "Count", (SERVICE_DIMS,),
                "workers of the service with a fresh heartbeat"),

@@ -33,7 +33,7 @@ from toolkit.collector.verdicts import (
 )
 from toolkit.config import ServiceSettings, Settings
 from toolkit.errors import ToolkitError
-from toolkit.metricnames import BACKLOG_PER_TASK, WORKER_STUCK, WORKERS_ALIVE
+from toolkit.metricnames import BACKLOG_PER_TASK, TASKS_RUNNING, WORKER_STUCK, WORKERS_ALIVE
 from toolkit.registry import (
     WorkerHeartbeat,
     consumers_per_queue,
@@ -57,13 +57,16 @@ def thresholds_of(svc: ServiceSettings) -> VerdictThresholds:
 
 
 def service_samples(environment: str, verdicts: Sequence[ServiceVerdict]) -> list[Sample]:
-    """WorkersAlive, BacklogPerTask (running > 0 only) and WorkerStuck (not for unknown)."""
+    """WorkersAlive, TasksRunning, BacklogPerTask (running > 0 only) and WorkerStuck (not for
+    unknown)."""
     out: list[Sample] = []
     for v in verdicts:
         dims = (("Environment", environment), ("ClusterName", v.cluster),
                 ("ServiceName", v.service))
         if v.workers_alive is not None:
             out.append(Sample(WORKERS_ALIVE, v.workers_alive, "Count", dims))
+        if v.tasks_running is not None:
+            out.append(Sample(TASKS_RUNNING, v.tasks_running, "Count", dims))
         if v.verdict != "unknown" and v.running:
             out.append(Sample(BACKLOG_PER_TASK, round(v.backlog / v.running, 3), "Count", dims))
         stuck = v.worker_stuck_value

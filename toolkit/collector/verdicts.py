@@ -121,6 +121,8 @@ class ServiceVerdict:
     desired: int | None
     memory_utilization: float | None
     stuck_tasks: tuple[str, ...]
+    # tasks the service's live workers are executing (their `active` counts); None: no registry
+    tasks_running: int | None = None
 
     @property
     def worker_stuck_value(self) -> float | None:
@@ -321,4 +323,5 @@ def judge(obs: ServiceObservation, thresholds: VerdictThresholds, now: float) ->
         desired=None if ecs is None else ecs.desired,
         memory_utilization=None if obs.utilization is None else obs.utilization.memory,
         stuck_tasks=stuck,
+        tasks_running=None if w is None else sum(x.active for x in w.alive),
     )

@@ -151,7 +151,9 @@ def ecs_utilization(settings: Settings) -> Section:
             panels.append(Panel(
                 f"{what}: {svc.service}",
                 f"AWS/ECS {metric} of the service (percent of the reservation; can exceed 100) "
-                "with the anomaly band CloudWatch expects. Above the band: a leak or a huge task.",
+                "with the anomaly band CloudWatch expects. Above the band: "
+                + ("a leak or a huge task." if metric == MEMORY_UTILIZATION
+                   else "heavier tasks than usual, or one spinning."),
                 (MetricQuery("m1", ECS_NAMESPACE, metric, ECS_DIMS, svc, "Average",
                              what.lower()),
                  ExpressionQuery("band", f"ANOMALY_DETECTION_BAND(m1, {ANOMALY_BAND_WIDTH})",

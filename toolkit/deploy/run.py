@@ -50,6 +50,22 @@ def load_deploy_settings(config: str | Path) -> tuple[Settings, bytes]:
     return settings, Path(config).read_bytes()
 
 
+def config_parameters(settings: Settings, given: Mapping[str, str]) -> dict[str, str]:
+    """``EnvironmentName`` and ``MetricNamespace`` as the config says; a contradiction is refused.
+
+    The collector reads the bundled config, whose ``environment`` and ``namespace`` win over the
+    Lambda's environment variables, so a stack parameter that differs would leave every alarm
+    and the dashboard watching metrics nobody publishes.
+    """
+    own = {"EnvironmentName": ("environment", settings.environment),
+           "MetricNamespace": ("namespace", settings.namespace)}
+    for key, (config_key, value) in own.items():
+        if key in given and given[key] != value:
+            raise ConfigError(f"--parameter {key}={given[key]} contradicts the config "
+                              f"({config_key} = {value!r}); change the config instead")
+    return {key: value for key, (_, value) in own.items()}
+
+
 def build_zips(
     config_bytes: bytes, build: Callable[..., Any] = build_lambda_zip
 ) -> dict[str, bytes]:
@@ -85,6 +101,7 @@ def deploy(
     clash = sorted(set(given) & set(OWN_PARAMETERS))
     if clash:
         raise ConfigError(f"--parameter {clash[0]} is set by celery-ecs deploy itself")
+    from_config = config_parameters(settings, given)
     artifacts.check_bucket(s3, bucket)
     current = stack.stack_status(cfn, stack_name)
     kind = stack.change_set_kind(stack_name, current[0] if current else None)
@@ -102,6 +119,7 @@ def deploy(
         AlarmHandlerCodeKey=lambda_files["alarm_handler"].key,
     )
     declared = declared_parameters(template)
+    given.update({key: value for key, value in from_config.items() if key in declared})
     stack_params = stack.stack_parameters(declared, given, previous)
     done = artifacts.upload(s3, bucket, [*lambda_files.values(), *template_files, root])
     uploaded = tuple(key for key, state in done if state == "uploaded")
