@@ -25,6 +25,12 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "LessThanThreshold": lambda v, t: v < t,
     "LessThanOrEqualToThreshold": lambda v, t: v <= t,
 }
+_WORDS = {
+    "GreaterThanThreshold": "greater than",
+    "GreaterThanOrEqualToThreshold": "greater than or equal to",
+    "LessThanThreshold": "less than",
+    "LessThanOrEqualToThreshold": "less than or equal to",
+}
 _STAT = {"Maximum": "Maximum", "Minimum": "Minimum", "Average": "Average", "Sum": "Sum",
          "SampleCount": "SampleCount"}
 
@@ -56,11 +62,15 @@ def evaluate(
             return current, "no data: state kept (TreatMissingData ignore)"
         return "INSUFFICIENT_DATA", f"no datapoints in the last {n} periods"
     shown = ", ".join("-" if v is None else f"{v:g}" for v in reversed(values))  # newest first
+    words = _WORDS[alarm.comparison]
+    points = f"{bad} out of the last {n} datapoints [{shown}]"
+    # CloudWatch's own wording: the alarm handler reads "greater than ... the threshold (" from it
     if bad >= m:
-        return "ALARM", (f"Threshold Crossed: {bad} of the last {n} datapoints [{shown}] "
-                         f"breached the threshold ({alarm.threshold:g}) (minimum {m} for ALARM)")
-    return "OK", (f"Threshold Crossed: {bad} of the last {n} datapoints [{shown}] breached the "
-                  f"threshold ({alarm.threshold:g}) (minimum {m} for ALARM)")
+        return "ALARM", (f"Threshold Crossed: {points} {'was' if bad == 1 else 'were'} {words} "
+                         f"the threshold ({alarm.threshold:g}) (minimum {m} datapoint"
+                         f"{'' if m == 1 else 's'} for OK -> ALARM transition).")
+    return "OK", (f"Threshold Crossed: {points} {'was' if bad == 1 else 'were'} {words} the "
+                  f"threshold ({alarm.threshold:g}), fewer than the {m} needed for ALARM.")
 
 
 class AlarmEvaluator:

@@ -156,7 +156,8 @@ class LocalEcs:
                  "-P", "prefork", "-c", "1", "-n", f"{service}-{task_id[:8]}@sandbox",
                  "-Q", self.services[service], "--without-mingle", "--without-gossip",
                  "-l", "warning"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
         task = Task(service, task_id, self.services[service], proc, ready, log_file)
         self.tasks[service] = task
         return task
@@ -188,6 +189,17 @@ class LocalEcs:
         for task in [*self.tasks.values(), *self.retired]:
             task.kill()
         self.metadata.close()
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: Linux sends it SIGKILL when the sandbox dies, even by SIGKILL,
+    so no worker outlives the sandbox and keeps writing to the broker."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _age_deployments(cluster: str, services: list[str], region: str) -> None:

@@ -188,6 +188,8 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         ecs_client, cw = aws.client("ecs"), aws.client("cloudwatch")
         ecs = LocalEcs(ecs_client, CLUSTER, SERVICES, broker=url, keyprefix=prefix, tmp=tmp,
                        region=REGION)
+        if prefix:  # callbacks run last-in first-out: the keys go after the workers have stopped
+            stack.callback(_cleanup, url, prefix)
         stack.callback(ecs.close)
         ecs.create(remediate=True)
         definitions = alarm_definitions(settings, REGION)
@@ -212,8 +214,6 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         producer.start()
         stack.callback(producer.join, 5)
         stack.callback(halt.set)
-        if prefix:
-            stack.callback(_cleanup, url, prefix)
         _loop(run, settings, ecs, cw, definitions, _load_handler(), view, stop)
     run.deployments = run.timeline.count("deployment")
     run.ok, run.result = outcome(scenario, run.timeline, run.deployments)
