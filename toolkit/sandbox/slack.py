@@ -34,7 +34,9 @@ def render(payload: dict[str, Any]) -> str:
     if not blocks and attachments:
         blocks = [b for a in attachments for b in a.get("blocks", [])]
     message = SlackMessage(str(payload.get("text", "")), tuple(blocks or ()))
-    return message.plain() or message.text
+    # as Slack shows it: mrkdwn's three escapes (&amp; &lt; &gt;) read as the characters
+    shown = message.plain() or message.text
+    return shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 class LocalSlack:
