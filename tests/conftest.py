@@ -11,16 +11,19 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 EVENTS_DIR = Path(__file__).parent / "events"
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
+QUEUES_REDIS_URL = "redis://127.0.0.1:6379/1"  # db 1: queue metrics (brokers, collector)
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -48,6 +51,24 @@ def free_port() -> int:
 def unique() -> str:
     """A short unique token for queue names, key prefixes, table names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    """A client of the queue-metrics Redis database (db 1)."""
+    c = redis.Redis.from_url(QUEUES_REDIS_URL)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis, unique: str) -> Iterator[str]:
+    """A unique key prefix in db 1; every key under it is deleted afterwards."""
+    p = f"t{unique}:"
+    yield p
+    keys = list(client.scan_iter(match=f"{p}*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)

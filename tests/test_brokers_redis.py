@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import fakeredis
 import pytest
@@ -13,30 +12,15 @@ from celery import Celery
 from kombu import Connection
 
 import toolkit
+from tests.conftest import QUEUES_REDIS_URL
 from toolkit.collector.brokers import open_reader
 from toolkit.collector.brokers.redis import RedisReader
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerUnreachable, UnsupportedBroker
 from toolkit.stamp import HEADER
 
-URL = "redis://127.0.0.1:6379/1"
+URL = QUEUES_REDIS_URL
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(URL)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def prefix(client: redis.Redis, unique: str) -> Iterator[str]:
-    p = f"t{unique}:"
-    yield p
-    keys = list(client.scan_iter(match=f"{p}*"))
-    if keys:
-        client.delete(*keys)
 
 
 def celery_app(prefix: str) -> Celery:

@@ -22,7 +22,7 @@ from celery import Celery
 from kombu import Connection, Exchange, Queue
 
 import toolkit
-from tests.conftest import RABBITMQ_URL, port_open
+from tests.conftest import QUEUES_REDIS_URL, RABBITMQ_URL, port_open
 from toolkit.collector.brokers import open_reader
 from toolkit.collector.brokers.bindings import direct_separator, split_binding
 from toolkit.collector.brokers.redis import RedisReader
@@ -33,7 +33,7 @@ from toolkit.errors import BrokerError
 from toolkit.metricnames import BY_NAME, QUEUE_DIMS, SERVICE_DIMS
 from toolkit.registry import WorkerHeartbeat, write_heartbeat
 
-REDIS_URL = "redis://127.0.0.1:6379/1"
+REDIS_URL = QUEUES_REDIS_URL
 CLI = str(Path(sys.executable).parent / "celery-ecs")
 MANAGEMENT = "http://127.0.0.1:15672"
 
@@ -48,22 +48,6 @@ def by_metric(doc: dict[str, Any], name: str) -> dict[str, float]:
 
 
 # --- Redis --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(REDIS_URL)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def prefix(client: redis.Redis, unique: str) -> Iterator[str]:
-    p = f"acc{unique}:"
-    yield p
-    keys = list(client.scan_iter(match=f"{p}*"))
-    if keys:
-        client.delete(*keys)
 
 
 def redis_app(options: dict[str, Any]) -> Celery:
