@@ -7,7 +7,6 @@ once, at most one deployment happens, and the follow-up says what happened.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Iterator
@@ -15,14 +14,13 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
-from tests.aws_ecs import REGION, CountingEcs, make_service
+from tests.alarm_lambda import ecs_service, handler_module
+from tests.aws_ecs import REGION, CountingEcs
 from tests.conftest import load_event
 from tests.slack_server import SlackServer
 from tests.test_remediation import create_state_table
@@ -59,30 +57,14 @@ def server() -> Iterator[SlackServer]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "1")
-    with mock_aws():
-        ecs = boto3.client("ecs", region_name=REGION)
-        make_service(ecs, CLUSTER, SERVICE)
+    with ecs_service(monkeypatch, CLUSTER, SERVICE) as ecs:
         yield ecs
 
 
 @pytest.fixture
 def lam(monkeypatch: pytest.MonkeyPatch, server: SlackServer, aws: Any) -> Iterator[ModuleType]:
-    for key, value in {
-        "ENVIRONMENT": "prod",
-        "REMEDIATION": "enabled",
-        "SLACK_BOT_TOKEN": TOKEN,
-        "SLACK_CHANNEL": "C0ALERTS",
-        "SLACK_API_URL": server.api_url,
-    }.items():
-        monkeypatch.setenv(key, value)
-    for key in ("SLACK_WEBHOOK_URL", "SLACK_SECRET_ARN", "STATE_TABLE", "GRAFANA_DASHBOARD_URL",
-                "CELERY_ECS_NAMESPACE"):
-        monkeypatch.delenv(key, raising=False)
-    module = importlib.import_module("lambdas.alarm_handler.handler")
-    module._responder = None
-    yield module
-    module._responder = None
+    with handler_module(monkeypatch, server.api_url, TOKEN) as module:
+        yield module
 
 
 def alerts(server: SlackServer) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import logging
 import threading
@@ -17,8 +16,8 @@ import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
+from tests.alarm_lambda import ecs_service, handler_module
 from tests.aws_ecs import REGION, CountingEcs, make_service
 from tests.conftest import free_port, load_event
 from tests.slack_server import SlackServer
@@ -46,30 +45,15 @@ def server() -> Iterator[SlackServer]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "1")
-    with mock_aws():
-        ecs = boto3.client("ecs", region_name=REGION)
-        make_service(ecs, CLUSTER, SERVICE)
+    with ecs_service(monkeypatch, CLUSTER, SERVICE) as ecs:
         yield ecs
 
 
 @pytest.fixture
 def lam(monkeypatch: pytest.MonkeyPatch, server: SlackServer, aws: Any) -> Iterator[ModuleType]:
     """The handler module with a bot-token Slack on loopback and remediation enabled."""
-    for key, value in {
-        "ENVIRONMENT": "prod",
-        "REMEDIATION": "enabled",
-        "SLACK_BOT_TOKEN": TOKEN,
-        "SLACK_CHANNEL": "C0ALERTS",
-        "SLACK_API_URL": server.api_url,
-    }.items():
-        monkeypatch.setenv(key, value)
-    for key in ("SLACK_WEBHOOK_URL", "SLACK_SECRET_ARN", "STATE_TABLE", "GRAFANA_DASHBOARD_URL"):
-        monkeypatch.delenv(key, raising=False)
-    module = importlib.import_module("lambdas.alarm_handler.handler")
-    module._responder = None
-    yield module
-    module._responder = None
+    with handler_module(monkeypatch, server.api_url, TOKEN) as module:
+        yield module
 
 
 def new_container(module: ModuleType) -> None:
