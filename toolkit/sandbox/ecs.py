@@ -10,7 +10,6 @@ ECS would: stops the old task (SIGKILL, a frozen process ignores SIGTERM) and st
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from toolkit.env import (
     ENV_READY_FILE,
     ENV_SANDBOX_KEYPREFIX,
 )
+from toolkit.sandbox.jsonhttp import JsonHandler, loopback_server
 
 ACCOUNT = "123456789012"  # moto's default account
 
@@ -44,10 +43,7 @@ class TaskMetadata:
         self.tasks: dict[str, tuple[str, str]] = {}  # task id -> (cluster, service)
         meta = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 parts = self.path.strip("/").split("/")
                 cluster, service = meta.tasks.get(parts[0], ("", ""))
@@ -57,15 +53,9 @@ class TaskMetadata:
                                                   "com.amazonaws.ecs.cluster": cluster}}
                     if len(parts) == 1 else
                     {"TaskARN": arn, "Cluster": cluster, "ServiceName": service})
-                data = json.dumps(body).encode()
-                self.send_response(200 if cluster else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(body, 200 if cluster else 404)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = loopback_server(Handler)
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                          daemon=True).start()
 

@@ -8,11 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 from toolkit.alarms.messages import SlackMessage
+from toolkit.sandbox.jsonhttp import JsonHandler, loopback_server
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,7 @@ class LocalSlack:
         self._n = 0
         slack = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 text = raw.decode("utf-8", "replace")
@@ -61,15 +58,9 @@ class LocalSlack:
                 except ValueError:
                     payload = {k: v[0] for k, v in parse_qs(text).items()}
                 body = slack._post(payload if isinstance(payload, dict) else {})
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = loopback_server(Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.1}, daemon=True)
 
