@@ -58,7 +58,6 @@ DEFAULT_LEASE = timedelta(minutes=5)  # without a Lambda context
 LEASE_SLACK = timedelta(seconds=20)  # the lease outlives the invocation by this much
 THREAD_TTL = timedelta(days=14)
 MAX_ATTEMPTS = 3  # Lambda's first delivery and its two retries
-CLAIM_TTL = DEFAULT_LEASE  # kept for importers; the lease is no longer a day
 _OPEN = ("pending", "deploying", "retry")
 
 
