@@ -21,6 +21,7 @@ TASKS_RUNNING = "TasksRunning"
 WORKERS_ALIVE = "WorkersAlive"
 BACKLOG_PER_TASK = "BacklogPerTask"
 WORKER_STUCK = "WorkerStuck"
+WORKERS_STUCK = "WorkersStuck"
 COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
 COLLECTOR_ERRORS = "CollectorErrors"
 
