@@ -6,6 +6,7 @@ and a second config in tests/test_cloudformation.py.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def _settings(tmp_path: Path, text: str) -> Settings:
 def test_committed_master_is_the_renderer_output_for_the_example() -> None:
     settings = load_settings(ROOT / "example.celery-ecs.toml", environ={}, require_broker=False)
     rendered = render_master(settings, source="example.celery-ecs.toml")
+    if os.environ.get("UPDATE_GOLDEN"):
+        (ROOT / "master.yaml").write_text(rendered)
     assert rendered == (ROOT / "master.yaml").read_text(), (
-        "cloudformation/master.yaml is generated: rerun render_master and commit its output"
+        "cloudformation/master.yaml is generated: rerun this test with UPDATE_GOLDEN=1 and "
+        "commit its output"
     )
 
 

@@ -135,12 +135,19 @@ def worker_stuck(settings: Settings) -> Section:
     if not settings.services:
         return Section("Stuck", ())
     panel = Panel(
-        "Stuck workers",
-        "1 (stuck) while a service has a backlog and has started nothing; its WorkerStuck alarm "
-        "fires after 3 minutes and may force a new deployment.",
+        "Stuck services",
+        "1 (stuck) while no task of a service makes progress and work waits for it; its "
+        "WorkerStuck alarm fires after 3 minutes and may force a new deployment.",
         (_q(settings, mn.WORKER_STUCK, "services", "Maximum"),), kind="state",
-        thresholds=(Threshold(1, "stuck"),), width=24, height=5)
-    return Section("Stuck", (panel,))
+        thresholds=(Threshold(1, "stuck"),), width=12, height=5)
+    tasks = Panel(
+        "Dead or hung tasks",
+        "Tasks of each service judged dead (no heartbeat) or hung (a task past max_task_runtime, "
+        "or free slots and nothing started while work waits). Above 0 while others progress: "
+        "'degraded'; its WorkersStuck alarm may stop exactly those tasks.",
+        (_q(settings, mn.WORKERS_STUCK, "services", "Maximum"),), kind="state",
+        thresholds=(Threshold(1, "dead or hung"),), width=12, height=5)
+    return Section("Stuck", (panel, tasks))
 
 
 def ecs_utilization(settings: Settings) -> Section:
@@ -186,6 +193,7 @@ PANEL_FOR: dict[str, Builder] = {
     mn.BACKLOG_PER_TASK: workers,
     mn.WORKERS_ALIVE: workers,
     mn.WORKER_STUCK: worker_stuck,
+    mn.WORKERS_STUCK: worker_stuck,
     mn.COLLECTOR_HEARTBEAT: collector,
     mn.COLLECTOR_ERRORS: collector,
 }
