@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,11 +30,13 @@ import redis
 from tests.conftest import free_port
 from tests.helpers_workers import REDIS_BROKER, WorkerPool, run_cli, send_task, wait_for
 from toolkit.registry import (
+    ActiveTask,
     WorkerHeartbeat,
     consumers_per_queue,
     fresh,
     index_key,
     read_registry,
+    read_registry_at,
     registry_exists,
     registry_key,
     remove_heartbeat,
@@ -39,7 +44,7 @@ from toolkit.registry import (
     write_heartbeat,
 )
 from toolkit.worker import bootstep
-from toolkit.worker.beater import Beater, TaskCounters
+from toolkit.worker.beater import Beater, TaskOutcomes, TaskView
 from toolkit.worker.bootstep import consuming
 from toolkit.worker.metadata import EcsMetadata, fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
@@ -54,21 +59,37 @@ def _beat(node: str, queues: tuple[str, ...] = ("default",), **kw: Any) -> Worke
 # --- the entry and the registry -----------------------------------------------------------------
 
 
+T = time.time()  # registry scores are the broker's clock: the tests' beats are "now"-ish
+
+
 def test_entry_json_roundtrip_and_contract_keys() -> None:
     beat = _beat(
         "celery@a", ("emails", "default"), started=5, succeeded=3, failed=1, active=1,
         last_task_started=999.5, ecs_task_arn=TASK_ARN, ecs_cluster="prod",
         ecs_container="worker", ecs_service="worker-emails", pool="prefork", concurrency=4,
+        booted=900.0, held=2, tasks=(ActiveTask("app.export", "id-1", 999.5),),
+        youngest_start=999.5,
     )
     data = json.loads(beat.to_json())
     assert data["node"] == "celery@a" and data["queues"] == ["emails", "default"]
-    assert data["version"] == 2 and data["ecs_task_arn"] == TASK_ARN
+    assert data["version"] == 3 and data["ecs_task_arn"] == TASK_ARN
+    assert data["tasks"] == [["app.export", "id-1", 999.5]] and data["held"] == 2
+    assert "beat_at" not in data  # the index score, not part of the entry
     assert WorkerHeartbeat.from_json(beat.to_json()) == beat
     assert WorkerHeartbeat.from_json(beat.to_json().encode()) == beat
+    assert beat.details
+
+
+def test_format_2_entries_parse_without_the_task_details() -> None:
+    old = WorkerHeartbeat.from_dict({"node": "celery@old", "queues": ["q"], "updated": 5.0,
+                                     "ttl": 30, "version": 2, "active": 1, "concurrency": 4})
+    assert not old.details and old.held is None and old.tasks == () and old.booted is None
 
 
 @pytest.mark.parametrize(
-    "raw", [b"not json", b"[]", b'{"queues": []}', b'{"node": "n", "queues": "q", "updated": 1}']
+    "raw", [b"not json", b"[]", b'{"queues": []}', b'{"node": "n", "queues": "q", "updated": 1}',
+            b'{"node": "n", "queues": [], "updated": 1, "tasks": "t"}',
+            b'{"node": "n", "queues": [], "updated": 1, "tasks": [["a", "b"]]}']
 )
 def test_malformed_entries_raise_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
@@ -77,46 +98,84 @@ def test_malformed_entries_raise_value_error(raw: bytes) -> None:
 
 def test_read_registry_skips_expired_and_malformed_and_respects_prefix() -> None:
     client = fakeredis.FakeRedis()
-    write_heartbeat(client, _beat("celery@b", ("q1",)), ttl=60)
-    write_heartbeat(client, _beat("celery@a", ("q1", "q2")), ttl=60)
-    write_heartbeat(client, _beat("celery@gone"), ttl=60)
+    write_heartbeat(client, _beat("celery@b", ("q1",), updated=T), ttl=60)
+    write_heartbeat(client, _beat("celery@a", ("q1", "q2"), updated=T), ttl=60)
+    write_heartbeat(client, _beat("celery@gone", updated=T), ttl=60)
     client.delete(registry_key("celery@gone"))  # expired: still indexed, no entry
     client.set(registry_key("celery@junk"), b"{broken")
-    client.zadd(index_key(), {"celery@junk": 1000.0})
-    write_heartbeat(client, _beat("celery@other-app"), ttl=60, prefix="other:")
+    client.zadd(index_key(), {"celery@junk": T})
+    write_heartbeat(client, _beat("celery@other-app", updated=T), ttl=60, prefix="other:")
 
-    beats = read_registry(client, now=1010.0)
+    beats = read_registry(client)
     assert [b.node for b in beats] == ["celery@a", "celery@b"]
     assert consumers_per_queue(beats) == {"q1": 2, "q2": 1}
-    assert [b.node for b in read_registry(client, "other:", now=1010.0)] == ["celery@other-app"]
+    assert [b.node for b in read_registry(client, "other:")] == ["celery@other-app"]
 
     remove_heartbeat(client, "celery@a")
-    assert [b.node for b in read_registry(client, now=1010.0)] == ["celery@b"]
+    assert [b.node for b in read_registry(client)] == ["celery@b"]
     assert client.zscore(index_key(), "celery@a") is None
 
 
 def test_read_registry_in_batches() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     for i in range(7):
-        write_heartbeat(client, _beat(f"celery@n{i}"), ttl=60)
-    assert len(read_registry(client, batch=3, now=1000.0)) == 7
+        write_heartbeat(client, _beat(f"celery@n{i}", updated=T), ttl=60)
+    assert len(read_registry(client, batch=3)) == 7
+
+
+def test_beats_are_scored_and_aged_on_the_broker_clock_whatever_the_worker_clock() -> None:
+    """A worker 100 s behind (or 2 h ahead) of everyone: its beat is as fresh as anyone's."""
+    client = fakeredis.FakeRedis()
+    now = time.time()
+    for node, skew in (("celery@behind", -100.0), ("celery@ahead", 7200.0)):
+        beat = _beat(node, updated=now + skew, booted=now + skew - 50, last_task_started=now + skew
+                     - 20, held=0, tasks=(ActiveTask("t", "i", now + skew - 5),),
+                     youngest_start=now + skew - 5)
+        score = write_heartbeat(client, beat, ttl=30)
+        assert abs(score - now) < 5  # the broker's clock, not the worker's
+    read = read_registry_at(client, include_dead=True)
+    assert abs(read.now - now) < 5
+    for beat in read.beats:
+        assert beat.alive(read.now) and abs(beat.age(read.now)) < 5
+        moved = beat.on_broker_clock()
+        # the worker's own intervals survive the move: booted 50 s, last start 20 s, task 5 s
+        assert moved.updated == pytest.approx(beat.beat_at)
+        assert moved.updated - moved.booted == pytest.approx(50)
+        assert moved.updated - moved.last_task_started == pytest.approx(20)
+        assert moved.updated - moved.tasks[0].started == pytest.approx(5)
+
+
+def test_without_scripting_the_writer_scores_with_its_clock_and_the_last_offset() -> None:
+    client = fakeredis.FakeRedis()
+    now = time.time()
+    score = write_heartbeat(client, _beat("celery@p", updated=now - 100), ttl=30, script=False,
+                            offset=100.0)
+    assert score == pytest.approx(now) and client.zscore(index_key(), "celery@p") == score
+
+
+def test_format_2_writers_are_judged_on_their_own_clock() -> None:
+    """An entry of an older toolkit was scored with its worker's clock: no offset to apply."""
+    beat = replace(_beat("celery@old", updated=T - 100, version=2), beat_at=T - 100)
+    assert beat.offset == 0.0 and beat.on_broker_clock() == beat
 
 
 def test_dead_workers_stay_identifiable_and_a_clean_stop_leaves_an_empty_registry() -> None:
     client = fakeredis.FakeRedis()
-    write_heartbeat(client, _beat("celery@frozen", ecs_service="svc", ecs_task_arn="arn:t/1"),
-                    ttl=30)
-    write_heartbeat(client, _beat("celery@ok", updated=1100.0), ttl=30)
+    write_heartbeat(client, _beat("celery@frozen", ecs_service="svc", ecs_task_arn="arn:t/1",
+                                  updated=T), ttl=30, script=False, offset=-100.0)
+    write_heartbeat(client, _beat("celery@ok", updated=T), ttl=30)
     # 100 s later the frozen worker is dead, but its entry (service, task ARN) is still there
-    assert [b.node for b in read_registry(client, now=1110.0)] == ["celery@ok"]
-    dead = {b.node: b for b in read_registry(client, now=1110.0, include_dead=True)}
-    assert dead["celery@frozen"].ecs_task_arn == "arn:t/1" and not dead["celery@frozen"].alive(1110)
+    assert [b.node for b in read_registry(client)] == ["celery@ok"]
+    read = read_registry_at(client, include_dead=True)
+    dead = {b.node: b for b in read.beats}
+    assert dead["celery@frozen"].ecs_task_arn == "arn:t/1"
+    assert not dead["celery@frozen"].alive(read.now)
     assert 0 < client.pttl(registry_key("celery@frozen")) <= 3600_000
     remove_heartbeat(client, "celery@frozen")
     remove_heartbeat(client, "celery@ok")
     assert not client.exists(index_key())  # the last member took the index with it
     assert registry_exists(client)  # but the marker says "a registry with 0 workers"
-    assert read_registry(client, now=1110.0) == []
+    assert read_registry(client) == []
 
 
 def test_format_1_entries_are_alive_while_present() -> None:
@@ -127,8 +186,8 @@ def test_format_1_entries_are_alive_while_present() -> None:
 
 def test_writer_prunes_index_members_older_than_a_day() -> None:
     client = fakeredis.FakeRedis()
-    write_heartbeat(client, _beat("celery@old", updated=1000.0), ttl=60)
-    write_heartbeat(client, _beat("celery@new", updated=1000.0 + 90000), ttl=60)
+    client.zadd(index_key(), {"celery@old": T - 90000})
+    write_heartbeat(client, _beat("celery@new", updated=T), ttl=60)
     assert client.zrange(index_key(), 0, -1) == [b"celery@new"]
 
 
@@ -173,9 +232,9 @@ class _CountingRedis(fakeredis.FakeRedis):  # type: ignore[misc]
 
 def test_one_beat_is_one_registry_round_trip() -> None:
     client = _CountingRedis()
-    write_heartbeat(client, _beat("celery@a"), ttl=60)
+    write_heartbeat(client, _beat("celery@a", updated=T), ttl=60)
     assert client.trips == 1
-    assert [b.node for b in read_registry(client, now=1000.0)] == ["celery@a"]
+    assert [b.node for b in read_registry(client)] == ["celery@a"]
     client.trips = 0
     remove_heartbeat(client, "celery@a")
     assert client.trips == 1 and client.zscore(index_key(), "celery@a") is None
@@ -307,6 +366,9 @@ def test_unwritable_path_warns_once_and_registry_still_written(
 
 
 class _BrokenRedis(fakeredis.FakeRedis):  # type: ignore[misc]
+    def eval(self, *args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("down")
+
     def pipeline(self, *args: Any, **kwargs: Any) -> Any:
         pipe = super().pipeline(*args, **kwargs)
 
@@ -423,46 +485,63 @@ def test_helper_thread_only_for_the_solo_pool(
     bootstep.on_task_prerun(task=task)
     assert beater._keeper is not None and beater._busy_cap == 7.0
     beater.shutdown()
-    assert beater.counters.snapshot()[0] == 2
 
 
-def test_counters_lock_held_by_a_dead_child_does_not_block_the_loop(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    client = fakeredis.FakeRedis()
-    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"))
-    counters = TaskCounters()
-    counters.task_started(123.0)
-    beater = Beater(settings=settings, counters=counters, registry=client, node="celery@x")
-    beater.beat()
-    held, release = threading.Event(), threading.Event()
+def _bump_forever(outcomes: TaskOutcomes, slot: int, started: Any) -> None:
+    started.set()
+    while True:
+        outcomes.add(slot, failed=False)
 
-    def hold() -> None:  # stands in for a pool process that died holding the lock
-        with counters._values.get_lock():
-            held.set()
-            release.wait(30)
 
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert held.wait(5)
-    try:
-        with caplog.at_level(logging.WARNING, logger="toolkit.heartbeat"):
-            started = time.monotonic()
-            for _ in range(3):
-                beater.beat()
-            took = time.monotonic() - started
-        assert took < 3.0  # 3 x 0.1 s lock timeouts, not forever
-        assert [r.getMessage() for r in caplog.records if "lock" in r.getMessage()] == [
-            "celery-ecs heartbeat: task counters lock not available after 0.1 s (a pool process "
-            "probably died holding it); counts are skipped while it stays locked"
-        ]
-        (entry,) = read_registry(client)
-        assert (entry.started, entry.last_task_started) == (1, 123.0)  # the last known counts
-    finally:
-        release.set()
-        thread.join(5)
-    counters.task_succeeded()
-    assert counters.snapshot()[:3] == (1, 1, 0)
+def test_a_pool_process_killed_mid_count_never_freezes_the_counts() -> None:
+    """Production: the OOM killer takes a prefork child while it records a task. The other
+    processes keep counting and the main process keeps reading; at most that child's one
+    unfinished increment is lost (no lock is shared between processes)."""
+    import multiprocessing
+
+    outcomes = TaskOutcomes()
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+    child = ctx.Process(target=_bump_forever, args=(outcomes, outcomes.slot_for(0), started))
+    child.start()
+    assert started.wait(10)
+    time.sleep(0.05)
+    os.kill(child.pid or 0, signal.SIGKILL)
+    child.join(10)
+    before, _ = outcomes.totals()
+    assert before > 0
+    began = time.monotonic()
+    outcomes.add(outcomes.slot_for(None), failed=False)  # the main process (solo / threads)
+    outcomes.add(outcomes.slot_for(1), failed=True)  # another pool child
+    assert time.monotonic() - began < 0.5
+    assert outcomes.totals() == (before + 1, 1)
+    # the replacement child gets the dead one's index, hence its slot: counts carry on
+    assert outcomes.slot_for(0) == 1 and outcomes.slot_for(63) == 1 + 63 % 63
+
+
+def test_snapshot_reports_running_held_and_the_newest_start() -> None:
+    settings = HeartbeatSettings(file="/nonexistent/hb", ready_file="/nonexistent/ready")
+    clock = [1000.0]
+    view = [TaskView()]
+    beater = Beater(settings=settings, clock=lambda: clock[0], tasks=lambda: view[0],
+                    booted=990.0)
+    first = beater.snapshot()
+    assert (first.active, first.held, first.started, first.last_task_started) == (0, 0, 0, None)
+    assert first.booted == 990.0 and first.details
+    # a task started at 1003 and still runs; two more wait (prefetched)
+    clock[0] = 1005.0
+    view[0] = TaskView((ActiveTask("app.long", "id-1", 1003.0),), held=2, started=1)
+    beat = beater.snapshot()
+    assert (beat.active, beat.held, beat.last_task_started, beat.youngest_start) == (
+        1, 2, 1003.0, 1003.0)
+    assert beat.tasks == (ActiveTask("app.long", "id-1", 1003.0),)
+    # two quick tasks started and finished between beats: "some time up to now"
+    clock[0] = 1010.0
+    view[0] = TaskView((ActiveTask("app.long", "id-1", 1003.0),), held=0, started=3)
+    assert beater.snapshot().last_task_started == 1010.0
+    # nothing new started: the last start stays
+    clock[0] = 1020.0
+    assert beater.snapshot().last_task_started == 1010.0
 
 
 def test_consuming_needs_a_task_consumer_and_a_connected_connection() -> None:
@@ -629,3 +708,23 @@ def test_reading_the_registry_does_not_import_celery() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class _NoScripting(fakeredis.FakeRedis):  # type: ignore[misc]
+    def eval(self, *args: Any, **kwargs: Any) -> Any:
+        raise redis.ResponseError("NOPERM this user has no permissions to run the 'eval' command")
+
+
+def test_a_redis_that_refuses_scripts_gets_pipelined_beats(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _NoScripting()
+    settings = HeartbeatSettings(file=str(tmp_path / "hb"), ready_file=str(tmp_path / "r"))
+    beater = Beater(settings=settings, registry=client, node="celery@x")
+    with caplog.at_level(logging.WARNING, logger="toolkit.heartbeat"):
+        beater.beat()
+        beater.beat()
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "celery-ecs heartbeat: Redis refused the heartbeat script"]
+    (entry,) = read_registry(client)
+    assert entry.node == "celery@x" and entry.beat_at == pytest.approx(time.time(), abs=5)

@@ -16,7 +16,7 @@ from toolkit.registry import (
     workers_per_service,
     write_heartbeat,
 )
-from toolkit.worker.beater import Beater, TaskCounters
+from toolkit.worker.beater import Beater, TaskOutcomes, TaskView
 from toolkit.worker.bootstep import install
 from toolkit.worker.metadata import EcsMetadata, fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
@@ -26,7 +26,8 @@ __all__ = [
     "EcsMetadata",
     "HeartbeatSettings",
     "RedisLike",
-    "TaskCounters",
+    "TaskOutcomes",
+    "TaskView",
     "WorkerHeartbeat",
     "consumers_per_queue",
     "fetch_ecs_metadata",

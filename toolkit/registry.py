@@ -13,24 +13,36 @@ Contract::
 ``prefix`` is the broker's ``global_keyprefix`` when the registry lives on the broker's Redis
 (the default), else empty.
 
-Alive or dead (format 2): a worker is alive while its last beat (``updated``, equal to its index
-score) is at most its ``ttl`` old. The entry itself is kept for :data:`ENTRY_RETENTION` (an
-hour) after the last beat, so a worker that froze or was killed stays identifiable (its node,
-ECS service and task ARN, its last beat) long enough for the collector's ``dead_after`` verdict.
-A clean stop deletes the entry and its index member: a stopped worker is neither alive nor dead.
-The marker key survives the last clean stop, so readers see "a registry with 0 workers"
-(``QueueConsumers`` 0), not "no registry". A Redis restart loses all three keys: every service
-then has no heartbeats at all ("unknown"), never "all dead at once".
+Clocks (format 3): the index score is the *broker's* clock, not the worker's: the write is one
+script that stamps the member with Redis ``TIME``. Readers take ``TIME`` in the same round trip,
+so a beat's age is measured on one clock whatever the hosts' clocks say. The entry's own
+timestamps (``updated``, ``booted``, ``last_task_started``, task starts) are the worker's clock;
+``score - updated`` is that worker's offset, which puts them on the broker's clock too
+(:meth:`WorkerHeartbeat.on_broker_clock`). Where scripting is refused, the writer falls back to
+a pipeline and scores with its clock corrected by the offset it measured last.
 
-Old entries (format 1) carry no ``ttl`` and expire after their short TTL: while present they are
-alive. Old readers count new entries as alive until their PX (an hour) runs out.
+Alive or dead: a worker is alive while its last beat is at most its ``ttl`` old. The entry itself
+is kept for :data:`ENTRY_RETENTION` (an hour) after the last beat, so a worker that froze or was
+killed stays identifiable (its node, ECS service and task ARN, its last beat) long enough for the
+collector's ``dead_after`` verdict. A clean stop deletes the entry and its index member: a
+stopped worker is neither alive nor dead. The marker key survives the last clean stop, so
+readers see "a registry with 0 workers" (``QueueConsumers`` 0), not "no registry". A Redis
+restart loses all three keys: every service then has no heartbeats at all ("unknown"), never
+"all dead at once".
+
+What the verdicts need (format 3): the pool and its concurrency, the tasks running now with their
+names and start times (the :data:`MAX_TASKS_LISTED` oldest, and the newest start of all of them),
+how many tasks the worker holds without running them (``held``: prefetched, rate limited, ETA),
+the tasks started since it came up and when it came up (``booted``). Entries of older formats
+lack them (``details`` is False) and are judged by their heartbeat alone; format 2 entries were
+scored with the worker's own clock. Old readers count new entries as alive until their PX runs
+out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
@@ -40,8 +52,10 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "celery-ecs:heartbeat:"
 INDEX_KEY = "celery-ecs:heartbeats"
 MARKER_KEY = "celery-ecs:registry"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 INDEX_RETENTION = 86400.0
+#: running tasks listed by name in an entry (the oldest first); ``active`` counts them all
+MAX_TASKS_LISTED = 16
 #: how long an entry outlives its last beat, so dead workers stay identifiable
 ENTRY_RETENTION = 3600.0
 
@@ -65,13 +79,32 @@ class RedisLike(Protocol):
 
     def pipeline(self, transaction: bool = True) -> Any: ...
 
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+
+    def time(self) -> Any: ...
+
 
 # --- the registry entry -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class ActiveTask:
+    """A task the worker is running: its name, id and start (the worker's clock)."""
+
+    name: str
+    id: str
+    started: float
+
+    def shifted(self, offset: float) -> ActiveTask:
+        return ActiveTask(self.name, self.id, self.started + offset)
+
+
+@dataclass(frozen=True)
 class WorkerHeartbeat:
-    """One worker node's latest beat, as stored in the registry."""
+    """One worker node's latest beat, as stored in the registry.
+
+    ``beat_at`` is not stored in the entry: readers fill it from the index score (the broker's
+    clock for format 3 writers, the worker's for older ones)."""
 
     node: str
     queues: tuple[str, ...]
@@ -90,12 +123,51 @@ class WorkerHeartbeat:
     ecs_cluster: str | None = None
     ecs_container: str | None = None
     ecs_service: str | None = None
-    ttl: float = 0.0  # alive while updated is at most this old; 0: format 1, alive while present
+    ttl: float = 0.0  # alive while the last beat is at most this old; 0: format 1
     version: int = FORMAT_VERSION
+    booted: float | None = None  # when the worker came up (its clock)
+    held: int | None = None  # tasks received and not started (prefetched, rate limited, ETA)
+    tasks: tuple[ActiveTask, ...] = ()  # the oldest running tasks, at most MAX_TASKS_LISTED
+    youngest_start: float | None = None  # the newest start among all running tasks
+    beat_at: float | None = None  # index score: when the broker saw the last beat
+
+    @property
+    def details(self) -> bool:
+        """Whether the entry says what the busy-vs-hung rules need (format 3 and newer)."""
+        return self.version >= 3 and self.held is not None and self.booted is not None
+
+    @property
+    def last_beat(self) -> float:
+        """The last beat on the reader's clock: the index score when read, else ``updated``."""
+        return self.updated if self.beat_at is None else self.beat_at
+
+    @property
+    def offset(self) -> float:
+        """Add to the worker's own timestamps to put them on the broker's clock (0 before a
+        reader filled ``beat_at``, and for format 2 writers, who scored with their clock)."""
+        return 0.0 if self.beat_at is None or self.version < 3 else self.beat_at - self.updated
+
+    def on_broker_clock(self) -> WorkerHeartbeat:
+        """This entry with every timestamp moved onto the broker's clock."""
+        off = self.offset
+        if off == 0.0:
+            return self
+
+        def move(value: float | None) -> float | None:
+            return None if value is None else value + off
+
+        return replace(
+            self, updated=self.updated + off, booted=move(self.booted),
+            last_task_started=move(self.last_task_started),
+            youngest_start=move(self.youngest_start),
+            tasks=tuple(t.shifted(off) for t in self.tasks),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["queues"] = list(self.queues)
+        data["tasks"] = [[t.name, t.id, t.started] for t in self.tasks]
+        del data["beat_at"]
         return data
 
     def to_json(self) -> str:
@@ -110,6 +182,7 @@ class WorkerHeartbeat:
             if not isinstance(node, str) or not isinstance(queues, list):
                 raise ValueError("node must be a string and queues a list")
             last = data.get("last_task_started")
+            booted, held, youngest = (data.get(k) for k in ("booted", "held", "youngest_start"))
             return cls(
                 node=node,
                 queues=tuple(str(q) for q in queues),
@@ -130,6 +203,10 @@ class WorkerHeartbeat:
                 ecs_service=opt_str(data.get("ecs_service")),
                 ttl=float(data.get("ttl", 0.0)),
                 version=int(data.get("version", 1)),
+                booted=None if booted is None else float(booted),
+                held=None if held is None else int(held),
+                tasks=_tasks(data.get("tasks")),
+                youngest_start=None if youngest is None else float(youngest),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a heartbeat entry: {exc!r}") from None
@@ -145,12 +222,27 @@ class WorkerHeartbeat:
         return cls.from_dict(data)
 
     def age(self, now: float) -> float:
-        return now - self.updated
+        """Seconds since the last beat at ``now`` (the reader's clock: see :attr:`last_beat`)."""
+        return now - self.last_beat
 
     def alive(self, now: float) -> bool:
         """Whether the worker still beats: its last beat at most ``ttl`` old (beats from the
         future count only within ``ttl``). Format 1 entries (no ``ttl``) are alive while present."""
         return self.ttl <= 0 or abs(self.age(now)) <= self.ttl
+
+
+def _tasks(raw: object) -> tuple[ActiveTask, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("tasks must be a list")
+    out = []
+    for item in raw[:MAX_TASKS_LISTED]:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ValueError("a task must be [name, id, started]")
+        name, task_id, started = item
+        out.append(ActiveTask(str(name), str(task_id), float(started)))
+    return tuple(out)
 
 
 def opt_str(value: object) -> str | None:
@@ -173,21 +265,49 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def write_heartbeat(client: RedisLike, beat: WorkerHeartbeat, ttl: float, prefix: str = "") -> None:
-    """Store ``beat`` (alive for ``ttl`` seconds, kept for :data:`ENTRY_RETENTION`), index it
-    (pruning index members older than a day) and set the registry marker.
+# KEYS: entry, marker, index. ARGV: entry JSON, entry PX (ms), node, index retention (s).
+# Scores the member with the broker's clock and returns that clock, so the writer learns its
+# offset. replicate_commands() lets Redis < 5 write after TIME (a no-op from Redis 7).
+WRITE_SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], '1')
+redis.call('ZADD', KEYS[3], now, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+return string.format('%.6f', now)
+"""
 
-    One round trip: the four commands go in one non-transactional pipeline.
+
+def write_heartbeat(
+    client: RedisLike, beat: WorkerHeartbeat, ttl: float, prefix: str = "", *,
+    script: bool = True, offset: float = 0.0,
+) -> float:
+    """Store ``beat`` (alive for ``ttl`` seconds, kept for :data:`ENTRY_RETENTION`), index it on
+    the broker's clock (pruning index members older than a day) and set the registry marker.
+    Returns the index score.
+
+    One round trip: a script (``script=True``), else the four commands in one non-transactional
+    pipeline scored with ``beat.updated + offset`` (the caller's last known offset to the
+    broker's clock). A server that refuses the script raises; the caller may retry without it.
     """
     if beat.ttl != ttl:
         beat = replace(beat, ttl=float(ttl))
-    keep = max(ttl, ENTRY_RETENTION)
+    keep = max(int(max(ttl, ENTRY_RETENTION) * 1000), 1)
+    entry, marker, index = registry_key(beat.node, prefix), marker_key(prefix), index_key(prefix)
+    if script:
+        reply = client.eval(WRITE_SCRIPT, 3, entry, marker, index, beat.to_json(), str(keep),
+                            beat.node, str(INDEX_RETENTION))
+        return float(_text(reply))
+    score = beat.updated + offset
     pipe = client.pipeline(transaction=False)
-    pipe.set(registry_key(beat.node, prefix), beat.to_json(), px=max(int(keep * 1000), 1))
-    pipe.set(marker_key(prefix), "1")
-    pipe.zadd(index_key(prefix), {beat.node: beat.updated})
-    pipe.zremrangebyscore(index_key(prefix), "-inf", beat.updated - INDEX_RETENTION)
+    pipe.set(entry, beat.to_json(), px=keep)
+    pipe.set(marker, "1")
+    pipe.zadd(index, {beat.node: score})
+    pipe.zremrangebyscore(index, "-inf", score - INDEX_RETENTION)
     pipe.execute()
+    return score
 
 
 def remove_heartbeat(client: RedisLike, node: str, prefix: str = "") -> None:
@@ -197,25 +317,52 @@ def remove_heartbeat(client: RedisLike, node: str, prefix: str = "") -> None:
     pipe.execute()
 
 
-def read_registry(
-    client: RedisLike,
-    prefix: str = "",
-    *,
-    batch: int = 500,
-    now: float | None = None,
-    include_dead: bool = False,
-) -> list[WorkerHeartbeat]:
-    """Every live entry (or every retained one with ``include_dead``), sorted by node.
-    Malformed entries are skipped. ``now`` defaults to the local clock."""
-    nodes = [_text(m) for m in client.zrange(index_key(prefix), 0, -1)]
+@dataclass(frozen=True)
+class RegistryRead:
+    beats: tuple[WorkerHeartbeat, ...]  # sorted by node, ``beat_at`` filled in
+    now: float  # the broker's clock when it was read
+
+
+def broker_time(reply: Any) -> float:
+    """Redis ``TIME`` as redis-py returns it (seconds, microseconds) -> unix seconds."""
+    seconds, micros = reply
+    return float(seconds) + float(micros) / 1e6
+
+
+def read_registry_at(
+    client: RedisLike, prefix: str = "", *, batch: int = 500, include_dead: bool = False,
+) -> RegistryRead:
+    """Every live entry (or every retained one with ``include_dead``) with its index score, and
+    the broker's clock, in ``1 + ceil(entries / batch)`` round trips. Malformed entries are
+    skipped."""
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.zrangebyscore(index_key(prefix), "-inf", "+inf", withscores=True)
+    clock, members = pipe.execute()
+    now = broker_time(clock)
+    oldest = now - ENTRY_RETENTION
+    scores = {_text(m): float(score) for m, score in members if float(score) >= oldest}
+    nodes = sorted(scores)
     out: list[WorkerHeartbeat] = []
     for i in range(0, len(nodes), batch):
         chunk = nodes[i : i + batch]
         out.extend(parse_entries(client.mget([registry_key(n, prefix) for n in chunk])))
+    beats = [with_score(b, scores.get(b.node)) for b in out]
     if not include_dead:
-        at = time.time() if now is None else now
-        out = [b for b in out if b.alive(at)]
-    return sorted(out, key=lambda b: b.node)
+        beats = [b for b in beats if b.alive(now)]
+    return RegistryRead(tuple(sorted(beats, key=lambda b: b.node)), now)
+
+
+def read_registry(
+    client: RedisLike, prefix: str = "", *, batch: int = 500, include_dead: bool = False,
+) -> list[WorkerHeartbeat]:
+    """:func:`read_registry_at`'s entries."""
+    return list(read_registry_at(client, prefix, batch=batch, include_dead=include_dead).beats)
+
+
+def with_score(beat: WorkerHeartbeat, score: float | None) -> WorkerHeartbeat:
+    """``beat`` with its index score as ``beat_at`` (unchanged when the index has none)."""
+    return beat if score is None else replace(beat, beat_at=score)
 
 
 def registry_exists(client: Any, prefix: str = "") -> bool:

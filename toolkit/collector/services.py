@@ -37,7 +37,7 @@ from toolkit.metricnames import BACKLOG_PER_TASK, TASKS_RUNNING, WORKER_STUCK, W
 from toolkit.registry import (
     WorkerHeartbeat,
     consumers_per_queue,
-    read_registry,
+    read_registry_at,
     registry_exists,
 )
 
@@ -231,16 +231,17 @@ def with_registry(
     try:
         if not registry_exists(registry):
             return replace(reading, workers=None), None
-        workers = tuple(read_registry(registry, include_dead=True, now=now))
+        read = read_registry_at(registry, include_dead=True)
     except Exception as exc:  # noqa: BLE001 - redis errors vary; their text may hold the URL
         error = f"heartbeat registry unreadable ({type(exc).__name__})"
         return replace(reading, workers=None), error
-    counts = consumers_per_queue(w for w in workers if w.alive(now))
+    workers = read.beats
+    counts = consumers_per_queue(w for w in workers if w.alive(read.now))
     queues = tuple(
         q if q.consumers is not None or q.error else replace(q, consumers=counts.get(q.queue, 0))
         for q in reading.queues
     )
-    return replace(reading, queues=queues, workers=workers), None
+    return replace(reading, queues=queues, workers=workers, clock=read.now), None
 
 
 def _cluster_of_arn(task_arn: str) -> str:

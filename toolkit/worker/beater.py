@@ -9,11 +9,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.registry import (
+    MAX_TASKS_LISTED,
+    ActiveTask,
     RedisLike,
     WorkerHeartbeat,
     remove_heartbeat,
@@ -26,79 +28,56 @@ logger = logging.getLogger("toolkit.heartbeat")  # the public path: operators fi
 
 REGISTRY_SOCKET_TIMEOUT = 1.0
 REGISTRY_RETRY_AFTER = 10.0
-#: Seconds the worker's loop waits for the shared task counters' lock before it skips the counters
-#: for that beat (a pool process killed while holding it would otherwise block the loop forever).
-COUNTERS_LOCK_TIMEOUT = 0.1
-#: Seconds a pool process waits for that lock before it skips one count.
-COUNTERS_LOCK_TIMEOUT_CHILD = 1.0
+#: slots of task outcomes in shared memory: the worker's own process, then one per pool process
+#: index (billiard reuses a dead child's index for its replacement, so a slot has one writer)
+OUTCOME_SLOTS = 64
 
-# --- counters shared with forked pool processes -----------------------------------------------
+# --- what the worker is doing, as the bootstep reads it from Celery's own state ----------------
 
 
-class TaskCounters:
-    """started / succeeded / failed / last-started time, in shared memory.
+@dataclass(frozen=True)
+class TaskView:
+    """The worker's tasks at one instant, from its main process's own bookkeeping (no shared
+    memory): what runs (oldest first), what it holds without running, how many it started."""
 
-    Created in the worker's main process before the pool forks, so prefork children (where the
-    task signals fire) update the same memory the main process reads. Pools started with the
-    ``spawn`` method would not share it.
+    active: tuple[ActiveTask, ...] = ()
+    held: int = 0
+    started: int = 0
 
-    The lock is taken with a timeout everywhere: a pool process killed (SIGKILL, OOM) while it
-    holds the lock never releases it, and the worker's loop must not block on it. A count that
-    cannot take the lock is dropped, and a snapshot that cannot take it repeats the last one
-    (both logged once per process).
+
+class TaskOutcomes:
+    """succeeded / failed counts, in shared memory **without a lock between processes**.
+
+    Created in the worker's main process before the pool forks. Each pool process adds only to
+    its own slot (chosen by its pool index, see :data:`OUTCOME_SLOTS`) and the main process sums
+    the slots, so a child killed at any moment can neither block the others nor freeze the
+    counts: at worst its one unfinished increment is lost. Threads of one process (the threads
+    pool, the solo pool's helper) share a process-local lock, re-created in every forked child.
     """
 
-    STARTED, SUCCEEDED, FAILED, LAST_STARTED = range(4)
-
-    def __init__(self) -> None:
+    def __init__(self, slots: int = OUTCOME_SLOTS) -> None:
         import multiprocessing
 
-        self._values: Any = multiprocessing.Array("d", 4, lock=True)
-        self._last: tuple[int, int, int, float | None] = (0, 0, 0, None)
-        self._warned_pid = 0
+        self._slots = max(int(slots), 2)
+        self._values: Any = multiprocessing.RawArray("d", 2 * self._slots)
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._reset_lock)
 
-    def _acquire(self, timeout: float) -> bool:
-        if self._values.get_lock().acquire(True, timeout):
-            return True
-        if self._warned_pid != os.getpid():
-            self._warned_pid = os.getpid()
-            logger.warning(
-                "celery-ecs heartbeat: task counters lock not available after %g s (a pool "
-                "process probably died holding it); counts are skipped while it stays locked",
-                timeout,
-            )
-        return False
+    def _reset_lock(self) -> None:
+        self._lock = threading.Lock()
 
-    def _add(self, index: int, last_started: float | None = None) -> None:
-        if not self._acquire(COUNTERS_LOCK_TIMEOUT_CHILD):
-            return
-        try:
-            self._values[index] += 1
-            if last_started is not None:
-                self._values[self.LAST_STARTED] = last_started
-        finally:
-            self._values.get_lock().release()
+    def slot_for(self, pool_index: int | None) -> int:
+        """Slot 0 for the worker's own process, else 1 + the pool index (wrapped)."""
+        return 0 if pool_index is None else 1 + int(pool_index) % (self._slots - 1)
 
-    def task_started(self, now: float) -> None:
-        self._add(self.STARTED, now)
+    def add(self, slot: int, failed: bool) -> None:
+        at = 2 * slot + (1 if failed else 0)
+        with self._lock:
+            self._values[at] += 1
 
-    def task_succeeded(self) -> None:
-        self._add(self.SUCCEEDED)
-
-    def task_failed(self) -> None:
-        self._add(self.FAILED)
-
-    def snapshot(
-        self, timeout: float = COUNTERS_LOCK_TIMEOUT
-    ) -> tuple[int, int, int, float | None]:
-        if not self._acquire(timeout):
-            return self._last
-        try:
-            started, ok, failed, last = self._values[:]
-        finally:
-            self._values.get_lock().release()
-        self._last = (int(started), int(ok), int(failed), (last or None))
-        return self._last
+    def totals(self) -> tuple[int, int]:
+        values = self._values[:]
+        return int(sum(values[0::2])), int(sum(values[1::2]))
 
 
 # --- the beater: files, registry, busy keeper (celery-agnostic) --------------------------------
@@ -109,7 +88,7 @@ class Beater:
     """Does one beat: touch the file, write the ready file once, refresh the registry entry."""
 
     settings: HeartbeatSettings
-    counters: TaskCounters = field(default_factory=TaskCounters)
+    outcomes: TaskOutcomes = field(default_factory=TaskOutcomes)
     registry: RedisLike | None = None
     prefix: str = ""
     #: the busy cap for tasks without a time limit of their own (solo pool helper thread)
@@ -120,7 +99,8 @@ class Beater:
     pool: str = ""
     concurrency: int = 0
     ecs: EcsMetadata | None = None
-    active: Any = None  # () -> int
+    tasks: Callable[[], TaskView] | None = None  # what the worker runs and holds, now
+    booted: float | None = None  # when the worker came up (set at its first start)
     main_pid: int = field(default_factory=os.getpid)
     solo: bool = False  # tasks run in the worker's loop: beat from a helper thread meanwhile
     _warned: set[str] = field(default_factory=set)
@@ -131,6 +111,11 @@ class Beater:
     _busy_cap: float | None = None
     _keeper: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _seen_started: int = 0
+    _last_started: float | None = None
+    _previous_at: float | None = None
+    _script: bool = True  # score beats on the broker's clock; off where scripting is refused
+    _offset: float = 0.0  # broker clock - ours, as measured by the last scripted write
 
     def beat(self) -> None:
         with self._lock:
@@ -162,17 +147,28 @@ class Beater:
                     logger.info("could not remove heartbeat entry for %s: %s", self.node, exc)
 
     def snapshot(self) -> WorkerHeartbeat:
-        started, ok, failed, last = self.counters.snapshot()
+        now = float(self.clock())
+        view = self.tasks() if self.tasks is not None else TaskView()
+        if view.started > self._seen_started:
+            # Something started since the last snapshot: the newest running task's start if it
+            # is one of them, else (it started and finished in between) now, an upper bound.
+            newest = max((t.started for t in view.active), default=None)
+            if newest is None or (self._previous_at is not None and newest < self._previous_at):
+                newest = now
+            self._last_started = max(newest, self._last_started or newest)
+            self._seen_started = view.started
+        self._previous_at = now
+        ok, failed = self.outcomes.totals()
         ecs = self.ecs or EcsMetadata()
         return WorkerHeartbeat(
             node=self.node,
             queues=tuple(self.queues),
-            updated=float(self.clock()),
-            started=started,
+            updated=now,
+            started=view.started,
             succeeded=ok,
             failed=failed,
-            active=int(self.active()) if self.active is not None else 0,
-            last_task_started=last,
+            active=len(view.active),
+            last_task_started=self._last_started,
             hostname=self.node.partition("@")[2],
             pid=self.main_pid,
             pool=self.pool,
@@ -182,6 +178,10 @@ class Beater:
             ecs_cluster=ecs.cluster,
             ecs_container=ecs.container,
             ecs_service=ecs.service,
+            booted=self.booted if self.booted is not None else now,
+            held=view.held,
+            tasks=view.active[:MAX_TASKS_LISTED],
+            youngest_start=max((t.started for t in view.active), default=None),
         )
 
     def _touch(self, path: str) -> bool:
@@ -210,7 +210,22 @@ class Beater:
         if self._registry_failing and now < self._registry_retry_at:
             return
         try:
-            write_heartbeat(self.registry, self.snapshot(), self.settings.registry_ttl, self.prefix)
+            beat = self.snapshot()
+            try:
+                score = write_heartbeat(self.registry, beat, self.settings.registry_ttl,
+                                        self.prefix, script=self._script, offset=self._offset)
+            except Exception as exc:  # noqa: BLE001 - redis errors vary
+                if not (self._script and _script_refused(exc)):
+                    raise
+                logger.warning(
+                    "celery-ecs heartbeat: Redis refused the heartbeat script (%s); writing "
+                    "with a pipeline, beats scored on this host's clock corrected by the last "
+                    "offset measured (%+.3f s)", _first_line(exc), self._offset)
+                self._script = False
+                score = write_heartbeat(self.registry, beat, self.settings.registry_ttl,
+                                        self.prefix, script=False, offset=self._offset)
+            if self._script:
+                self._offset = score - beat.updated
         except Exception as exc:  # noqa: BLE001 - never let the registry hurt the worker
             if not self._registry_failing:
                 logger.warning("celery-ecs heartbeat: registry write failed: %s", exc)
@@ -244,3 +259,17 @@ class Beater:
             if cap is not None and time.monotonic() - since > cap:
                 continue  # hung past its limit: let the heartbeat go stale
             self.beat()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _script_refused(exc: BaseException) -> bool:
+    """A Redis that does not run scripts: unknown command, no permission, scripting disabled."""
+    if type(exc).__name__ not in {"ResponseError", "NoPermissionError"}:
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in ("unknown command", "noperm", "permission",
+                                         "not allowed", "disabled", "noscript"))

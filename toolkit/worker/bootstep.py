@@ -35,16 +35,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from typing import Any
 
 from toolkit.celeryapp import broker_of
 from toolkit.env import ENV_HEARTBEAT_MAX_BUSY, ENV_HEARTBEAT_REGISTRY
 from toolkit.errors import ConfigError
 from toolkit.registry import (
+    ActiveTask,
     RedisLike,
 )
 from toolkit.urls import redact_url
-from toolkit.worker.beater import REGISTRY_SOCKET_TIMEOUT, Beater
+from toolkit.worker.beater import REGISTRY_SOCKET_TIMEOUT, Beater, TaskView
 from toolkit.worker.metadata import fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
 
@@ -56,6 +58,8 @@ SOLO_POOL_MODULE = "celery.concurrency.solo"
 
 _ACTIVE: Beater | None = None
 _APP_ATTR = "_celery_ecs_heartbeat"
+# Requests the consumer received (main process): held until a pool slot accepts them.
+_RECEIVED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _task_time_limit(task: Any) -> float | None:
@@ -77,12 +81,15 @@ def _task_time_limit(task: Any) -> float | None:
     return None
 
 
+def on_task_received(request: Any = None, **_: Any) -> None:
+    """The worker's main process received a task (it may wait: prefetched, rate limited, ETA)."""
+    if _ACTIVE is not None and request is not None:
+        _RECEIVED.add(request)
+
+
 def on_task_prerun(task: Any = None, **_: Any) -> None:
     beater = _ACTIVE
-    if beater is None:
-        return
-    beater.counters.task_started(time.time())
-    if beater.solo and os.getpid() == beater.main_pid:
+    if beater is not None and beater.solo and os.getpid() == beater.main_pid:
         beater.task_started_here(_task_time_limit(task))
 
 
@@ -92,14 +99,53 @@ def on_task_postrun(**_: Any) -> None:
         beater.task_finished_here()
 
 
+def _outcome(failed: bool) -> None:
+    beater = _ACTIVE
+    if beater is None:
+        return
+    index = None
+    if os.getpid() != beater.main_pid:
+        from billiard.process import current_process
+
+        index = getattr(current_process(), "index", None)
+    beater.outcomes.add(beater.outcomes.slot_for(index), failed)
+
+
 def on_task_success(**_: Any) -> None:
-    if _ACTIVE is not None:
-        _ACTIVE.counters.task_succeeded()
+    _outcome(False)
 
 
 def on_task_failure(**_: Any) -> None:
-    if _ACTIVE is not None:
-        _ACTIVE.counters.task_failed()
+    _outcome(True)
+
+
+def _copy(items: Any) -> list[Any]:
+    """A list of a WeakSet that other threads may change (threads pool, solo helper)."""
+    for _ in range(5):
+        try:
+            return list(items)
+        except RuntimeError:  # changed size during iteration
+            continue
+    return []
+
+
+def task_view() -> TaskView:
+    """What this worker runs and holds now, from Celery's own bookkeeping in the main process:
+    ``active_requests`` (accepted by a pool slot, with their start), the requests received and
+    not started (``held``), and ``all_total_count`` (tasks accepted since the worker started)."""
+    from celery.worker import state
+
+    active = []
+    for req in _copy(state.active_requests):
+        start = getattr(req, "time_start", None)
+        if start:
+            active.append(ActiveTask(str(req.name), str(req.id), float(start)))
+    held = sum(
+        1 for req in _copy(_RECEIVED)
+        if getattr(req, "time_start", None) is None and not getattr(req, "_already_revoked", False)
+    )
+    active.sort(key=lambda t: t.started)
+    return TaskView(tuple(active), held, int(state.all_total_count[0]))
 
 
 def _registry_for(app: Any, settings: HeartbeatSettings) -> tuple[RedisLike | None, str]:
@@ -135,7 +181,7 @@ def _step_class(settings: HeartbeatSettings) -> type:
         def __init__(self, c: Any, **kwargs: Any) -> None:
             global _ACTIVE
             super().__init__(c, **kwargs)
-            # Runs in the main process before the pool forks: the counters are shared.
+            # Runs in the main process before the pool forks: the outcome slots are shared.
             self.beater = Beater(settings=settings, busy_limit=_busy_limit(c.app, settings))
             self.entries: list[Any] = []
             self.started_once = False
@@ -150,9 +196,8 @@ def _step_class(settings: HeartbeatSettings) -> type:
                 b.pool = module.rsplit(".", 1)[-1]
                 b.solo = module == SOLO_POOL_MODULE
                 b.concurrency = int(getattr(c.controller, "concurrency", 0) or 0)
-                from celery.worker import state
-
-                b.active = lambda: len(state.active_requests)
+                b.tasks = task_view
+                b.booted = time.time()
                 _setup_extras(b, c.app, settings)
                 if b.solo:
                     logger.warning(
@@ -270,6 +315,8 @@ def install(app: Any, settings: HeartbeatSettings | None = None) -> None:
     step = _step_class(settings)
     app.steps["consumer"].add(step)
     setattr(app, _APP_ATTR, step)
+    signals.task_received.connect(on_task_received, weak=False,
+                                  dispatch_uid="celery-ecs-hb-received")
     signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="celery-ecs-hb-prerun")
     signals.task_postrun.connect(on_task_postrun, weak=False, dispatch_uid="celery-ecs-hb-postrun")
     signals.task_success.connect(on_task_success, weak=False, dispatch_uid="celery-ecs-hb-success")

@@ -40,8 +40,10 @@ class BrokerReading:
     unacked: int | None = None
     round_trips: int = 1
     # entries of the worker heartbeat registry when the broker holds one (Redis), else None;
-    # dead ones included (kept for an hour): filter with WorkerHeartbeat.alive(now)
+    # dead ones included (kept for an hour): filter with WorkerHeartbeat.alive(clock)
     workers: tuple[WorkerHeartbeat, ...] | None = None
+    # the registry's clock (Redis TIME) when it was read: the "now" of the entries' beat_at
+    clock: float | None = None
 
 
 class BrokerReader(Protocol):

@@ -33,8 +33,10 @@ from toolkit.registry import (
     KEY_PREFIX,
     MARKER_KEY,
     WorkerHeartbeat,
+    broker_time,
     consumers_per_queue,
     parse_entries,
+    with_score,
 )
 from toolkit.stamp import HEADER
 from toolkit.urls import check_broker_url, redact_url
@@ -49,6 +51,7 @@ class RawRead(NamedTuple):
     unacked: int
     workers: tuple[WorkerHeartbeat, ...] | None  # None: no registry on this broker
     round_trips: int
+    clock: float | None = None  # the broker's TIME when the registry was read
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +63,18 @@ BINDING_PREFIX = "_kombu.binding."
 # Celery's own broadcast and event exchanges: their queues are per-process and transient.
 INTERNAL_EXCHANGES = frozenset({"celery.pidbox", "reply.celery.pidbox", "celeryev"})
 
-# ARGV: key prefix, separator, stamp marker, read ages ("1"/"0"), the lowest index score of the
-# worker registry to read ("" to skip it), number of priority steps, the steps, then the queue
+# ARGV: key prefix, separator, stamp marker, read ages ("1"/"0"), how far back (seconds) to read
+# the worker registry ("" to skip it), number of priority steps, the steps, then the queue
 # names. Keys are built server-side (a quarter of the request size of
 # passing every list) and the reply is one string, "<length> <oldest stamp or ->" per queue and
-# the unacked count, then (when asked) the live entries of the heartbeat registry, one JSON per
-# line, so the client parses one bulk reply instead of thousands of items.
+# the unacked count, then (when asked) "registry <exists> <broker TIME>" and the retained entries
+# of the heartbeat registry, "<index score> <JSON>" per line, so the client parses one bulk reply
+# instead of thousands of items.
 # Kombu does not support Redis Cluster, and neither does this script (keys are not in KEYS).
 READ_SCRIPT = """
 local prefix, sep, marker = ARGV[1], ARGV[2], ARGV[3]
 local read_age = ARGV[4] == '1'
-local registry_min = ARGV[5]
+local lookback = ARGV[5]
 local nsteps = tonumber(ARGV[6])
 local suffixes = {}
 for i = 1, nsteps do
@@ -115,13 +119,16 @@ for qi = 7 + nsteps, #ARGV do
   end
 end
 out[#out + 1] = tostring(redis.call('HLEN', prefix .. 'unacked'))
-if registry_min ~= '' then
+if lookback ~= '' then
   local index = prefix .. 'celery-ecs:heartbeats'
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
   out[#out + 1] = 'registry ' .. redis.call('EXISTS', index, prefix .. 'celery-ecs:registry')
-  local nodes = redis.call('ZRANGEBYSCORE', index, registry_min, '+inf')
-  for _, node in ipairs(nodes) do
-    local entry = redis.call('GET', prefix .. 'celery-ecs:heartbeat:' .. node)
-    if entry then out[#out + 1] = entry end
+    .. ' ' .. string.format('%.6f', now)
+  local nodes = redis.call('ZRANGEBYSCORE', index, now - tonumber(lookback), '+inf', 'WITHSCORES')
+  for i = 1, #nodes, 2 do
+    local entry = redis.call('GET', prefix .. 'celery-ecs:heartbeat:' .. nodes[i])
+    if entry then out[#out + 1] = nodes[i + 1] .. ' ' .. entry end
   end
 end
 return table.concat(out, '\\n')
@@ -218,8 +225,8 @@ class RedisReader:
                     self.use_script = False
             if not self.use_script:
                 raw = self._read_pipeline(queues)
-        lengths, stamps, errors, unacked, workers, trips = raw
-        now = time.time()
+        lengths, stamps, errors, unacked, workers, trips, clock = raw
+        now = time.time() if clock is None else clock
         consumers = None if workers is None else consumers_per_queue(
             w for w in workers if w.alive(now))
         readings = tuple(
@@ -229,17 +236,18 @@ class RedisReader:
             )
             for q, n, stamp, err in zip(queues, lengths, stamps, errors, strict=True)
         )
-        return BrokerReading(queues=readings, unacked=unacked, round_trips=trips, workers=workers)
+        return BrokerReading(queues=readings, unacked=unacked, round_trips=trips, workers=workers,
+                             clock=clock)
 
-    def _registry_min(self) -> str:
-        """Index members older than this cannot have a live entry: skip them server-side."""
-        return f"{time.time() - REGISTRY_LOOKBACK:.3f}" if self.read_workers else ""
+    def _lookback(self) -> str:
+        """Index members older than this (seconds) cannot have an entry: skipped server-side."""
+        return f"{REGISTRY_LOOKBACK:g}" if self.read_workers else ""
 
     def _read_script(self, queues: Sequence[str]) -> RawRead:
         # bytes, so that queue names read back from Redis with odd bytes round-trip exactly
         args: list[bytes | str] = [
             _raw(self.prefix), _raw(self.sep), STAMP_MARKER, "1" if self.read_age else "0",
-            self._registry_min(), str(len(self.steps)), *(str(s) for s in self.steps),
+            self._lookback(), str(len(self.steps)), *(str(s) for s in self.steps),
             *(_raw(q) for q in queues),
         ]
         reply = _text(self.client.eval(READ_SCRIPT, 0, *args))
@@ -262,9 +270,13 @@ class RedisReader:
         unacked = int(lines[len(queues)])
         rest = lines[len(queues) + 1:]
         workers = None
-        if rest and rest[0].startswith("registry ") and rest[0] != "registry 0":
-            workers = tuple(parse_entries(rest[1:]))
-        return RawRead(lengths, stamps, errors, unacked, workers, 1)
+        clock = None
+        if rest and rest[0].startswith("registry "):
+            _, exists, at = rest[0].split(" ")
+            clock = float(at)
+            if exists != "0":
+                workers = _scored_entries(line.partition(" ") for line in rest[1:])
+        return RawRead(lengths, stamps, errors, unacked, workers, 1, clock)
 
     def _read_pipeline(self, queues: Sequence[str]) -> RawRead:
         """The no-scripting fallback: one pipeline (a second one for registry entries)."""
@@ -277,23 +289,29 @@ class RedisReader:
         pipe.hlen(_raw(self.prefix + UNACKED_KEY))
         index = _raw(self.prefix + INDEX_KEY)
         if self.read_workers:
+            pipe.time()
             pipe.exists(index, _raw(self.prefix + MARKER_KEY))
-            pipe.zrangebyscore(index, self._registry_min(), "+inf")
+            pipe.zrangebyscore(index, "-inf", "+inf", withscores=True)
         raw = pipe.execute(raise_on_error=False)
-        for item in raw[len(raw) - (3 if self.read_workers else 1):]:
+        for item in raw[len(raw) - (4 if self.read_workers else 1):]:
             if isinstance(item, Exception):  # unacked / registry: not per queue
                 raise item
         trips = 1
         workers = None
+        clock = None
         if self.read_workers:
-            exists, nodes = raw[-2], raw[-1]
-            raw = raw[:-2]
+            clock = broker_time(raw[-3])
+            exists, members = raw[-2], raw[-1]
+            raw = raw[:-3]
+            members = [(n, sc) for n, sc in members if float(sc) >= clock - REGISTRY_LOOKBACK]
             if exists:
                 entries = []
-                if nodes:
-                    entries = self.client.mget([_raw(self.prefix + KEY_PREFIX) + n for n in nodes])
+                if members:
+                    entries = self.client.mget(
+                        [_raw(self.prefix + KEY_PREFIX) + n for n, _ in members])
                     trips += 1
-                workers = tuple(parse_entries(entries))
+                workers = _scored_entries(
+                    (str(sc), "", e) for (_, sc), e in zip(members, entries, strict=True))
         width = 2 if self.read_age else 1
         per_list_len = raw[0:-1:width]
         per_list_stamp = (
@@ -311,7 +329,7 @@ class RedisReader:
             lengths.append(0 if failed else sum(int(v) for v in chunk))
             found = [s for s in per_list_stamp[i * n:(i + 1) * n] if s is not None]
             stamps.append(min(found) if found else None)
-        return RawRead(lengths, stamps, errors, int(raw[-1]), workers, trips)
+        return RawRead(lengths, stamps, errors, int(raw[-1]), workers, trips, clock)
 
     # -- discovery -------------------------------------------------------------------------
     def discover_queues(self) -> list[str]:
@@ -387,6 +405,16 @@ def _is_script_refusal(exc: Exception) -> bool:
         or "not allowed" in text
         or ("eval" in text and ("disabled" in text or "no permissions" in text))
     )
+
+
+def _scored_entries(rows: Any) -> tuple[WorkerHeartbeat, ...]:
+    """(index score, _, entry JSON or None) rows -> the parsed entries with ``beat_at`` = score;
+    expired (None) and malformed entries are skipped, the latter with a warning."""
+    out = []
+    for score, _, raw in rows:
+        for beat in parse_entries([raw]):
+            out.append(with_score(beat, float(score)))
+    return tuple(out)
 
 
 def _stamp_from_message(raw: Any) -> float | None:
