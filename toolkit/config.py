@@ -26,15 +26,19 @@ A config file looks like this (every key is optional except where noted)::
 
     [verdicts]                          # service verdicts (`celery-ecs check`, WorkerStuck)
     dead_after = 90                     # s without any heartbeat: the workers are dead
-    stuck_after = 300                   # s without a task start while beating: hung
+    stuck_after = 300                   # s with free slots, work ready and no task start: hung
     min_backlog = 1                     # below this backlog nothing is stuck
     memory_high = 90                    # % MemoryUtilization over the whole window
+    max_task_runtime = 3600             # s: a task running longer is hung (your longest task)
+    scale_out_grace = 300               # s tasks may stay pending before it is no-capacity
 
     [[services]]                        # one per ECS worker service
     cluster = "prod"
     service = "worker-emails"
     queues = ["emails"]
     dead_after = 60                     # any [verdicts] key, for this service only
+
+    state_table = "prod-celery-ecs-state"   # or STATE_TABLE: write each cycle's verdicts there
 
 The heartbeat registry is read from ``[broker] registry_url``, else
 ``$CELERY_ECS_HEARTBEAT_REGISTRY`` (what the workers write to), else the broker itself.
@@ -63,6 +67,7 @@ from toolkit.env import (
     ENV_HIGH_RESOLUTION,
     ENV_NAMESPACE,
     ENV_QUEUES,
+    ENV_STATE_TABLE,
     check_interval,
     check_queue_name,
     parse_bool,
@@ -140,6 +145,8 @@ class Settings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     queue_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
     services: tuple[ServiceSettings, ...] = ()
+    # DynamoDB table (the alarm handler's STATE_TABLE) the collector writes verdict records to
+    state_table: str | None = None
 
     def thresholds_for(self, queue: str) -> Thresholds:
         return self.queue_thresholds.get(queue, self.thresholds)
@@ -245,7 +252,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 _TOP_KEYS = {
     "environment", "namespace", "high_resolution", "interval", "queues", "broker", "thresholds",
-    "services", "verdicts",
+    "services", "verdicts", "state_table",
 }
 
 
@@ -318,6 +325,10 @@ def load_settings(
         thresholds=defaults,
         queue_thresholds=per_queue,
         services=parse_services(data.get("services"), parse_verdict_table(data.get("verdicts"))),
+        state_table=(
+            parse_str(data["state_table"], "state_table") if "state_table" in data
+            else env.get(ENV_STATE_TABLE)
+        ) or None,
     )
 
 

@@ -129,6 +129,7 @@ class WorkerHeartbeat:
     held: int | None = None  # tasks received and not started (prefetched, rate limited, ETA)
     tasks: tuple[ActiveTask, ...] = ()  # the oldest running tasks, at most MAX_TASKS_LISTED
     youngest_start: float | None = None  # the newest start among all running tasks
+    declared: tuple[str, ...] = ()  # the queues it came up to consume (``queues``: now)
     beat_at: float | None = None  # index score: when the broker saw the last beat
 
     @property
@@ -167,6 +168,7 @@ class WorkerHeartbeat:
         data = asdict(self)
         data["queues"] = list(self.queues)
         data["tasks"] = [[t.name, t.id, t.started] for t in self.tasks]
+        data["declared"] = list(self.declared)
         del data["beat_at"]
         return data
 
@@ -207,6 +209,7 @@ class WorkerHeartbeat:
                 held=None if held is None else int(held),
                 tasks=_tasks(data.get("tasks")),
                 youngest_start=None if youngest is None else float(youngest),
+                declared=_names(data.get("declared")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a heartbeat entry: {exc!r}") from None
@@ -229,6 +232,14 @@ class WorkerHeartbeat:
         """Whether the worker still beats: its last beat at most ``ttl`` old (beats from the
         future count only within ``ttl``). Format 1 entries (no ``ttl``) are alive while present."""
         return self.ttl <= 0 or abs(self.age(now)) <= self.ttl
+
+
+def _names(raw: object) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("declared must be a list")
+    return tuple(str(q) for q in raw)
 
 
 def _tasks(raw: object) -> tuple[ActiveTask, ...]:

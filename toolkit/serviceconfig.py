@@ -72,9 +72,12 @@ class VerdictSettings:
     stuck_after: float = 300.0
     min_backlog: int = 1
     memory_high: float = 90.0
+    max_task_runtime: float = 3600.0  # a task running longer is hung
+    scale_out_grace: float = 300.0  # tasks pending longer than this: no-capacity
 
 
-VERDICT_KEYS = ("dead_after", "stuck_after", "min_backlog", "memory_high")
+VERDICT_KEYS = ("dead_after", "stuck_after", "min_backlog", "memory_high", "max_task_runtime",
+                "scale_out_grace")
 
 
 @dataclass(frozen=True)

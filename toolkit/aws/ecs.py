@@ -33,6 +33,18 @@ class ServiceView:
     rollout_state: str | None  # the PRIMARY deployment's rolloutState
     launch_type: str | None  # EC2, FARGATE, EXTERNAL (from capacity providers when unset)
     status: str = "ACTIVE"
+    updated_at: float | None = None  # the PRIMARY deployment's updatedAt (unix seconds)
+    placement_failure: str | None = None  # the newest "unable to place a task" service event
+    placement_failure_at: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What ``DescribeTasks`` says of one task: its service (from ``group``) and status."""
+
+    service: str | None
+    last_status: str
+    desired_status: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,29 @@ def _launch_type(svc: dict[str, Any]) -> str | None:
     return "EC2" if providers else None
 
 
+def _epoch(value: Any) -> float | None:
+    """A boto3 timestamp (datetime) or a number -> unix seconds."""
+    if value is None:
+        return None
+    stamp = getattr(value, "timestamp", None)
+    try:
+        return float(stamp()) if callable(stamp) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+#: ECS service events saying a task could not be placed (no capacity, not a slow start)
+PLACEMENT_FAILURE = "unable to place a task"
+
+
+def _placement_failure(svc: dict[str, Any]) -> tuple[str | None, float | None]:
+    for event in svc.get("events") or []:  # newest first
+        message = str(event.get("message") or "")
+        if PLACEMENT_FAILURE in message:
+            return message[:300], _epoch(event.get("createdAt"))
+    return None, None
+
+
 def service_view(cluster: str, svc: dict[str, Any]) -> ServiceView:
     deployments = svc.get("deployments") or []
     primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
@@ -78,6 +113,7 @@ def service_view(cluster: str, svc: dict[str, Any]) -> ServiceView:
     deploying = len(deployments) > 1 or any(
         d.get("rolloutState") == "IN_PROGRESS" for d in deployments
     )
+    failure, failure_at = _placement_failure(svc)
     return ServiceView(
         cluster=cluster,
         service=str(svc["serviceName"]),
@@ -88,6 +124,9 @@ def service_view(cluster: str, svc: dict[str, Any]) -> ServiceView:
         rollout_state=None if rollout is None else str(rollout),
         launch_type=_launch_type(svc),
         status=str(svc.get("status", "ACTIVE")),
+        updated_at=None if primary is None else _epoch(primary.get("updatedAt")),
+        placement_failure=failure,
+        placement_failure_at=failure_at,
     )
 
 
@@ -126,12 +165,13 @@ def describe_services(client: Any, cluster: str, names: Sequence[str]) -> Servic
     return ServicesRead(found, missing, calls)
 
 
-def services_of_tasks(client: Any, cluster: str, task_arns: Sequence[str]) -> tuple[
-    dict[str, str], int
+def describe_task_facts(client: Any, cluster: str, task_arns: Sequence[str]) -> tuple[
+    dict[str, TaskFacts], int
 ]:
-    """Map task ARNs to their service names (``group`` is ``service:NAME``), 100 per call.
-    Tasks ECS no longer knows, or not started by a service, are left out. Returns (map, calls)."""
-    out: dict[str, str] = {}
+    """Each task's service (``group`` is ``service:NAME``) and status, 100 tasks per call.
+    Tasks ECS does not know (``failures``, or a cluster that does not exist) are left out: ECS
+    shows a stopped task for at least an hour after it stopped. Returns (facts, calls)."""
+    out: dict[str, TaskFacts] = {}
     calls = 0
     for batch in chunks(list(dict.fromkeys(task_arns)), DESCRIBE_TASKS_BATCH):
         calls += 1
@@ -142,7 +182,21 @@ def services_of_tasks(client: Any, cluster: str, task_arns: Sequence[str]) -> tu
                 return out, calls
             raise wrap(exc, f"ECS DescribeTasks in cluster {cluster}") from exc
         for task in reply.get("tasks") or []:
+            if not task.get("taskArn"):
+                continue
             group = str(task.get("group") or "")
-            if group.startswith("service:") and task.get("taskArn"):
-                out[str(task["taskArn"])] = group.removeprefix("service:")
+            out[str(task["taskArn"])] = TaskFacts(
+                service=group.removeprefix("service:") if group.startswith("service:") else None,
+                last_status=str(task.get("lastStatus") or ""),
+                desired_status=str(task.get("desiredStatus") or ""),
+            )
     return out, calls
+
+
+def services_of_tasks(client: Any, cluster: str, task_arns: Sequence[str]) -> tuple[
+    dict[str, str], int
+]:
+    """Map task ARNs to their service names, 100 per call (:func:`describe_task_facts`). Tasks
+    ECS no longer knows, or not started by a service, are left out. Returns (map, calls)."""
+    facts, calls = describe_task_facts(client, cluster, task_arns)
+    return {arn: f.service for arn, f in facts.items() if f.service}, calls

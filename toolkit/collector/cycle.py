@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 from toolkit.collector.brokers.base import BrokerReader, BrokerReading
 from toolkit.collector.publisher import PublishReport, Sample
+from toolkit.collector.records import VerdictRecords
 from toolkit.collector.services import (
     ServiceChecker,
     open_registry,
@@ -169,7 +170,10 @@ class QueueSource:
 
     def service_checker(self) -> ServiceChecker | None:
         if self._services is None and self.settings.services:
-            self._services = ServiceChecker(self.settings)
+            table = self.settings.state_table
+            records = None if not table else VerdictRecords(
+                table, self.settings.environment, self.settings.interval)
+            self._services = ServiceChecker(self.settings, records=records)
         return self._services
 
     def registry(self) -> object | None:

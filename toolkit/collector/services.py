@@ -2,11 +2,17 @@
 
 :class:`ServiceChecker` is the I/O half of :mod:`toolkit.collector.verdicts`. Per cycle it makes
 ``ceil(services / 10)`` ``DescribeServices`` calls per cluster, ``ceil(queries / 500)``
-``GetMetricData`` calls, and (Fargate tasks whose registry entry names no service) one
-``DescribeTasks`` per 100 unmapped task ARNs, cached across cycles. Clients are injected, or
-built with :func:`toolkit.aws.client` on first use. An AWS failure makes the affected services
-``unknown`` with the error in their reasons and in :attr:`ServiceCheck.errors`, never a crash.
-The checker keeps each service's backlog for the next cycle's "growing" comparison.
+``GetMetricData`` calls, and one ``DescribeTasks`` per 100 task ARNs that need it: Fargate tasks
+whose registry entry names no service (cached), and tasks of workers that look dead (is the task
+stopped, so its entry no longer counts? STOPPED is cached). Clients are injected, or built with
+:func:`toolkit.aws.client` on first use. An AWS failure makes the affected services ``unknown``
+with the error in their reasons and in :attr:`ServiceCheck.errors`, never a crash.
+
+Clocks: the registry's entries come with the broker's clock (``BrokerReading.clock``); every
+worker timestamp is moved onto it (:meth:`WorkerHeartbeat.on_broker_clock`) and then onto this
+host's ``now``, so no two hosts' clocks are ever compared. The checker keeps, across cycles,
+each service's backlog (for "growing"), since when it runs short of its desired count, and,
+with a state table, writes each cycle's verdicts there (:mod:`toolkit.collector.records`).
 """
 
 from __future__ import annotations
@@ -18,12 +24,22 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from toolkit.aws.clients import client as aws_client
-from toolkit.aws.ecs import ServicesRead, describe_services, services_of_tasks, short_name
+from toolkit.aws.ecs import (
+    ServicesRead,
+    ServiceView,
+    TaskFacts,
+    describe_services,
+    describe_task_facts,
+    short_name,
+)
 from toolkit.aws.metrics import UtilizationRead, read_utilization
 from toolkit.collector.brokers.base import BrokerReading
 from toolkit.collector.publisher import Sample
+from toolkit.collector.records import VerdictRecords
 from toolkit.collector.verdicts import (
+    STOPPED_STATES,
     EcsView,
+    RunningTask,
     ServiceObservation,
     ServiceVerdict,
     UtilizationView,
@@ -33,7 +49,13 @@ from toolkit.collector.verdicts import (
 )
 from toolkit.config import ServiceSettings, Settings
 from toolkit.errors import ToolkitError
-from toolkit.metricnames import BACKLOG_PER_TASK, TASKS_RUNNING, WORKER_STUCK, WORKERS_ALIVE
+from toolkit.metricnames import (
+    BACKLOG_PER_TASK,
+    TASKS_RUNNING,
+    WORKER_STUCK,
+    WORKERS_ALIVE,
+    WORKERS_STUCK,
+)
 from toolkit.registry import (
     WorkerHeartbeat,
     consumers_per_queue,
@@ -51,16 +73,24 @@ class ServiceCheck:
     aws_calls: int = 0
 
 
+#: STOPPED tasks remembered across cycles (they never run again); the oldest go first
+STOPPED_CACHE = 10_000
+
+
 def thresholds_of(svc: ServiceSettings) -> VerdictThresholds:
     v = svc.verdicts
-    return VerdictThresholds(v.dead_after, v.stuck_after, v.min_backlog, v.memory_high)
+    return VerdictThresholds(v.dead_after, v.stuck_after, v.min_backlog, v.memory_high,
+                             v.max_task_runtime, v.scale_out_grace)
 
 
 def service_samples(environment: str, verdicts: Sequence[ServiceVerdict]) -> list[Sample]:
-    """WorkersAlive, TasksRunning, BacklogPerTask (running > 0 only) and WorkerStuck (not for
-    unknown)."""
+    """WorkersAlive, TasksRunning, BacklogPerTask (running > 0 only), WorkerStuck and
+    WorkersStuck (neither for unknown or deploying). A service ECS does not have publishes
+    nothing: it is not a service with 0 workers."""
     out: list[Sample] = []
     for v in verdicts:
+        if not v.exists:
+            continue
         dims = (("Environment", environment), ("ClusterName", v.cluster),
                 ("ServiceName", v.service))
         if v.workers_alive is not None:
@@ -72,6 +102,9 @@ def service_samples(environment: str, verdicts: Sequence[ServiceVerdict]) -> lis
         stuck = v.worker_stuck_value
         if stuck is not None:
             out.append(Sample(WORKER_STUCK, stuck, "None", dims))
+        bad = v.workers_stuck_value
+        if bad is not None:
+            out.append(Sample(WORKERS_STUCK, bad, "Count", dims))
     return out
 
 
@@ -84,6 +117,9 @@ class ServiceChecker:
     window: int = 5
     previous_backlog: dict[tuple[str, str], int] = field(default_factory=dict)
     task_services: dict[str, str] = field(default_factory=dict)  # task ARN -> service (Fargate)
+    stopped: dict[str, str] = field(default_factory=dict)  # task ARN -> STOPPED (or going)
+    short_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    records: VerdictRecords | None = None
 
     def _client(self, name: str) -> Any:
         if getattr(self, name) is None:
@@ -108,23 +144,41 @@ class ServiceChecker:
                 calls += 1
         return reads, failed, calls
 
-    def _map_tasks(self, workers: Sequence[WorkerHeartbeat], errors: list[str]) -> int:
-        unmapped: dict[str, list[str]] = {}
+    def _describe_tasks(
+        self, workers: Sequence[WorkerHeartbeat], clock: float, errors: list[str]
+    ) -> tuple[dict[str, TaskFacts], int]:
+        """DescribeTasks for the tasks that need it: Fargate tasks whose entry names no service
+        (once), and tasks of workers that look dead (their beat older than the smallest
+        dead_after) not yet known to be stopped."""
+        dead_after = min((s.verdicts.dead_after for s in self.settings.services), default=90.0)
+        wanted: dict[str, list[str]] = {}
         for w in workers:
-            if w.ecs_task_arn and not w.ecs_service and w.ecs_task_arn not in self.task_services:
-                cluster = short_name(w.ecs_cluster or _cluster_of_arn(w.ecs_task_arn))
-                unmapped.setdefault(cluster, []).append(w.ecs_task_arn)
+            arn = w.ecs_task_arn
+            if not arn or arn in self.stopped:
+                continue
+            unmapped = not w.ecs_service and arn not in self.task_services
+            if unmapped or clock - w.last_beat > dead_after:
+                cluster = short_name(w.ecs_cluster or _cluster_of_arn(arn))
+                wanted.setdefault(cluster, []).append(arn)
+        facts: dict[str, TaskFacts] = {}
         calls = 0
-        for cluster, arns in unmapped.items():
+        for cluster, arns in wanted.items():
             try:
-                found, n = services_of_tasks(self._client("ecs"), cluster, arns)
+                found, n = describe_task_facts(self._client("ecs"), cluster, arns)
             except ToolkitError as exc:
                 errors.append(str(exc))
                 calls += 1
                 continue
             calls += n
-            self.task_services.update(found)
-        return calls
+            facts.update(found)
+        for arn, fact in facts.items():
+            if fact.service:
+                self.task_services[arn] = fact.service
+            if fact.last_status in STOPPED_STATES or fact.desired_status == "STOPPED":
+                self.stopped[arn] = fact.last_status or "STOPPED"
+        while len(self.stopped) > STOPPED_CACHE:
+            del self.stopped[next(iter(self.stopped))]
+        return facts, calls
 
     # -- one check ---------------------------------------------------------------------------
     def check(
@@ -141,9 +195,11 @@ class ServiceChecker:
         registry_error = None
         if reading is not None and workers is None:
             registry_error = "no heartbeat registry found (no worker has toolkit.install(app)?)"
+        clock = at if reading is None or reading.clock is None else reading.clock
         reads, ecs_failed, calls = self._read_ecs(errors)
         if workers:
-            calls += self._map_tasks(workers, errors)
+            _, n = self._describe_tasks(workers, clock, errors)
+            calls += n
         views = {
             (c, s): v for c, r in reads.items() for s, v in r.found.items()
         }
@@ -163,31 +219,43 @@ class ServiceChecker:
             key = (svc.cluster, svc.service)
             backlog: int | None = None
             missing: list[str] = []
+            per_queue: dict[str, int] = {}
             if reading is not None:
                 backlog = 0
                 for q in svc.queues:
                     got = lengths.get(q)
                     if got is None or not got.exists:
                         missing.append(q)
+                        per_queue[q] = 0
                     elif got.error is None:
                         backlog += got.length
+                        per_queue[q] = got.length
             obs = ServiceObservation(
                 cluster=svc.cluster, service=svc.service, backlog=backlog,
                 missing_queues=tuple(missing),
-                workers=None if workers is None else self._progress(svc, workers),
-                ecs=self._ecs_view(svc, reads),
+                workers=None if workers is None else self._progress(svc, workers, at - clock),
+                ecs=self._ecs_view(svc, reads, at),
                 utilization=None if util is None else _utilization(util, svc, views.get(key)),
                 previous_backlog=self.previous_backlog.get(key),
                 ecs_error=ecs_failed.get(svc.cluster),
                 broker_error=broker_error if reading is None else None,
                 registry_error=registry_error,
+                oldest_ready_age=_oldest_age(svc, lengths, at),
+                ready_by_queue=tuple(per_queue.items()),
+                task_status=tuple(sorted(self.stopped.items())),
             )
             if backlog is not None:
                 self.previous_backlog[key] = backlog
             verdicts.append(judge(obs, thresholds_of(svc), at))
+        if self.records is not None:
+            n, failed = self.records.write(verdicts, at)
+            calls += n
+            errors.extend(failed)
         return ServiceCheck(tuple(verdicts), tuple(errors), calls)
 
-    def _ecs_view(self, svc: ServiceSettings, reads: dict[str, ServicesRead]) -> EcsView | None:
+    def _ecs_view(
+        self, svc: ServiceSettings, reads: dict[str, ServicesRead], now: float
+    ) -> EcsView | None:
         read = reads.get(svc.cluster)
         if read is None:
             return None
@@ -195,22 +263,71 @@ class ServiceChecker:
         if view is None:
             return EcsView(False, 0, 0, 0, False, None, read.missing.get(svc.service))
         return EcsView(True, view.running, view.desired, view.pending, view.deploying,
-                       view.launch_type)
+                       view.launch_type, short_since=self._short_since(svc, view, now),
+                       placement_failure=_recent_failure(view, now, svc.verdicts.scale_out_grace))
 
-    def _progress(self, svc: ServiceSettings, workers: Sequence[WorkerHeartbeat]) -> tuple[
-        WorkerProgress, ...
-    ]:
+    def _short_since(self, svc: ServiceSettings, view: ServiceView, now: float) -> float | None:
+        """Since when the service runs fewer tasks than desired: the earlier of this checker's
+        first sight of it and the PRIMARY deployment's last update (a desired count change)."""
+        key = (svc.cluster, svc.service)
+        if view.running >= view.desired:
+            self.short_since.pop(key, None)
+            return None
+        seen = self.short_since.setdefault(key, now)
+        if view.updated_at is None:
+            return seen
+        return min(seen, view.updated_at) if seen < now else view.updated_at
+
+    def _progress(
+        self, svc: ServiceSettings, workers: Sequence[WorkerHeartbeat], delta: float
+    ) -> tuple[WorkerProgress, ...]:
+        """The service's workers on this host's clock: ``delta`` is this host's clock minus the
+        broker's; each worker's own timestamps also get its offset to the broker's clock."""
         out = []
         for w in workers:
             name = w.ecs_service or (self.task_services.get(w.ecs_task_arn or "") or "")
             cluster = short_name(w.ecs_cluster or _cluster_of_arn(w.ecs_task_arn or ""))
             if name != svc.service or cluster != svc.cluster:
                 continue
+            shift = w.offset + delta
+
+            def here(value: float | None, shift: float = shift) -> float | None:
+                return None if value is None else value + shift
+
             out.append(WorkerProgress(
-                node=w.node, last_beat=w.updated, started=w.started,
-                last_task_started=w.last_task_started, active=w.active, task_arn=w.ecs_task_arn,
+                node=w.node, last_beat=w.last_beat + delta, started=w.started,
+                last_task_started=here(w.last_task_started), active=w.active,
+                task_arn=w.ecs_task_arn, concurrency=w.concurrency,
+                held=w.held if w.details else None,
+                booted=here(w.booted) if w.details else None,
+                tasks=tuple(RunningTask(t.name, t.id, t.started + shift) for t in w.tasks),
+                youngest_start=here(w.youngest_start), pool=w.pool,
+                queues=w.declared or w.queues,
             ))
         return tuple(sorted(out, key=lambda p: p.node))
+
+
+def _oldest_age(svc: ServiceSettings, lengths: dict[str, Any], now: float) -> float | None:
+    """How long the oldest ready message of the service's queues has waited; None unless every
+    queue holding messages carries the publish stamp (then "the work is fresh" can be told)."""
+    ages = []
+    for q in svc.queues:
+        got = lengths.get(q)
+        if got is None or not got.exists or got.error is not None or not got.length:
+            continue
+        if got.oldest_enqueued_at is None:
+            return None
+        ages.append(max(0.0, now - got.oldest_enqueued_at))
+    return max(ages, default=None)
+
+
+def _recent_failure(view: ServiceView, now: float, grace: float) -> str | None:
+    """ECS's "unable to place a task" event, when it is newer than the grace period."""
+    if view.placement_failure is None:
+        return None
+    if view.placement_failure_at is not None and now - view.placement_failure_at > grace:
+        return None
+    return view.placement_failure
 
 
 def open_registry(settings: Settings) -> Any:

@@ -1,75 +1,84 @@
-"""Service verdicts: is this ECS worker service healthy, behind, stuck, ...? Pure decisions.
+"""Service verdicts: is this ECS worker service healthy, behind, stuck, degraded...? Pure decisions.
 
-The collector reads the broker backlog, the heartbeat registry, ECS ``DescribeServices`` and the
-``AWS/ECS`` metrics into one :class:`ServiceObservation`; :func:`judge` turns it, with the
-thresholds and the time ``now``, into one :class:`ServiceVerdict` whose reasons carry the numbers
-behind it. No clock, environment, boto3 or I/O here. A field that is None could not be read
-(the ``*_error`` fields say why); ``ServiceVerdict.backlog`` is then 0 and the reasons say so.
+The collector reads the broker backlog, the heartbeat registry, ECS ``DescribeServices`` (and
+``DescribeTasks`` for workers that look dead) and the ``AWS/ECS`` metrics into one
+:class:`ServiceObservation`; :func:`judge` turns it, with the thresholds and the time ``now``,
+into one :class:`ServiceVerdict` whose reasons carry the numbers behind it. No clock,
+environment, boto3 or I/O here. A field that is None could not be read (the ``*_error`` fields
+say why); ``ServiceVerdict.backlog`` is then 0 and the reasons say so.
 
-Precedence (the first rule that holds wins)::
+Each worker is judged first, on its own (:mod:`toolkit.collector.worker_rules`: dead, hung in a
+task, hung consumer, or busy / waiting / progressing / idle). Workers whose ECS task is stopped
+are left out (their registry entries outlive them by an hour). Then the service, where the
+first rule that holds wins::
 
     1. unknown          data is missing: ECS unreadable, the service not found, the broker or the
                         registry unreadable. Nothing else can be judged honestly.
     2. deploying        a deployment replaces tasks on purpose; old workers going quiet is
                         expected, so a deploying service is never stuck (nor remediated).
     3. unknown          ECS runs tasks but no worker ever beat: the heartbeat is not installed.
-    4. stuck            backlog >= min_backlog, ECS running >= 1, and either every known worker is
-                        dead (no beat for more than dead_after) or no live worker started a task
-                        for more than stuck_after. It is the one verdict with an automatic remedy,
-                        and frozen workers often show the symptoms of the rules below as well.
-    5. no-capacity      tasks cannot be placed: running < desired with tasks pending (or none
-                        running at all), or a cluster reservation >= 95 %. A cluster problem,
-                        checked before what the running tasks themselves show.
-    6. memory-pressure  the whole window's MemoryUtilization at or over memory_high (can be over
-                        100 with soft limits). A cause that explains being behind, so it wins.
-    7. behind           backlog growing while workers make progress, or backlog with no task
-                        running and none desired, or live workers that have not started any task.
-    8. healthy
+    4. stuck            no worker makes progress (every one dead or hung), work waits (ready
+                        messages plus what its workers hold >= min_backlog) and ECS runs >= 1
+                        task. The one verdict with a forced deployment as its remedy.
+    5. degraded         some workers dead or hung while others progress, whatever the backlog;
+                        or all of them dead or hung with nothing waiting. ``stuck_tasks`` names
+                        only the bad tasks (the remedy stops exactly those).
+    6. no-capacity      tasks cannot be placed: running < desired with tasks pending (or none
+                        running) for longer than scale_out_grace, or an ECS placement failure, or
+                        a cluster reservation >= 95 %. A scale-out in its grace is not.
+    7. memory-pressure  the whole window's MemoryUtilization at or over memory_high.
+    8. behind           backlog growing while workers make progress, or backlog with no task
+                        running, or workers of an older toolkit that started nothing lately.
+    9. healthy
 
-"Older than X" means strictly more than X seconds: a worker whose last beat is exactly
-``dead_after`` seconds old is still alive; a start exactly ``stuck_after`` ago is still progress.
-
-Hung, and workers that never started a task: the registry knows no start time for a worker, so
-a live worker whose ``last_task_started`` is None ("nothing since it came up") gives no evidence
-of elapsed time. The service is hung when no live worker started a task within ``stuck_after``
-AND at least one live worker has a known start older than that. Live workers that all have None
-are never hung (a freshly started worker is not stuck); with backlog they make the service
-``behind``. When stuck, no known worker progresses, so ``stuck_tasks`` lists every known
-worker's task ARN (dead and hung alike), deduplicated and sorted.
+When in doubt a rule says unknown or behind, never stuck: busy and rate-limited workers are not
+hung, a heartbeat without task details is never hung, a service whose broker or registry could
+not be read is unknown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from toolkit.collector.worker_rules import (
+    RunningTask,
+    WorkerContext,
+    WorkerJudgement,
+    WorkerProgress,
+    judge_worker,
+    secs,
+)
+
+__all__ = [
+    "CLUSTER_RESERVATION_FULL", "VERDICTS", "EcsView", "RunningTask", "ServiceObservation",
+    "ServiceVerdict", "UtilizationView", "Verdict", "VerdictThresholds", "WorkerJudgement",
+    "WorkerProgress", "judge",
+]
+
 Verdict = Literal[
-    "healthy", "behind", "stuck", "memory-pressure", "no-capacity", "deploying", "unknown"
+    "healthy", "behind", "stuck", "degraded", "memory-pressure", "no-capacity", "deploying",
+    "unknown",
 ]
 VERDICTS: tuple[Verdict, ...] = (
-    "healthy", "behind", "stuck", "memory-pressure", "no-capacity", "deploying", "unknown"
+    "healthy", "behind", "stuck", "degraded", "memory-pressure", "no-capacity", "deploying",
+    "unknown",
 )
 CLUSTER_RESERVATION_FULL = 95.0  # percent of the cluster's memory or CPU reserved
+SHOWN_WORKERS = 5  # workers that are not dead or hung but worth a line (busy, waiting, ...)
+#: ECS task states whose registry entries are not counted (the task is gone or going)
+STOPPED_STATES = frozenset({"STOPPED", "STOPPING", "DEPROVISIONING", "DELETED"})
 
 
 @dataclass(frozen=True)
 class VerdictThresholds:
     dead_after: float = 90.0  # seconds without a heartbeat before a worker is dead
-    stuck_after: float = 300.0  # seconds without a task start before live workers are hung
+    stuck_after: float = 300.0  # seconds with free slots, work ready and no start: hung
     min_backlog: int = 1  # backlog below this: staleness does not matter
     memory_high: float = 90.0  # percent of MemoryUtilization, the whole window
-
-
-@dataclass(frozen=True)
-class WorkerProgress:
-    """One worker of the service known to the registry index (alive or not)."""
-
-    node: str
-    last_beat: float  # unix time: the index's last-beat score
-    started: int
-    last_task_started: float | None  # None: no task started since the worker came up
-    active: int
-    task_arn: str | None
+    max_task_runtime: float = 3600.0  # a task running longer is hung
+    scale_out_grace: float = 300.0  # seconds tasks may stay pending before it is no-capacity
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,8 @@ class EcsView:
     deploying: bool
     launch_type: str | None
     missing_reason: str | None = None  # when not exists: e.g. "cluster prod not found"
+    short_since: float | None = None  # running < desired since (unix seconds), when known
+    placement_failure: str | None = None  # ECS's newest "unable to place a task" event
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class ServiceObservation:
 
     cluster: str
     service: str
-    backlog: int | None  # sum of QueueLength over its queues, all priorities
+    backlog: int | None  # ready messages: sum of QueueLength over its queues, all priorities
     missing_queues: tuple[str, ...]  # configured queues no broker has (counted as 0)
     workers: tuple[WorkerProgress, ...] | None  # None: registry unreadable
     ecs: EcsView | None
@@ -107,6 +118,9 @@ class ServiceObservation:
     ecs_error: str | None = None  # why ecs is None, e.g. "ThrottlingException after retries"
     broker_error: str | None = None  # why backlog is None
     registry_error: str | None = None  # why workers is None
+    oldest_ready_age: float | None = None  # seconds the oldest ready message waits (stamped)
+    task_status: tuple[tuple[str, str], ...] = ()  # (task ARN, ECS lastStatus) where asked
+    ready_by_queue: tuple[tuple[str, int], ...] = ()  # the backlog per queue, when read
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,7 @@ class ServiceVerdict:
     service: str
     verdict: Verdict
     reasons: tuple[str, ...]
-    backlog: int  # 0 when the broker could not be read (the reasons say so)
+    backlog: int  # ready messages; 0 when the broker could not be read (the reasons say so)
     workers_alive: int | None
     running: int | None
     desired: int | None
@@ -123,13 +137,26 @@ class ServiceVerdict:
     stuck_tasks: tuple[str, ...]
     # tasks the service's live workers are executing (their `active` counts); None: no registry
     tasks_running: int | None = None
+    held: int = 0  # tasks its workers received and have not started
+    workers: tuple[WorkerJudgement, ...] = ()  # every counted worker, judged
+    exists: bool = True  # False: the service (or its cluster) is not in ECS
 
     @property
     def worker_stuck_value(self) -> float | None:
-        """The ``WorkerStuck`` datum: None (publish nothing) when the data was missing."""
-        if self.verdict == "unknown":
+        """The ``WorkerStuck`` datum: None (publish nothing) when the data was missing or while
+        a deployment replaces the tasks (an alarm keeps its state until they prove themselves)."""
+        if self.verdict in ("unknown", "deploying"):
             return None
         return 1.0 if self.verdict == "stuck" else 0.0
+
+    @property
+    def workers_stuck_value(self) -> float | None:
+        """The ``WorkersStuck`` datum: the dead or hung tasks of a stuck or degraded service."""
+        if self.verdict in ("unknown", "deploying"):
+            return None
+        if self.verdict not in ("stuck", "degraded"):
+            return 0.0
+        return float(sum(1 for w in self.workers if w.bad))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,43 +170,50 @@ class ServiceVerdict:
             "desired": self.desired,
             "memory_utilization": self.memory_utilization,
             "stuck_tasks": list(self.stuck_tasks),
+            "held": self.held,
+            "workers": [
+                {"node": w.node, "task_arn": w.task_arn, "state": w.state, "why": w.why}
+                for w in self.workers
+            ],
         }
 
 
 @dataclass(frozen=True)
 class _Workers:
-    """Facts derived from the registry at ``now``."""
+    """The service's workers at ``now``: counted ones judged, stopped ones set aside."""
 
-    known: tuple[WorkerProgress, ...]
-    alive: tuple[WorkerProgress, ...]
-    beat_age: float | None  # seconds since the newest beat of any known worker
-    start_age: float | None  # seconds since the newest known task start of a live worker
-    evidence: str | None  # why the workers look stuck, before backlog and ECS are considered
+    judged: tuple[WorkerJudgement, ...]
+    progress: tuple[WorkerProgress, ...]  # the counted workers, in the order of ``judged``
+    stopped: int  # registry entries of tasks ECS reports stopped: not counted
+
+    @property
+    def bad(self) -> tuple[WorkerJudgement, ...]:
+        return tuple(j for j in self.judged if j.bad)
+
+    @property
+    def good(self) -> tuple[WorkerJudgement, ...]:
+        return tuple(j for j in self.judged if not j.bad)
+
+    @property
+    def alive(self) -> tuple[WorkerProgress, ...]:
+        return tuple(p for p, j in zip(self.progress, self.judged, strict=True)
+                     if j.state != "dead")
+
+    @property
+    def held(self) -> int:
+        return sum(p.held or 0 for p in self.progress)
 
 
-def _secs(value: float) -> str:
-    return f"{max(value, 0.0):.0f} s"
-
-
-def _workers(known: tuple[WorkerProgress, ...], th: VerdictThresholds, now: float) -> _Workers:
-    alive = tuple(w for w in known if now - w.last_beat <= th.dead_after)
-    beat_age = min((now - w.last_beat for w in known), default=None)
-    starts = [now - w.last_task_started for w in alive if w.last_task_started is not None]
-    start_age = min(starts, default=None)
-    evidence = None
-    if beat_age is not None and not alive:  # known workers, none of them alive
-        evidence = (
-            f"no heartbeat from any of its {len(known)} workers for {_secs(beat_age)}"
-            f" (dead after {th.dead_after:g} s)"
-        )
-    elif start_age is not None and start_age > th.stuck_after:
-        never = sum(1 for w in alive if w.last_task_started is None)
-        evidence = (
-            f"its {len(alive)} live workers beat but none has started a task for"
-            f" {_secs(start_age)} (stuck after {th.stuck_after:g} s)"
-            + (f"; {never} of them started none since coming up" if never else "")
-        )
-    return _Workers(known, alive, beat_age, start_age, evidence)
+def _workers(obs: ServiceObservation, th: VerdictThresholds, now: float) -> _Workers:
+    status = dict(obs.task_status)
+    counted = [w for w in obs.workers or () if status.get(w.task_arn or "") not in STOPPED_STATES]
+    ctx = WorkerContext(
+        ready=obs.backlog or 0, oldest_ready_age=obs.oldest_ready_age,
+        min_backlog=th.min_backlog, dead_after=th.dead_after, stuck_after=th.stuck_after,
+        max_task_runtime=th.max_task_runtime, ready_by_queue=obs.ready_by_queue,
+    )
+    judged = tuple(judge_worker(w, ctx, now) for w in counted)
+    return _Workers(judged, tuple(counted), len(obs.workers or ()) - len(counted))
 
 
 def _missing_data(obs: ServiceObservation) -> list[str]:
@@ -187,7 +221,7 @@ def _missing_data(obs: ServiceObservation) -> list[str]:
     if obs.ecs is not None and not obs.ecs.exists:
         default = f"service {obs.service} not found in cluster {obs.cluster}"
         return [obs.ecs.missing_reason or default]
-    missing = [
+    return [
         f"could not read {what}" + (f": {error}" if error else "")
         for absent, what, error in (
             (obs.ecs is None, "ECS", obs.ecs_error),
@@ -196,7 +230,6 @@ def _missing_data(obs: ServiceObservation) -> list[str]:
         )
         if absent
     ]
-    return missing
 
 
 def _facts(obs: ServiceObservation, w: _Workers | None, th: VerdictThresholds) -> list[str]:
@@ -204,20 +237,28 @@ def _facts(obs: ServiceObservation, w: _Workers | None, th: VerdictThresholds) -
     out: list[str] = []
     if obs.backlog is not None:
         grew = "" if obs.previous_backlog is None else f", {obs.previous_backlog} last cycle"
-        out.append(f"backlog {obs.backlog} messages{grew} (min_backlog {th.min_backlog})")
+        held = f", {w.held} held by its workers" if w is not None and w.held else ""
+        out.append(f"backlog {obs.backlog} messages ready{grew}{held}"
+                   f" (min_backlog {th.min_backlog})")
     if obs.missing_queues:
         out.append("queues no broker has, counted as 0: " + ", ".join(obs.missing_queues))
-    if w is not None and w.known:
-        line = f"{len(w.alive)} of {len(w.known)} known workers alive"
-        line += f", newest beat {_secs(w.beat_age or 0.0)} ago (dead after {th.dead_after:g} s)"
-        if w.start_age is not None:
-            line += f", newest task start {_secs(w.start_age)} ago"
-            line += f" (stuck after {th.stuck_after:g} s)"
-        elif w.alive:
-            line += ", no live worker has started a task since it came up"
-        out.append(line + f", {sum(x.active for x in w.alive)} tasks active")
+    if w is not None and w.judged:
+        states: dict[str, int] = {}
+        for j in w.judged:
+            states[j.state] = states.get(j.state, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in states.items())
+        active = sum(p.active for p in w.alive)
+        out.append(f"{len(w.alive)} of {len(w.judged)} workers alive ({summary}), {active} tasks"
+                   f" running (dead after {th.dead_after:g} s, stuck after {th.stuck_after:g} s,"
+                   f" max_task_runtime {th.max_task_runtime:g} s)")
+        shown = [j for j in w.good if j.notable]
+        out.extend(j.line() for j in shown[:SHOWN_WORKERS])
+        if len(shown) > SHOWN_WORKERS:
+            out.append(f"and {len(shown) - SHOWN_WORKERS} more workers like these")
     elif w is not None:
         out.append("no worker heartbeats in the registry")
+    if w is not None and w.stopped:
+        out.append(f"{w.stopped} registry entries of tasks ECS reports stopped: not counted")
     if obs.ecs is not None and obs.ecs.exists:
         e = obs.ecs
         out.append(f"ECS running {e.running}, desired {e.desired}, pending {e.pending}")
@@ -233,12 +274,21 @@ def _facts(obs: ServiceObservation, w: _Workers | None, th: VerdictThresholds) -
     return out
 
 
-def _capacity(ecs: EcsView, u: UtilizationView | None) -> str | None:
-    if ecs.running < ecs.desired and (ecs.pending > 0 or ecs.running == 0):
-        return (
-            f"running {ecs.running} of desired {ecs.desired} with {ecs.pending} pending:"
-            " ECS cannot place or keep the tasks"
-        )
+def _capacity(
+    ecs: EcsView, u: UtilizationView | None, th: VerdictThresholds, now: float
+) -> tuple[str | None, str | None]:
+    """(why it is no-capacity, or None; a note when a scale-out is within its grace)."""
+    if ecs.running < ecs.desired and (ecs.pending > 0 or ecs.running == 0
+                                      or ecs.placement_failure):
+        short = (f"running {ecs.running} of desired {ecs.desired} with {ecs.pending} pending")
+        if ecs.placement_failure:
+            return f"{short}: {ecs.placement_failure}", None
+        waited = None if ecs.short_since is None else now - ecs.short_since
+        if waited is not None and waited <= th.scale_out_grace:
+            return None, (f"scaling out: {short} for {secs(waited)}"
+                          f" (no-capacity after {th.scale_out_grace:g} s)")
+        since = "" if waited is None else f" for {secs(waited)}"
+        return f"{short}{since}: ECS cannot place or keep the tasks", None
     if u is not None:
         for kind, value in (
             ("memory", u.cluster_memory_reservation),
@@ -248,70 +298,91 @@ def _capacity(ecs: EcsView, u: UtilizationView | None) -> str | None:
                 return (
                     f"cluster {kind} reservation {value:g}% (full at"
                     f" {CLUSTER_RESERVATION_FULL:g}%): no room to place more tasks"
-                )
-    return None
+                ), None
+    return None, None
 
 
-def _behind(obs: ServiceObservation, backlog: int, ecs: EcsView, w: _Workers) -> str | None:
+def _behind(obs: ServiceObservation, backlog: int, ecs: EcsView, w: _Workers,
+            th: VerdictThresholds, now: float) -> str | None:
     if ecs.running == 0:
         return f"backlog {backlog} with no task running (desired {ecs.desired})"
-    if w.alive and w.start_age is None:
-        return f"backlog {backlog} but none of its {len(w.alive)} live workers has started a task"
+    legacy = [p for p, j in zip(w.progress, w.judged, strict=True) if j.state == "legacy"]
+    if legacy and len(legacy) == len(w.good):
+        starts = [now - p.last_task_started for p in legacy if p.last_task_started is not None]
+        newest = min(starts, default=None)
+        if newest is None:
+            return (f"backlog {backlog} but none of its {len(legacy)} live workers (an older"
+                    " heartbeat format) has started a task")
+        if newest > th.stuck_after:
+            return (f"backlog {backlog} and its {len(legacy)} live workers (an older heartbeat"
+                    f" format) started no task for {secs(newest)}: busy or hung cannot be told")
     previous = obs.previous_backlog
     if previous is not None and backlog > previous:
         return f"backlog grew from {previous} to {backlog} while workers make progress"
     return None
 
 
+def _sorted_tasks(judged: Sequence[WorkerJudgement]) -> tuple[str, ...]:
+    return tuple(sorted({j.task_arn for j in judged if j.task_arn}))
+
+
 def _rule(
-    obs: ServiceObservation, ecs: EcsView, w: _Workers, th: VerdictThresholds
-) -> tuple[Verdict, list[str]]:
-    """Rules 2 to 8 of the module docstring, for a service whose data was all read."""
-    backlog = obs.backlog or 0
+    obs: ServiceObservation, ecs: EcsView, w: _Workers, th: VerdictThresholds, now: float
+) -> tuple[Verdict, list[str], tuple[str, ...]]:
+    """Rules 2 to 9 of the module docstring, for a service whose data was all read."""
+    ready = obs.backlog or 0
+    bad, good = w.bad, w.good
+    bad_lines = [j.line() for j in bad]
     if ecs.deploying:
-        extra = [f"{w.evidence}, expected while tasks are replaced"] if w.evidence else []
-        return "deploying", ["deployment in progress: not judged stuck until it completes", *extra]
-    if not w.known and ecs.running > 0:
-        return "unknown", ["no heartbeats seen: is toolkit.install(app) in the worker?"]
+        extra = [f"{line}, expected while tasks are replaced" for line in bad_lines]
+        return "deploying", ["deployment in progress: not judged until it completes", *extra], ()
+    if not w.judged and ecs.running > 0:
+        return "unknown", ["no heartbeats seen: is toolkit.install(app) in the worker?"], ()
+    waiting = ready + w.held
     notes: list[str] = []
-    if w.evidence is not None:
-        if backlog >= th.min_backlog and ecs.running >= 1:
-            return "stuck", [w.evidence]
-        why = (
-            f"backlog {backlog} is below min_backlog {th.min_backlog}"
-            if backlog < th.min_backlog
-            else "no ECS task is running"
-        )
-        notes.append(f"{why}, so this does not make it stuck: {w.evidence}")
-    capacity = _capacity(ecs, obs.utilization)
+    if bad and not good:
+        if waiting >= th.min_backlog and ecs.running >= 1:
+            head = (f"no worker makes progress ({len(bad)} of {len(w.judged)} dead or hung)"
+                    f" while {waiting} messages wait ({ready} ready, {w.held} held)")
+            return "stuck", [head, *bad_lines], _sorted_tasks(bad)
+        if ecs.running >= 1:
+            head = (f"all {len(bad)} workers dead or hung, but only {waiting} messages wait"
+                    f" (min_backlog {th.min_backlog}): not stuck")
+            return "degraded", [head, *bad_lines], _sorted_tasks(bad)
+        notes = [f"no ECS task is running, so this does not make it stuck: {line}"
+                 for line in bad_lines]
+    elif bad:
+        head = (f"{len(bad)} of {len(w.judged)} workers dead or hung while {len(good)} make"
+                " progress")
+        return "degraded", [head, *bad_lines], _sorted_tasks(bad)
+    capacity, scaling = _capacity(ecs, obs.utilization, th, now)
+    notes.extend([scaling] if scaling else [])
     if capacity is not None:
-        return "no-capacity", [capacity, *notes]
+        return "no-capacity", [capacity, *notes], ()
     u = obs.utilization
     if u is not None and u.memory_window_min is not None and u.memory_window_min >= th.memory_high:
         return "memory-pressure", [
             f"memory at or over {th.memory_high:g}% for the whole window"
             f" (minimum {u.memory_window_min:g}%)",
             *notes,
-        ]
-    behind = _behind(obs, backlog, ecs, w) if backlog >= th.min_backlog else None
+        ], ()
+    behind = _behind(obs, ready, ecs, w, th, now) if ready >= th.min_backlog else None
     if behind is not None:
-        return "behind", [behind, *notes]
-    return "healthy", notes
+        return "behind", [behind, *notes], ()
+    return "healthy", notes, ()
 
 
 def judge(obs: ServiceObservation, thresholds: VerdictThresholds, now: float) -> ServiceVerdict:
     """Decide one service's verdict at ``now`` (unix seconds); see the module docstring."""
     missing = _missing_data(obs)
-    w = None if obs.workers is None else _workers(obs.workers, thresholds, now)
+    w = None if obs.workers is None else _workers(obs, thresholds, now)
+    stuck: tuple[str, ...] = ()
     if missing or obs.ecs is None or w is None:
         verdict: Verdict = "unknown"
         headline = missing
     else:
-        verdict, headline = _rule(obs, obs.ecs, w, thresholds)
+        verdict, headline, stuck = _rule(obs, obs.ecs, w, thresholds, now)
     ecs = obs.ecs if obs.ecs is not None and obs.ecs.exists else None
-    stuck: tuple[str, ...] = ()
-    if verdict == "stuck" and w is not None:
-        stuck = tuple(sorted({x.task_arn for x in w.known if x.task_arn}))
     return ServiceVerdict(
         cluster=obs.cluster,
         service=obs.service,
@@ -324,4 +395,7 @@ def judge(obs: ServiceObservation, thresholds: VerdictThresholds, now: float) ->
         memory_utilization=None if obs.utilization is None else obs.utilization.memory,
         stuck_tasks=stuck,
         tasks_running=None if w is None else sum(x.active for x in w.alive),
+        held=0 if w is None else w.held,
+        workers=() if w is None else w.judged,
+        exists=obs.ecs is None or obs.ecs.exists,
     )

@@ -96,6 +96,7 @@ class Beater:
     clock: Any = time.time
     node: str = ""
     queues: Sequence[str] = ()
+    declared: Sequence[str] = ()  # the queues it came up to consume (a cancel changes queues)
     pool: str = ""
     concurrency: int = 0
     ecs: EcsMetadata | None = None
@@ -182,6 +183,7 @@ class Beater:
             held=view.held,
             tasks=view.active[:MAX_TASKS_LISTED],
             youngest_start=max((t.started for t in view.active), default=None),
+            declared=tuple(self.declared),
         )
 
     def _touch(self, path: str) -> bool:

@@ -210,6 +210,8 @@ def _step_class(settings: HeartbeatSettings) -> type:
                         ENV_HEARTBEAT_MAX_BUSY,
                     )
             b.queues = _consumed_queues(c)
+            if not b.declared:
+                b.declared = tuple(b.queues)
             # First beat as soon as the loop runs (the task consumer is consuming then).
             self.entries = [
                 c.timer.call_after(0.0, self._tick, args=(c,)),
