@@ -151,13 +151,14 @@ def test_utilization_batches_500_queries_per_call(aws: tuple[Any, Any]) -> None:
 
 
 def beat(node: str, service: str, *, beat_ago: float, start_ago: float | None = 5.0,
-         arn: str = "arn:aws:ecs:eu-west-1:1:task/prod/t") -> WorkerHeartbeat:
-    return WorkerHeartbeat(
-        node=node, queues=("q",), updated=NOW - beat_ago, started=3,
-        last_task_started=None if start_ago is None else NOW - start_ago, ttl=30.0,
-        ecs_cluster="arn:aws:ecs:eu-west-1:1:cluster/prod", ecs_service=service,
-        ecs_task_arn=f"{arn}-{node}",
-    )
+         arn: str = "arn:aws:ecs:eu-west-1:1:task/prod/t", **kw: Any) -> WorkerHeartbeat:
+    return WorkerHeartbeat(**{
+        "node": node, "queues": ("q",), "updated": NOW - beat_ago, "started": 3,
+        "last_task_started": None if start_ago is None else NOW - start_ago, "ttl": 30.0,
+        "ecs_cluster": "arn:aws:ecs:eu-west-1:1:cluster/prod", "ecs_service": service,
+        "ecs_task_arn": f"{arn}-{node}", "concurrency": 2, "held": 0, "booted": NOW - 600,
+        **kw,
+    })
 
 
 def settings(*services: tuple[str, tuple[str, ...]]) -> Settings:
@@ -184,12 +185,14 @@ def test_missing_service_is_unknown_while_the_others_are_judged(aws: tuple[Any, 
     assert by["alive"].verdict == "healthy" and by["alive"].workers_alive == 1
     assert by["frozen"].verdict == "stuck" and by["frozen"].stuck_tasks == (
         "arn:aws:ecs:eu-west-1:1:task/prod/t-w2",)
-    assert "no heartbeat from any of its 1 workers for 40 s" in by["frozen"].reasons[0]
+    assert "no heartbeat for 40 s (dead after 10 s)" in by["frozen"].reasons[1]
     assert by["ghost"].verdict == "unknown"
     assert by["ghost"].reasons[0] == "service ghost not found in cluster prod"
     assert by["nobroker"].backlog == 0
     assert any("queues no broker has, counted as 0: x" in r for r in by["nobroker"].reasons)
-    assert got.aws_calls == 2 and got.errors == ()  # 1 DescribeServices + 1 GetMetricData
+    # 1 DescribeServices, 1 DescribeTasks (is the dead-looking worker's task stopped? moto does
+    # not know it: judged by its heartbeat alone), 1 GetMetricData
+    assert got.aws_calls == 3 and got.errors == ()
 
 
 def test_missing_cluster_is_named_as_the_cluster_not_the_service(aws: tuple[Any, Any]) -> None:
@@ -267,12 +270,12 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
            if s.dimension("ServiceName")}
     assert got == {
         ("WorkersAlive", "alive"): 1, ("BacklogPerTask", "alive"): 5.0,
-        ("WorkerStuck", "alive"): 0.0,
+        ("WorkerStuck", "alive"): 0.0, ("WorkersStuck", "alive"): 0.0,
         ("WorkersAlive", "frozen"): 0, ("BacklogPerTask", "frozen"): 4.0,
-        ("WorkerStuck", "frozen"): 1.0,
-        ("WorkersAlive", "ghost"): 0,  # unknown: no WorkerStuck, no BacklogPerTask
+        ("WorkerStuck", "frozen"): 1.0, ("WorkersStuck", "frozen"): 1.0,
+        # ghost is not in ECS: it publishes nothing at all (not "0 workers alive")
         # running tasks of live workers only: the frozen worker's last count is not believed
-        ("TasksRunning", "alive"): 2, ("TasksRunning", "frozen"): 0, ("TasksRunning", "ghost"): 0,
+        ("TasksRunning", "alive"): 2, ("TasksRunning", "frozen"): 0,
     }
     sample = next(s for s in pub.samples if s.name == "WorkerStuck")
     assert [k for k, _ in sample.dimensions] == ["Environment", "ClusterName", "ServiceName"]
@@ -297,6 +300,11 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
     ("min_backlog = 1.5", "verdicts.min_backlog must be an integer, got 1.5"),
     ('memory_high = "lots"', "verdicts.memory_high must be a number, got 'lots'"),
     ("dead_afterr = 3", "[verdicts] has unknown keys: dead_afterr"),
+    ("max_task_runtime = 0", "verdicts.max_task_runtime must be a positive number, got 0"),
+    ("max_task_runtime = -60", "verdicts.max_task_runtime must be a positive number, got -60"),
+    ('max_task_runtime = "1h"', "verdicts.max_task_runtime must be a number, got '1h'"),
+    ("max_task_runtime = inf", "verdicts.max_task_runtime must be a positive number, got inf"),
+    ("scale_out_grace = 0", "verdicts.scale_out_grace must be a positive number, got 0"),
 ])
 def test_malformed_verdicts_exit_2_with_one_line(
     tmp_path: Any, capsys: pytest.CaptureFixture[str], line: str, message: str
@@ -321,6 +329,18 @@ def test_service_entry_overrides_verdicts(tmp_path: Any) -> None:
     assert svc.verdicts == VerdictSettings(dead_after=30, stuck_after=60)
 
 
+def test_max_task_runtime_per_service_over_the_default(tmp_path: Any) -> None:
+    from toolkit.config import load_settings
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('environment = "t"\n[broker]\nurl = "redis://h/0"\n[verdicts]\n'
+                    'max_task_runtime = 900\n[[services]]\ncluster = "c"\nservice = "exports"\n'
+                    'queues = ["q"]\nmax_task_runtime = 7200\n[[services]]\ncluster = "c"\n'
+                    'service = "emails"\nqueues = ["e"]\n')
+    exports, emails = load_settings(conf, environ={}).services
+    assert (exports.verdicts.max_task_runtime, emails.verdicts.max_task_runtime) == (7200, 900)
+
+
 @pytest.mark.redis
 def test_check_json_against_real_redis_and_moto(
     aws: tuple[Any, Any], tmp_path: Any, unique: str, capsys: pytest.CaptureFixture[str]
@@ -342,7 +362,7 @@ def test_check_json_against_real_redis_and_moto(
         (svc,) = doc["services"]
         assert set(svc) == {"cluster", "service", "verdict", "reasons", "backlog",
                             "workers_alive", "running", "desired", "memory_utilization",
-                            "stuck_tasks"}
+                            "stuck_tasks", "held", "workers"}
         assert (svc["verdict"], svc["backlog"], svc["running"], svc["desired"]) == (
             "unknown", 2, 1, 1)
         assert svc["workers_alive"] is None and svc["stuck_tasks"] == []
@@ -367,3 +387,146 @@ def test_no_aws_region_is_one_line_not_a_traceback(
     assert cli.main(["collect", "--config", str(conf), "--once", "--dry-run", "--json"]) == 1
     err = capsys.readouterr().err
     assert err == f"celery-ecs collect: error: {line}\n"
+
+
+# --- clocks, stopped tasks, scale-out, verdict records ------------------------------------------
+
+
+def test_workers_are_judged_on_the_broker_clock_whatever_their_own(aws: tuple[Any, Any]) -> None:
+    """Production: one host's NTP is 100 s behind, another's 2 h ahead, and the collector's own
+    clock 50 s off. Beats are aged on the broker's clock (the index score), each worker's task
+    starts by its own offset: the behind one is alive, the ahead one that froze is dead."""
+    make_services(aws[0], "prod", ["svc"])
+    checker = ServiceChecker(settings(("svc", ("q",))), ecs=aws[0], cloudwatch=aws[1])
+    broker_now = NOW
+    behind = replace(beat("behind", "svc", beat_ago=102, start_ago=None, active=1,
+                          youngest_start=NOW - 102 - 3, version=3), beat_at=broker_now - 2)
+    ahead = replace(beat("ahead", "svc", beat_ago=-7200 + 200, version=3),
+                    beat_at=broker_now - 200)
+    read = replace(reading({"q": 3}, (behind, ahead)), clock=broker_now)
+    (v,) = checker.check(read, NOW + 50).verdicts
+    states = {w.node: w for w in v.workers}
+    assert states["behind"].state == "progressing", states["behind"]
+    assert states["ahead"].state == "dead" and "no heartbeat for 200 s" in states["ahead"].why
+    assert v.verdict == "degraded" and v.stuck_tasks == ("arn:aws:ecs:eu-west-1:1:task/prod/t-ahead",)
+
+
+def test_entries_of_stopped_tasks_are_not_counted_and_stopped_is_remembered(
+    aws: tuple[Any, Any]
+) -> None:
+    """After a forced deployment the old task is STOPPED but its registry entry stays for a
+    while: it must not make the new service look degraded, and ECS is asked once."""
+    ecs = aws[0]
+    make_services(ecs, "prod", ["svc"])
+    instance = _container_instance(ecs, "prod")
+    (task,) = ecs.start_task(cluster="prod", taskDefinition="worker", group="service:svc",
+                             containerInstances=[instance])["tasks"]
+    ecs.stop_task(cluster="prod", task=task["taskArn"], reason="replaced")
+    counting = Counting(ecs)
+    checker = ServiceChecker(settings(("svc", ("q",))), ecs=counting, cloudwatch=aws[1])
+    old = replace(beat("old", "svc", beat_ago=300), ecs_task_arn=task["taskArn"])
+    new = beat("new", "svc", beat_ago=1)
+    (v,) = checker.check(reading({"q": 2}, (old, new)), NOW).verdicts
+    assert v.verdict == "healthy", v.reasons
+    assert "1 registry entries of tasks ECS reports stopped: not counted" in v.reasons
+    assert [w.node for w in v.workers] == ["new"]
+    assert counting.calls["describe_tasks"] == 1
+    checker.check(reading({"q": 2}, (old, new)), NOW)
+    assert counting.calls["describe_tasks"] == 1  # STOPPED is cached: never asked again
+
+
+def _container_instance(ecs: Any, cluster: str) -> str:
+    """A moto container instance so that start_task has somewhere to run."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    (inst,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"]
+    doc = json.dumps({"instanceId": inst["InstanceId"], "region": REGION,
+                      "availabilityZone": f"{REGION}a", "accountId": "123456789012"})
+    reply = ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=doc)
+    return str(reply["containerInstance"]["containerInstanceArn"])
+
+
+def test_short_of_desired_since_the_first_sight_or_the_deployment_update() -> None:
+    from toolkit.aws.ecs import ServiceView
+
+    checker = ServiceChecker(settings(("svc", ("q",))), ecs=object(), cloudwatch=object())
+    (svc,) = checker.settings.services
+    short = ServiceView("prod", "svc", 2, 6, 4, False, "COMPLETED", "EC2",
+                        updated_at=NOW - 40)
+    assert checker._short_since(svc, short, NOW) == NOW - 40  # the scale-out began 40 s ago
+    # 10 minutes later ECS still reports the same deployment update: short since then
+    assert checker._short_since(svc, short, NOW + 600) == NOW - 40
+    # no deployment time: this checker's first sight of it
+    blind = replace(short, updated_at=None)
+    checker.short_since.clear()
+    assert checker._short_since(svc, blind, NOW) == NOW
+    assert checker._short_since(svc, blind, NOW + 400) == NOW
+    done = replace(short, running=6, pending=0)
+    assert checker._short_since(svc, done, NOW + 500) is None and not checker.short_since
+
+
+def test_verdict_records_are_written_and_a_cold_collector_keeps_the_history(
+    aws: tuple[Any, Any]
+) -> None:
+    from toolkit.collector.records import VerdictRecords
+    from toolkit.verdictrecord import VerdictRecord
+
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    make_services(aws[0], "prod", ["alive", "frozen"])
+    conf = settings(("alive", ("a",)), ("frozen", ("f",)), ("ghost", ("g",)))
+    workers = (beat("w1", "alive", beat_ago=1), beat("w2", "frozen", beat_ago=40))
+
+    def checker() -> ServiceChecker:
+        records = VerdictRecords("state", "test", 60.0, client=Counting(dynamodb))
+        return ServiceChecker(conf, ecs=aws[0], cloudwatch=aws[1], records=records)
+
+    first = checker()
+    for n in (3, 4, 5):
+        got = first.check(reading({"a": n, "f": 7, "g": 0}, workers), NOW)
+        assert got.errors == ()
+    assert first.records is not None and first.records.client.calls == {
+        "batch_get_item": 1, "batch_write_item": 3}
+
+    def record(service: str) -> VerdictRecord:
+        item = dynamodb.get_item(TableName="state",
+                                 Key={"pk": {"S": f"verdict#prod/{service}"}})["Item"]
+        return VerdictRecord.from_item(item)
+
+    frozen = record("frozen")
+    assert (frozen.verdict, frozen.environment, frozen.interval) == ("stuck", "test", 60.0)
+    assert frozen.stuck_tasks == ("arn:aws:ecs:eu-west-1:1:task/prod/t-w2",)
+    assert frozen.backlog == (7, 7, 7) and frozen.at == pytest.approx(NOW)
+    assert frozen.reasons[0].startswith("no worker makes progress")
+    assert record("alive").backlog == (3, 4, 5)
+    assert "Item" not in dynamodb.get_item(TableName="state",
+                                           Key={"pk": {"S": "verdict#prod/ghost"}})
+    cold = checker()  # a new Lambda container: the history comes from the table
+    cold.check(reading({"a": 6, "f": 7, "g": 0}, workers), NOW + 60)
+    assert record("alive").backlog == (3, 4, 5, 6)
+
+
+def test_a_failing_state_table_is_an_error_line_and_the_verdicts_still_come(
+    aws: tuple[Any, Any]
+) -> None:
+    from toolkit.collector.records import VerdictRecords
+
+    make_services(aws[0], "prod", ["alive"])
+    records = VerdictRecords("no-such-table", "test", 60.0,
+                             client=boto3.client("dynamodb", region_name=REGION))
+    checker = ServiceChecker(settings(("alive", ("a",))), ecs=aws[0], cloudwatch=aws[1],
+                             records=records)
+    got = checker.check(reading({"a": 1}, (beat("w1", "alive", beat_ago=1),)), NOW)
+    assert [v.verdict for v in got.verdicts] == ["healthy"]
+    assert any("ResourceNotFoundException" in e for e in got.errors), got.errors
+
+
+def test_a_deploying_service_publishes_no_worker_stuck_datum() -> None:
+    from toolkit.collector.services import service_samples
+    from toolkit.collector.verdicts import ServiceVerdict
+
+    v = ServiceVerdict("prod", "svc", "deploying", (), 3, 1, 2, 2, None, (), 1)
+    names = {s.name for s in service_samples("test", [v])}
+    assert names == {"WorkersAlive", "TasksRunning", "BacklogPerTask"}
