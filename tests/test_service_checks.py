@@ -281,6 +281,19 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
     assert [k for k, _ in sample.dimensions] == ["Environment", "ClusterName", "ServiceName"]
     alive = next(v for v in result.services if v.service == "alive")
     assert alive.verdict == "behind" and "backlog grew from 3 to 5" in alive.reasons[0]
+    # `collect` prints each service's verdict and its first reason under the queues
+    from toolkit.collector.render import render_json, render_table
+
+    table = render_table(result, conf).splitlines()
+    start = table.index(next(line for line in table if line.startswith("SERVICE")))
+    assert [line.split()[:2] for line in table[start:start + 4]] == [
+        ["SERVICE", "VERDICT"], ["prod/alive", "behind"], ["prod/frozen", "stuck"],
+        ["prod/ghost", "unknown"]]
+    assert "backlog grew from 3 to 5 while workers make progress" in table[start + 1]
+    assert all(len(line) <= 100 for line in table[start:start + 4])
+    doc = json.loads(render_json(result, conf))
+    assert [(s["service"], s["verdict"]) for s in doc["services"]] == [
+        ("alive", "behind"), ("frozen", "stuck"), ("ghost", "unknown")]
 
 
 # --- the command ---------------------------------------------------------------------------------

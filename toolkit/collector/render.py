@@ -37,6 +37,8 @@ def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = Fal
         lines.append("(no queues found: the broker is empty and none are configured)")
     elif result.ok and all(q.state == "missing" for q in result.queues):
         lines.append("(no queues found: none of the queues read exist on the broker)")
+    if result.services:
+        lines.extend(["", *service_rows(result.services)])
     footer = [f"environment {settings.environment}"]
     if result.unacked is not None:
         footer.append(f"unacked {result.unacked}")
@@ -48,6 +50,21 @@ def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = Fal
     footer.append(f"{result.duration * 1000:.0f} ms")
     lines.append(" | ".join(footer))
     return "\n".join(lines)
+
+
+def service_rows(verdicts: Sequence[ServiceVerdict], width: int = 100) -> list[str]:
+    """One line per service: where, verdict, and its first reason (cut to fit ``width``)."""
+    rows = [("SERVICE", "VERDICT", "WHY")]
+    for v in verdicts:
+        rows.append((_printable(f"{v.cluster}/{v.service}"), v.verdict,
+                     _printable(v.reasons[0]) if v.reasons else ""))
+    w0, w1 = (max(len(r[i]) for r in rows) for i in range(2))
+    out = []
+    for where, verdict, why in rows:
+        room = max(width - w0 - w1 - 4, 20)
+        cut = why if len(why) <= room else why[: room - 3] + "..."
+        out.append(f"{where.ljust(w0)}  {verdict.ljust(w1)}  {cut}".rstrip())
+    return out
 
 
 def render_json(result: CycleResult, settings: Settings) -> str:
@@ -68,6 +85,7 @@ def render_json(result: CycleResult, settings: Settings) -> str:
              "dimensions": {k: dimension_value(v) for k, v in s.dimensions}}
             for s in result.samples
         ],
+        "services": [v.to_dict() for v in result.services],
         "published_calls": result.published.calls if result.published else 0,
         "duration_ms": round(result.duration * 1000, 1),
     }
