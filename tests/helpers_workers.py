@@ -113,10 +113,12 @@ class WorkerPool:
         interval: float = 0.5,
         env: Mapping[str, str] | None = None,
         wait: bool = True,
+        app: str = "tests.hc_app",
+        queue: str | None = None,
     ) -> Worker:
         index = len(self.workers)
         node = f"hc-{name}-{self.token}-{index}@127.0.0.1"
-        queue = f"hc-{self.token}-{index}"
+        queue = queue or f"hc-{self.token}-{index}"
         hb = self.tmp / f"{name}-{index}.heartbeat"
         ready = self.tmp / f"{name}-{index}.ready"
         log_file = self.tmp / f"{name}-{index}.log"
@@ -134,7 +136,7 @@ class WorkerPool:
         with log_file.open("wb") as out:
             proc = subprocess.Popen(
                 [
-                    CELERY, "-A", "tests.hc_app", "worker", "-P", pool, "-c", str(concurrency),
+                    CELERY, "-A", app, "worker", "-P", pool, "-c", str(concurrency),
                     "-n", node, "-Q", queue, "--without-mingle", "--without-gossip", "-l", "info",
                 ],
                 cwd=REPO,
