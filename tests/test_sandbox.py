@@ -2,7 +2,8 @@
 (real worker processes, moto, the real alarm handler, the local Slack), on the real Redis and,
 for the stuck scenario, on the fakeredis fallback a bare machine gets.
 
-Cost: ~35 s per stuck run, ~25 s memory, ~20 s healthy (about 2 minutes in all on 2 cores)."""
+Cost: ~35 s per stuck run, ~25 s memory, ~20 s healthy, ~40 s long-task (about 2.5 minutes in all
+on 2 cores)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,18 @@ def test_healthy_traffic_raises_nothing(tmp_path: Path) -> None:
     assert doc["ok"] is True and doc["deployments"] == 0
     assert not {"alarm", "deployment", "slack", "frozen"} & set(events(doc))
     assert "<svg" in report and "no message" in report
+
+
+@pytest.mark.redis
+def test_a_long_legitimate_task_raises_nothing(tmp_path: Path) -> None:
+    """A -c 1 worker runs one task longer than stuck_after while work queues behind it: the
+    verdict sees a busy worker, no alarm fires, nothing is redeployed."""
+    proc, doc, report = run_sandbox(tmp_path, "--scenario", "long-task", "--broker", REAL_REDIS,
+                                    "--warmup", "3")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert doc["scenario"] == "long-task" and doc["ok"] is True and doc["deployments"] == 0
+    names = events(doc)
+    assert names.index("long-task") < names.index("busy"), names
+    assert not {"alarm", "deployment", "judged-stuck", "frozen"} & set(names)
+    busy = next(e for e in doc["timeline"] if e["event"] == "busy")
+    assert "worker busy, not stuck" in busy["detail"]

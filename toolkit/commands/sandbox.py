@@ -1,7 +1,8 @@
 """``celery-ecs sandbox``: the whole loop on this machine, with no AWS account and no Slack.
 
 Freeze, alarm, Slack, forced deployment, recovery (``--scenario stuck``, the default); a memory
-alert that must not redeploy (``memory``); quiet traffic that must raise nothing (``healthy``).
+alert that must not redeploy (``memory``); quiet traffic that must raise nothing (``healthy``);
+a legitimate task longer than stuck_after that must raise nothing either (``long-task``).
 The logic lives in :mod:`toolkit.sandbox`; this module parses arguments and sets the exit code.
 """
 
@@ -15,9 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from toolkit.sandbox.scenario import SCENARIOS
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", choices=("stuck", "healthy", "memory"), default="stuck")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="stuck")
     parser.add_argument("--json", metavar="PATH", help="write the outcome and timeline as JSON")
     parser.add_argument("--report", metavar="PATH", default="sandbox-report.html",
                         help="the HTML report (default: sandbox-report.html)")

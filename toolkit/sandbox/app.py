@@ -31,3 +31,10 @@ toolkit.install(app)  # the one line every user adds: publish stamp and heartbea
 def work(n: int, seconds: float = 0.05) -> int:
     time.sleep(seconds)
     return n
+
+
+@app.task(name="sandbox.long", ignore_result=True)  # type: ignore[untyped-decorator]
+def long(seconds: float) -> float:
+    """A legitimate long task (an export): longer than stuck_after, under max_task_runtime."""
+    time.sleep(seconds)
+    return seconds

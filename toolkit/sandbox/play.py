@@ -71,7 +71,8 @@ class Run:
 
 
 def sandbox_settings(url: str, prefix: str, timings: Timings) -> Settings:
-    verdicts = VerdictSettings(dead_after=timings.dead_after, stuck_after=timings.stuck_after)
+    verdicts = VerdictSettings(dead_after=timings.dead_after, stuck_after=timings.stuck_after,
+                               max_task_runtime=timings.max_task_runtime)
     return Settings(
         environment=ENVIRONMENT, broker=BrokerSettings(url=url, global_keyprefix=prefix),
         interval=timings.collect_every, queues=tuple(SERVICES.values()),
@@ -150,6 +151,20 @@ def _producer(url: str, prefix: str, rate: float, stop: threading.Event) -> None
                           queue=queue, producer=producer)
             n += 1
     app.close()
+
+
+def _send_one(url: str, prefix: str, queue: str, name: str, *args: Any) -> None:
+    from celery import Celery
+
+    app = Celery("sandbox-fault", broker=url, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix} if prefix else {}
+    import toolkit
+
+    toolkit.install(app)
+    try:
+        app.send_task(name, args=list(args), queue=queue)
+    finally:
+        app.close()
 
 
 def play(scenario: Scenario, *, broker: str | None, timings: Timings,
@@ -246,6 +261,7 @@ def _loop(run: Run, settings: Settings, ecs: Any, cw: Any, definitions: Any,
             lengths = {q.queue: q.length for q in result.queues}
             run.lengths.append((now, lengths))
             run.verdicts = {v.service: v.verdict for v in result.services}
+            _watch_long_task(run, result.services, view)
             for change in evaluator.tick():
                 _alarm_changed(run, change, handler, view)
             for service in ecs.replace_if_deployed():
@@ -289,6 +305,33 @@ def _fault(run: Run, ecs: Any, now: float, view: Any) -> None:
     elif run.scenario == "memory":
         view.event(run.timeline.add(now, "memory", f"ECS reports MemoryUtilization 96% for "
                                     f"{FROZEN} (the sandbox plays ECS)"))
+    elif run.scenario == "long-task":
+        seconds = run.timings.long_task
+        _send_one(ecs.broker, ecs.keyprefix, SERVICES[FROZEN], "sandbox.long", seconds)
+        view.event(run.timeline.add(now, "long-task", (
+            f"a legitimate {seconds:g} s task for {FROZEN} (-c 1, stuck_after "
+            f"{run.timings.stuck_after:g} s, max_task_runtime {run.timings.max_task_runtime:g} s)"
+            "; work keeps arriving behind it")))
+
+
+def _watch_long_task(run: Run, verdicts: Any, view: Any) -> None:
+    """Timeline marks: a service ever judged stuck or degraded, and the long task seen busy past
+    stuck_after (what the long-task scenario is about)."""
+    for v in verdicts:
+        if v.verdict in ("stuck", "degraded"):
+            run.timeline.add(run.t(), "judged-stuck", f"{v.service}: {v.verdict}")
+    if run.scenario != "long-task" or run.timeline.first("busy"):
+        return
+    frozen = next((v for v in verdicts if v.service == FROZEN), None)
+    if frozen is None:
+        return
+    for w in frozen.workers:
+        started = run.timeline.first("long-task")
+        ran = 0.0 if started is None else run.t() - started.t
+        if w.state == "busy" and ran > run.timings.stuck_after + run.timings.collect_every:
+            view.event(run.timeline.add(run.t(), "busy", (
+                f"{FROZEN} has run one task for {ran:.0f} s (> stuck_after): "
+                f"verdict {frozen.verdict}, worker busy, not stuck")))
 
 
 def _play_ecs_metrics(cw: Any, scenario: Scenario, faulty: bool) -> None:
@@ -324,6 +367,8 @@ def _finished(run: Run, states: Mapping[str, str]) -> float | None:
     if run.scenario == "memory":
         alarm = tl.first("alarm")
         return alarm.t + t.settle if alarm else None
+    if run.scenario == "long-task":
+        return t.warmup + t.long_task + t.settle
     return t.warmup + t.healthy_for
 
 

@@ -51,8 +51,13 @@ def summary(scenario: str, ok: bool, result: str, timeline: Timeline, deployment
         text = (f"ECS reported MemoryUtilization above memory_high for worker-emails; the "
                 f"MemoryHigh alarm fired {d.get('freeze_to_alarm', float('nan')):g} s later and "
                 f"Slack got the memory alert, with {deployments} forced deployment(s).")
+    elif scenario == "long-task":
+        busy = timeline.first("busy")
+        text = ("One task of worker-emails (-c 1) ran longer than stuck_after while work queued "
+                "behind it; the verdict " + ("saw it busy, not hung, and " if busy else "")
+                + f"nothing was redeployed ({deployments} forced deployment(s)).")
     else:
-        text = f"Normal traffic only: {result}."
+        text = "Normal traffic only."
     return f"{'OK' if ok else 'FAILED'}: {result}. {text}"
 
 

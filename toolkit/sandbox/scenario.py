@@ -10,8 +10,8 @@ from typing import Literal
 
 from toolkit.sandbox.cloudwatch import Transition
 
-Scenario = Literal["stuck", "healthy", "memory"]
-SCENARIOS: tuple[Scenario, ...] = ("stuck", "healthy", "memory")
+Scenario = Literal["stuck", "healthy", "memory", "long-task"]
+SCENARIOS: tuple[Scenario, ...] = ("stuck", "healthy", "memory", "long-task")
 STUCK_ORDER = ("frozen", "alarm", "deployment", "recovered", "resolved")
 
 
@@ -28,6 +28,8 @@ class Timings:
     settle: float = 6.0  # after the memory alarm: no deployment may follow
     rate: float = 3.0  # tasks per second per queue
     timeout: float = 150.0
+    long_task: float = 28.0  # the long-task scenario's legitimate task (> stuck_after)
+    max_task_runtime: float = 90.0  # [verdicts] max_task_runtime: the app's longest task, with room
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,15 @@ def outcome(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[b
             return False, "expected " + " -> ".join(STUCK_ORDER) + ", saw " + " -> ".join(
                 e.event for e in timeline.events)
         return True, "the stuck worker was detected, redeployed and recovered"
+    if scenario == "long-task":
+        busy = timeline.first("busy")
+        judged = [e.detail for e in timeline.events if e.event == "judged-stuck"]
+        if busy is None:
+            return False, "the long task never showed as busy past stuck_after"
+        if alarms or deployments or judged:
+            return False, (f"a busy worker must raise nothing, saw {len(alarms)} alarm(s), "
+                           f"{deployments} deployment(s), {len(judged)} stuck verdict(s)")
+        return True, "a task longer than stuck_after ran to its end: busy, no alarm, no deployment"
     if scenario == "healthy":
         if alarms or deployments:
             return False, f"expected no alarm and no deployment, saw {len(alarms)} alarm(s) " \
