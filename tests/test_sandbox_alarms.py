@@ -54,6 +54,12 @@ MEMORY = replace(STUCK, evaluation_periods=5, datapoints_to_alarm=3, threshold=9
     (replace(STUCK, treat_missing="breaching"), (1.0, None, 1.0), "OK", "ALARM"),
     (replace(STUCK, treat_missing="missing"), (None, None, None), "OK", "INSUFFICIENT_DATA"),
     (replace(STUCK, treat_missing="ignore"), (None, None, None), "ALARM", "ALARM"),
+    # a deploying service publishes no WorkerStuck: the newest datapoints present still say 1
+    (replace(STUCK, treat_missing="ignore"), (1.0, 1.0, 1.0, None, None, None), "ALARM",
+     "ALARM"),
+    (replace(STUCK, treat_missing="ignore"), (1.0, 1.0, 1.0, 0.0, None, None), "ALARM", "OK"),
+    (replace(STUCK, treat_missing="ignore"), (0.0, 0.0, 1.0, 1.0, None, 1.0), "OK", "ALARM"),
+    (STUCK, (1.0, 1.0, 1.0, 1.0, 1.0, None), "ALARM", "OK"),  # notBreaching: the newest 3
     (MEMORY, (40.0, 96.0, None, 96.0, 96.0), "OK", "ALARM"),  # 3 of 5
     (MEMORY, (40.0, 96.0, 90.0, 96.0, 40.0), "OK", "OK"),  # 90 is not > 90
 ])

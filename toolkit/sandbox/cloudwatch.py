@@ -48,20 +48,32 @@ class Transition:
 def evaluate(
     values: Sequence[float | None], alarm: AlarmDefinition, current: State
 ) -> tuple[State, str]:
-    """The state CloudWatch gives ``alarm`` for these period values (oldest first), and why."""
+    """The state CloudWatch gives ``alarm`` for these period values (oldest first, the
+    evaluation range: possibly more periods than ``EvaluationPeriods``), and why.
+
+    ``breaching``/``notBreaching`` judge the newest ``EvaluationPeriods`` periods, missing ones
+    counted as the option says. ``missing``/``ignore`` skip missing periods and judge the newest
+    ``EvaluationPeriods`` datapoints present in the range, as CloudWatch does when it retrieves
+    more datapoints than the evaluation periods; with none present, ``missing`` goes to
+    INSUFFICIENT_DATA and ``ignore`` keeps the state.
+    """
     breach = _COMPARE[alarm.comparison]
-    present = [v for v in values if v is not None]
-    missing = len(values) - len(present)
-    bad = sum(1 for v in present if breach(v, alarm.threshold))
+    m, n = alarm.datapoints_to_alarm, alarm.evaluation_periods
     treat = alarm.treat_missing
+    if treat in ("missing", "ignore"):
+        judged: Sequence[float | None] = [v for v in values if v is not None][-n:]
+        if not judged:
+            if treat == "ignore":
+                return current, "no data: state kept (TreatMissingData ignore)"
+            return "INSUFFICIENT_DATA", f"no datapoints in the last {len(values)} periods"
+    else:
+        judged = list(values[-n:])
+    present = [v for v in judged if v is not None]
+    missing = len(judged) - len(present)
+    bad = sum(1 for v in present if breach(v, alarm.threshold))
     if treat == "breaching":
         bad += missing
-    m, n = alarm.datapoints_to_alarm, alarm.evaluation_periods
-    if not present and treat in ("missing", "ignore"):
-        if treat == "ignore":
-            return current, "no data: state kept (TreatMissingData ignore)"
-        return "INSUFFICIENT_DATA", f"no datapoints in the last {n} periods"
-    shown = ", ".join("-" if v is None else f"{v:g}" for v in reversed(values))  # newest first
+    shown = ", ".join("-" if v is None else f"{v:g}" for v in reversed(judged))  # newest first
     words = _WORDS[alarm.comparison]
     points = f"{bad} out of the last {n} datapoints [{shown}]"
     # CloudWatch's own wording: the alarm handler reads "greater than ... the threshold (" from it
@@ -88,11 +100,12 @@ class AlarmEvaluator:
         return max(1, round(alarm.period / self.scale))
 
     def _window(self, alarm: AlarmDefinition, now: datetime) -> tuple[datetime, datetime, int]:
-        """The last ``EvaluationPeriods`` complete periods, aligned on the sandbox's start."""
+        """The evaluation range: the last ``RANGE_FACTOR x EvaluationPeriods`` complete periods,
+        aligned on the sandbox's start."""
         period = self.period_of(alarm)
         done = int((now - self.start).total_seconds() // period)
         end = self.start + timedelta(seconds=done * period)
-        return end - timedelta(seconds=period * alarm.evaluation_periods), end, period
+        return end - timedelta(seconds=period * _range(alarm)), end, period
 
     def read(self, now: datetime) -> dict[str, tuple[float | None, ...]]:
         queries, windows = [], {}
@@ -119,9 +132,7 @@ class AlarmEvaluator:
             start, end, period, qid = windows[alarm.name]
             series = got.get(qid, {})
             out[alarm.name] = tuple(
-                _value_at(series, start, earliest, period, k)
-                for k in range(alarm.evaluation_periods)
-            )
+                _value_at(series, start, earliest, period, k) for k in range(_range(alarm)))
         return out
 
     def tick(self, now: datetime | None = None) -> list[Transition]:
@@ -142,6 +153,15 @@ class AlarmEvaluator:
                                     StateReasonData=json.dumps({"sandbox": True}))
             changes.append(Transition(alarm, old, new, reason, values[alarm.name], at))
         return changes
+
+
+#: how many times EvaluationPeriods the local evaluation range spans (CloudWatch's own range is
+#: longer than the evaluation periods too; its exact length depends on the period)
+RANGE_FACTOR = 2
+
+
+def _range(alarm: AlarmDefinition) -> int:
+    return RANGE_FACTOR * alarm.evaluation_periods
 
 
 def _value_at(series: dict[datetime, float], start: datetime, earliest: datetime, period: int,
