@@ -14,9 +14,23 @@ import toolkit.heartbeat
 
 app = Celery("bench_app", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/2"))
 app.conf.broker_connection_retry_on_startup = True
-toolkit.heartbeat.install(app)
+if os.environ.get("BENCH_HEARTBEAT", "1") != "0":  # benchmarks/heartbeat.py compares both
+    toolkit.heartbeat.install(app)
 
 
 @app.task(name="bench.noop")
 def noop() -> None:
     return None
+
+
+@app.task(name="bench.count", ignore_result=True)
+def count(key: str) -> None:
+    """Counts itself in Redis, so the benchmark knows when a batch is done."""
+    import redis
+
+    client = _CLIENT.get(key[:0]) or _CLIENT.setdefault(
+        "", redis.Redis.from_url(os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/2")))
+    client.incr(key)
+
+
+_CLIENT: dict[str, object] = {}
