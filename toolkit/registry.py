@@ -22,7 +22,7 @@ timestamps (``updated``, ``booted``, ``last_task_started``, task starts) are the
 a pipeline and scores with its clock corrected by the offset it measured last.
 
 Alive or dead: a worker is alive while its last beat is at most its ``ttl`` old. The entry itself
-is kept for :data:`ENTRY_RETENTION` (an hour) after the last beat, so a worker that froze or was
+is kept for :data:`ENTRY_RETENTION` (45 minutes) after the last beat, so a worker that froze or was
 killed stays identifiable (its node, ECS service and task ARN, its last beat) long enough for the
 collector's ``dead_after`` verdict. A clean stop deletes the entry and its index member: a
 stopped worker is neither alive nor dead. The marker key survives the last clean stop, so
@@ -56,8 +56,10 @@ FORMAT_VERSION = 3
 INDEX_RETENTION = 86400.0
 #: running tasks listed by name in an entry (the oldest first); ``active`` counts them all
 MAX_TASKS_LISTED = 16
-#: how long an entry outlives its last beat, so dead workers stay identifiable
-ENTRY_RETENTION = 3600.0
+#: how long an entry outlives its last beat, so dead workers stay identifiable; shorter than the
+#: hour (at least) that ECS shows a stopped task, so the collector can always tell a stopped
+#: task's leftover entry from a dead worker in a running task
+ENTRY_RETENTION = 2700.0
 
 
 class RedisLike(Protocol):

@@ -56,7 +56,7 @@ class RawRead(NamedTuple):
 log = logging.getLogger(__name__)
 
 UNACKED_KEY = "unacked"
-# Heartbeat entries are kept for ENTRY_RETENTION (an hour) after their last beat; index members
+# Heartbeat entries are kept for ENTRY_RETENTION (45 min) after their last beat; index members
 # older than this cannot have an entry, so the script does not look them up.
 REGISTRY_LOOKBACK = ENTRY_RETENTION
 BINDING_PREFIX = "_kombu.binding."
