@@ -250,3 +250,22 @@ def test_user_without_scripting_falls_back_to_the_pipeline(
     assert (first.queues[0].length, first.queues[0].oldest_enqueued_at) == (2, 3.0)
     assert second.queues[0].length == 2
     assert sum("using the pipeline reader" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_registry_entry_with_a_bad_number_is_skipped_not_a_failed_read() -> None:
+    """One corrupt entry (a float overflow, NaN) must not blank the queue metrics."""
+    import fakeredis
+
+    from toolkit.registry import index_key, marker_key, registry_key
+
+    client = fakeredis.FakeRedis()
+    client.set(marker_key(), "1")
+    for node, body in (("celery@bad", b'{"node": "celery@bad", "queues": ["q"], "updated": 1,'
+                                      b' "active": 1e999}'),
+                       ("celery@ok", b'{"node": "celery@ok", "queues": ["q"], "updated": 1}')):
+        client.set(registry_key(node), body)
+        client.zadd(index_key(), {node: time.time()})
+    client.lpush("q", b"{}")
+    reading = RedisReader(client).read(["q"])
+    assert reading.queues[0].length == 1
+    assert [w.node for w in reading.workers or ()] == ["celery@ok"]

@@ -67,13 +67,15 @@ def test_entry_json_roundtrip_and_contract_keys() -> None:
         "celery@a", ("emails", "default"), started=5, succeeded=3, failed=1, active=1,
         last_task_started=999.5, ecs_task_arn=TASK_ARN, ecs_cluster="prod",
         ecs_container="worker", ecs_service="worker-emails", pool="prefork", concurrency=4,
-        booted=900.0, held=2, tasks=(ActiveTask("app.export", "id-1", 999.5),),
-        youngest_start=999.5,
+        booted=900.0, held=3, prefetched=1, eta=1, rate_limited=1,
+        tasks=(ActiveTask("app.export", "id-1", 999.5, 7200.0),), youngest_start=999.5,
+        longest_limit=7200.0,
     )
     data = json.loads(beat.to_json())
     assert data["node"] == "celery@a" and data["queues"] == ["emails", "default"]
     assert data["version"] == 3 and data["ecs_task_arn"] == TASK_ARN
-    assert data["tasks"] == [["app.export", "id-1", 999.5]] and data["held"] == 2
+    assert data["tasks"] == [["app.export", "id-1", 999.5, 7200.0]] and data["held"] == 3
+    assert (data["prefetched"], data["eta"], data["rate_limited"]) == (1, 1, 1)
     assert "beat_at" not in data  # the index score, not part of the entry
     assert WorkerHeartbeat.from_json(beat.to_json()) == beat
     assert WorkerHeartbeat.from_json(beat.to_json().encode()) == beat
@@ -89,7 +91,12 @@ def test_format_2_entries_parse_without_the_task_details() -> None:
 @pytest.mark.parametrize(
     "raw", [b"not json", b"[]", b'{"queues": []}', b'{"node": "n", "queues": "q", "updated": 1}',
             b'{"node": "n", "queues": [], "updated": 1, "tasks": "t"}',
-            b'{"node": "n", "queues": [], "updated": 1, "tasks": [["a", "b"]]}']
+            b'{"node": "n", "queues": [], "updated": 1, "tasks": [["a", "b"]]}',
+            # a bad number in one entry must not blank the collector: it is skipped
+            b'{"node": "n", "queues": [], "updated": 1, "active": 1e999}',
+            b'{"node": "n", "queues": [], "updated": NaN}',
+            b'{"node": "n", "queues": [], "updated": 1, "held": -2}',
+            b'{"node": "n", "queues": [], "updated": 1, "version": 2.5}']
 )
 def test_malformed_entries_raise_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
@@ -440,14 +447,19 @@ def test_helper_thread_stops_beating_after_the_busy_cap(tmp_path: Path) -> None:
     settings = HeartbeatSettings(
         file=str(tmp_path / "hb"), ready_file=str(tmp_path / "ready"), interval=0.05
     )
-    beater = Beater(settings=settings, busy_limit=60)
+    client = fakeredis.FakeRedis()
+    beater = Beater(settings=settings, busy_limit=60, registry=client, node="celery@solo")
     try:
         beater.task_started_here(limit=0.4)  # the task's own limit wins over busy_limit
         assert wait_for(lambda: (tmp_path / "hb").exists(), timeout=5)
-        time.sleep(0.8)  # past the cap: no more beats
+        time.sleep(0.8)  # past the cap: no more beats of the file
         mtime = (tmp_path / "hb").stat().st_mtime_ns
+        score = client.zscore(index_key(), "celery@solo")
         time.sleep(0.4)
         assert (tmp_path / "hb").stat().st_mtime_ns == mtime
+        # ...but the registry still says "alive, running since": the collector judges a long
+        # solo task by max_task_runtime, never as a dead worker to redeploy
+        assert client.zscore(index_key(), "celery@solo") > score
         beater.task_finished_here()
         beater.task_started_here()  # a new task, no limit of its own: busy_limit (60 s)
         assert wait_for(lambda: (tmp_path / "hb").stat().st_mtime_ns > mtime, timeout=5)
@@ -530,14 +542,14 @@ def test_snapshot_reports_running_held_and_the_newest_start() -> None:
     assert first.booted == 990.0 and first.details
     # a task started at 1003 and still runs; two more wait (prefetched)
     clock[0] = 1005.0
-    view[0] = TaskView((ActiveTask("app.long", "id-1", 1003.0),), held=2, started=1)
+    view[0] = TaskView((ActiveTask("app.long", "id-1", 1003.0),), prefetched=2, started=1)
     beat = beater.snapshot()
     assert (beat.active, beat.held, beat.last_task_started, beat.youngest_start) == (
         1, 2, 1003.0, 1003.0)
     assert beat.tasks == (ActiveTask("app.long", "id-1", 1003.0),)
     # two quick tasks started and finished between beats: "some time up to now"
     clock[0] = 1010.0
-    view[0] = TaskView((ActiveTask("app.long", "id-1", 1003.0),), held=0, started=3)
+    view[0] = TaskView((ActiveTask("app.long", "id-1", 1003.0),), started=3)
     assert beater.snapshot().last_task_started == 1010.0
     # nothing new started: the last start stays
     clock[0] = 1020.0
@@ -728,3 +740,49 @@ def test_a_redis_that_refuses_scripts_gets_pipelined_beats(
         "celery-ecs heartbeat: Redis refused the heartbeat script"]
     (entry,) = read_registry(client)
     assert entry.node == "celery@x" and entry.beat_at == pytest.approx(time.time(), abs=5)
+
+
+def test_pool_slots_are_the_autoscale_maximum_and_one_for_solo() -> None:
+    from toolkit.worker.bootstep import pool_slots
+
+    def c(**controller: Any) -> SimpleNamespace:
+        return SimpleNamespace(controller=SimpleNamespace(**controller))
+
+    assert pool_slots(c(concurrency=8, max_concurrency=2), solo=False) == 2  # --autoscale=2,1
+    assert pool_slots(c(concurrency=8, max_concurrency=None), solo=False) == 8
+    assert pool_slots(c(concurrency=2), solo=True) == 1
+    assert pool_slots(SimpleNamespace(), solo=False) == 0
+
+
+def test_task_view_reads_celerys_own_sets_and_the_token_buckets() -> None:
+    """Held work comes from the sets Celery clears when its connection closes (nothing stale
+    after a reconnect), split by kind; each running task carries its own hard time limit."""
+    from collections import deque
+
+    from celery.worker import state
+
+    from toolkit.worker.bootstep import task_view
+
+    class Req:
+        def __init__(self, i: int, start: float | None, limits: Any = (None, None)) -> None:
+            self.id, self.name, self.time_start, self.time_limits = f"r{i}", "app.t", start, limits
+            self.task = SimpleNamespace(time_limit=None)
+
+    running = [Req(0, 1000.0, (7200, 7000)), Req(1, 990.0)]
+    waiting = [Req(2, None), Req(3, None)]
+    eta = [Req(4, None)]
+    consumer = SimpleNamespace(task_buckets={"app.limited": SimpleNamespace(
+        contents=deque([(Req(5, None), 1)] * 3)), "app.other": None})
+    state.active_requests.update(running)
+    state.reserved_requests.update(running + waiting)
+    state.scheduled_requests.update(eta)
+    try:
+        view = task_view(consumer, default_limit=600.0, slots=4)
+    finally:
+        for kind in (state.active_requests, state.reserved_requests, state.scheduled_requests):
+            kind.clear()
+    assert (view.prefetched, view.eta, view.rate_limited, view.held) == (2, 1, 3, 6)
+    assert [(t.id, t.limit) for t in view.active] == [("r1", 600.0), ("r0", 7200.0)]
+    assert view.slots == 4
+    state.reserved_requests.clear()  # after a reconnect Celery clears them: nothing held
+    assert task_view(consumer, None, 4).prefetched == 0

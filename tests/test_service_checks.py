@@ -544,3 +544,23 @@ def test_a_deploying_service_publishes_no_worker_stuck_datum() -> None:
     v = ServiceVerdict("prod", "svc", "deploying", (), 3, 1, 2, 2, None, (), 1)
     names = {s.name for s in service_samples("test", [v])}
     assert names == {"WorkersAlive", "TasksRunning", "BacklogPerTask"}
+
+
+def test_a_failed_describe_tasks_makes_dead_looking_services_unknown(
+    aws: tuple[Any, Any]
+) -> None:
+    """Without ecs:DescribeTasks the collector cannot tell a stopped task's leftover entry from a
+    dead worker: those services are unknown (no alarm datum), not degraded or stuck."""
+    make_services(aws[0], "prod", ["svc", "fine"])
+    denied = Counting(aws[0], fail={"describe_tasks": "AccessDeniedException"})
+    checker = ServiceChecker(settings(("svc", ("q",)), ("fine", ("f",))), ecs=denied,
+                             cloudwatch=aws[1])
+    workers = (beat("old", "svc", beat_ago=300), beat("new", "svc", beat_ago=1),
+               beat("ok", "fine", beat_ago=1))
+    got = checker.check(reading({"q": 3, "f": 0}, workers), NOW)
+    by = {v.service: v for v in got.verdicts}
+    assert by["svc"].verdict == "unknown" and by["svc"].worker_stuck_value is None
+    assert "could not tell whether task arn:aws:ecs:eu-west-1:1:task/prod/t-old is stopped" in \
+        by["svc"].reasons[0] and "AccessDeniedException" in by["svc"].reasons[0]
+    assert by["fine"].verdict == "healthy"
+    assert any("AccessDeniedException" in e for e in got.errors)

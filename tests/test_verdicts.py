@@ -46,13 +46,20 @@ def worker(
     booted: float | None = 7200.0,
     youngest: float | None = None,
     task: str = "app.work",
+    prefetched: int = 0,
+    eta: int = 0,
+    rate_limited: int = 0,
+    limit: float | None = None,
 ) -> WorkerProgress:
     """A worker whose last beat was ``beat`` s before NOW, last task start ``start`` s before,
     up for ``booted`` s, running ``active`` tasks (the youngest ``youngest`` s old, default
-    ``start``). ``held=None`` and ``booted=None``: a heartbeat of an older toolkit."""
+    ``start``; each with the hard time ``limit``) and holding ``prefetched``, ``eta`` and
+    ``rate_limited`` tasks. ``held=None`` and ``booted=None``: a heartbeat of an older toolkit."""
     young = youngest if youngest is not None else start
     tasks = () if not active or young is None else tuple(
-        RunningTask(task, f"id-{i}", NOW - young - i) for i in range(min(active, 3)))
+        RunningTask(task, f"id-{i}", NOW - young - i, limit) for i in range(min(active, 3)))
+    if held is not None:
+        held = prefetched + eta + rate_limited
     return WorkerProgress(
         node=node,
         last_beat=NOW - beat,
@@ -66,6 +73,10 @@ def worker(
         tasks=tasks,
         youngest_start=None if not active or young is None else NOW - young,
         pool="prefork",
+        prefetched=prefetched,
+        eta=eta,
+        rate_limited=rate_limited,
+        longest_limit=limit if active else None,
     )
 
 
@@ -110,7 +121,7 @@ DEAD_PAIR = (worker("celery@a", beat=134.0), worker("celery@b", beat=200.0, arn=
 # free slots, nothing held, work ready, nothing started for 412 s: the consumer stopped
 HUNG = (worker(beat=5.0, start=412.0, active=0),)
 # -c 1 and the slot has run one task for 4000 s (> max_task_runtime 3600)
-IN_TASK = (worker(start=4000.0, active=1, concurrency=1, held=4, task="app.sync"),)
+IN_TASK = (worker(start=4000.0, active=1, concurrency=1, prefetched=4, task="app.sync"),)
 
 CASES = [
     # id, observation, thresholds, verdict, fragments that must appear in the reasons
@@ -141,10 +152,20 @@ CASES = [
      obs(backlog=12, previous_backlog=8, workers=(worker(start=900.0, concurrency=1),)),
      DEFAULTS, "behind", ["backlog grew from 8 to 12"]),
     ("rate-limited-holds-its-tasks",  # 12 tasks at 1/m: 3 held in the bucket, 8 ready
-     obs(backlog=8, workers=(worker(start=35.0, active=0, concurrency=1, held=3),)), SHORT,
-     "healthy", ["1 waiting"]),
-    ("eta-tasks-held", obs(backlog=2, workers=(worker(start=None, active=0, held=6),)), SHORT,
-     "healthy", ["1 waiting"]),
+     obs(backlog=8, workers=(worker(start=35.0, active=0, concurrency=1, rate_limited=3),)),
+     SHORT, "healthy", ["1 waiting", "holds 3 rate-limited tasks in their token bucket"]),
+    ("eta-tasks-held-and-nothing-ready-is-idle",
+     obs(backlog=0, workers=(worker(start=None, active=0, eta=6),)), SHORT, "healthy",
+     ["1 idle"]),
+    ("eta-tasks-do-not-hide-a-consumer-that-takes-no-ready-work",  # ETA does not block prefetch
+     obs(backlog=2, workers=(worker(start=None, active=0, eta=6),)), SHORT, "stuck",
+     ["2 messages ready in its queues, but no task started"]),
+    ("prefetched-behind-a-running-task-is-waiting",
+     obs(backlog=0, workers=(worker(start=400.0, active=1, prefetched=3),)), DEFAULTS,
+     "healthy", ["holds 3 prefetched tasks behind the 1 it runs"]),
+    ("prefetched-and-an-idle-pool-is-a-wedged-consumer",  # due tasks never handed to the pool
+     obs(backlog=0, workers=(worker(start=400.0, active=0, prefetched=3),)), DEFAULTS, "stuck",
+     ["3 tasks it prefetched, but no task started for 395 s since its last start"]),
     ("free-slots-but-young-tasks-running-is-not-hung",
      obs(backlog=5, workers=(worker(start=400.0, youngest=400.0, active=2),)), DEFAULTS,
      "healthy", ["its consumer may be stuck; not judged hung while tasks run"]),
@@ -152,31 +173,43 @@ CASES = [
     ("hung-in-task-with-prefetched-work-and-an-empty-ready-list",
      obs(backlog=0, workers=IN_TASK), DEFAULTS, "stuck", [
          "no worker makes progress (1 of 1 dead or hung) while 4 messages wait (0 ready, 4 held)",
-         "celery@a (task " + ARN + "aaa): every slot (1) runs a task older than max_task_runtime"
-         " 3600 s: app.sync[id-0] for 4000 s"]),
+         "celery@a (task " + ARN + "aaa): every slot (1) runs a task past its limit"
+         " (max_task_runtime 3600 s, or its own time limit + 60 s): app.sync[id-0] for 4000 s"]),
+    ("a-task-under-its-own-long-time-limit-is-busy",  # a 4 h export with time_limit=14400
+     obs(workers=(worker(start=7200.0, concurrency=1, limit=14400.0),)), DEFAULTS, "healthy",
+     ["1 busy"]),
+    ("a-task-past-its-own-time-limit-and-max_task_runtime-is-hung",
+     obs(workers=(worker(start=14461.0, concurrency=1, limit=14400.0),)), DEFAULTS, "stuck",
+     ["app.work[id-0] for 14461 s"]),
     ("hung-in-task-nothing-waiting-is-degraded",
      obs(backlog=0, workers=(dataclasses.replace(IN_TASK[0], held=0),)), DEFAULTS, "degraded",
      ["all 1 workers dead or hung, but only 0 messages wait (min_backlog 1): not stuck"]),
     ("hung-consumer-after-its-last-start", obs(workers=HUNG), DEFAULTS, "stuck",
-     ["4 of 4 slots free, nothing held, 5 messages ready, and no task started for 412 s since"
-      " its last start (stuck after 300 s)"]),
+     ["4 of 4 slots free and 5 messages ready in its queues, but no task started for 407 s"
+      " since its last start (stuck after 300 s)"]),
     ("hung-consumer-cancelled-before-its-first-task",
      obs(workers=(worker(start=None, active=0, booted=35.0, concurrency=1),)), SHORT, "stuck",
-     ["no task started for 35 s since it came up"]),
+     ["no task started for 30 s since it came up"]),
     ("just-booted-never-started-is-not-hung",
      obs(workers=(worker(start=None, active=0, booted=5.0, concurrency=1),)), SHORT, "healthy",
      ["1 progressing"]),
     ("fresh-backlog-does-not-blame-the-worker",
      obs(oldest_ready_age=4.0, workers=(worker(start=None, active=0, booted=35.0),)), SHORT,
      "healthy", ["the ready work is only 4 s old"]),
+    ("a-burst-in-its-own-queue-is-fresh-even-when-another-queue-is-old",
+     obs(backlog=9, ready_by_queue=(("a", 4, 2.0), ("b", 5, 900.0)),
+         workers=(dataclasses.replace(worker("celery@a", start=900.0, active=0), queues=("a",)),
+                  dataclasses.replace(worker("celery@b", start=5.0, concurrency=1,
+                                             arn=ARN + "b"), queues=("b",)))),
+     DEFAULTS, "healthy", ["the ready work is only 2 s old"]),
     ("ready-work-in-a-queue-the-worker-never-consumed-is-not-its-hang",  # a config mistake
-     obs(backlog=5, ready_by_queue=(("emails", 0), ("default", 5)),
+     obs(backlog=5, ready_by_queue=(("emails", 0, None), ("default", 5, None)),
          workers=(dataclasses.replace(HUNG[0], queues=("emails",)),)), DEFAULTS, "healthy",
      ["1 idle"]),
     ("ready-work-in-its-own-queue-after-a-cancel-is",
-     obs(backlog=5, ready_by_queue=(("emails", 5), ("default", 0)),
+     obs(backlog=5, ready_by_queue=(("emails", 5, None), ("default", 0, None)),
          workers=(dataclasses.replace(HUNG[0], queues=("emails",)),)), DEFAULTS, "stuck",
-     ["5 messages ready, and no task started for 412 s"]),
+     ["5 messages ready in its queues, but no task started for 407 s"]),
     ("hung-below-raised-min-backlog", obs(backlog=5, workers=HUNG),
      VerdictThresholds(min_backlog=10), "healthy", ["1 idle"]),
     # --- dead -----------------------------------------------------------------------------------
@@ -203,10 +236,15 @@ CASES = [
      obs(workers=(worker("celery@a", beat=500.0), worker("celery@b", arn=ARN + "bbb")),
          utilization=util(130.0, 120.0)), DEFAULTS, "degraded", ["memory 130%"]),
     ("stuck-beats-memory-pressure", obs(workers=HUNG, utilization=util(130.0, 120.0)),
-     DEFAULTS, "stuck", ["no task started for 412 s", "memory 130%"]),
+     DEFAULTS, "stuck", ["no task started for 407 s", "memory 130%"]),
     ("stuck-beats-no-capacity",
      obs(workers=DEAD_PAIR, ecs=ecs(running=1, desired=3, pending=2)), DEFAULTS, "stuck",
      ["ECS running 1, desired 3, pending 2"]),
+    ("a-dead-worker-whose-task-status-could-not-be-read-is-unknown",
+     obs(workers=(worker(beat=500.0),), unreadable_tasks=(ARN + "aaa",),
+         tasks_error="ECS DescribeTasks in cluster prod failed: AccessDeniedException"),
+     DEFAULTS, "unknown", ["could not tell whether task " + ARN + "aaa is stopped or its worker"
+                           " dead: ECS DescribeTasks in cluster prod failed: AccessDenied"]),
     ("dead-workers-zero-running-desired-zero",
      obs(workers=DEAD_PAIR, ecs=ecs(running=0, desired=0)), DEFAULTS, "behind",
      ["no ECS task is running, so this does not make it stuck"]),
@@ -339,7 +377,14 @@ def test_dead_after_boundary(beat: float, verdict: Verdict) -> None:
     ],
 )
 def test_stuck_after_boundary(start: float, verdict: Verdict) -> None:
-    assert judge(obs(workers=(worker(start=start, active=0),)), DEFAULTS, NOW).verdict == verdict
+    w = worker(beat=0.0, start=start, active=0)
+    assert judge(obs(workers=(w,)), DEFAULTS, NOW).verdict == verdict
+
+
+def test_quiet_is_measured_to_the_last_beat_not_to_now() -> None:
+    """A burst lands after the worker's last beat: the beat cannot show its start yet."""
+    w = worker(beat=5.0, start=303.0, active=0)  # 298 s quiet at its last beat, 303 s now
+    assert judge(obs(workers=(w,)), DEFAULTS, NOW).verdict == "healthy"
 
 
 @pytest.mark.parametrize(
@@ -556,16 +601,25 @@ CTX = WorkerContext(ready=5, oldest_ready_age=None, min_backlog=1, dead_after=90
                      "hung-task", id="all-slots-past-max"),
         pytest.param(worker(start=4000.0, active=4, concurrency=4, youngest=100.0), CTX,
                      "busy", id="one-slot-young-is-busy"),
-        pytest.param(worker(start=9000.0, active=0, held=1), CTX, "waiting", id="held"),
-        pytest.param(worker(start=None, active=0, booted=301.0), CTX, "hung-consumer",
-                     id="never-started-up-too-long"),
-        pytest.param(worker(start=None, active=0, booted=299.0), CTX, "progressing",
+        pytest.param(worker(start=9000.0, active=0, rate_limited=1), CTX, "waiting",
+                     id="rate-limited"),
+        pytest.param(worker(start=9000.0, active=0, eta=1), CTX, "hung-consumer",
+                     id="eta-held-does-not-shield"),
+        pytest.param(worker(beat=0.0, start=None, active=0, booted=301.0), CTX,
+                     "hung-consumer", id="never-started-up-too-long"),
+        pytest.param(worker(beat=0.0, start=None, active=0, booted=299.0), CTX, "progressing",
                      id="never-started-just-up"),
         pytest.param(worker(start=5000.0, active=2, youngest=5000.0), CTX, "hung-consumer",
                      id="free-slots-and-only-tasks-past-max"),
         pytest.param(worker(start=400.0, active=0),
                      dataclasses.replace(CTX, oldest_ready_age=300.0), "progressing",
                      id="ready-work-exactly-stuck_after-old"),
+        pytest.param(worker(start=4000.0, active=1, concurrency=1, limit=7200.0), CTX, "busy",
+                     id="own-limit-extends-max_task_runtime"),
+        pytest.param(worker(start=4000.0, active=1, concurrency=1, limit=60.0), CTX,
+                     "hung-task", id="own-short-limit-never-shortens-it"),
+        pytest.param(worker(start=3000.0, active=1, concurrency=1, limit=60.0), CTX, "busy",
+                     id="own-short-limit-under-max"),
         pytest.param(worker(start=400.0, active=0),
                      dataclasses.replace(CTX, oldest_ready_age=301.0), "hung-consumer",
                      id="ready-work-older-than-stuck_after"),

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
@@ -91,14 +92,16 @@ class RedisLike(Protocol):
 
 @dataclass(frozen=True)
 class ActiveTask:
-    """A task the worker is running: its name, id and start (the worker's clock)."""
+    """A task the worker is running: its name, id, start (the worker's clock) and its own hard
+    time limit in seconds (``time_limit``, per call or task, else ``task_time_limit``)."""
 
     name: str
     id: str
     started: float
+    limit: float | None = None
 
     def shifted(self, offset: float) -> ActiveTask:
-        return ActiveTask(self.name, self.id, self.started + offset)
+        return ActiveTask(self.name, self.id, self.started + offset, self.limit)
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,13 @@ class WorkerHeartbeat:
     ttl: float = 0.0  # alive while the last beat is at most this old; 0: format 1
     version: int = FORMAT_VERSION
     booted: float | None = None  # when the worker came up (its clock)
-    held: int | None = None  # tasks received and not started (prefetched, rate limited, ETA)
+    held: int | None = None  # tasks received and not started: prefetched + eta + rate_limited
+    prefetched: int = 0  # reserved, waiting for a pool slot (due now)
+    eta: int = 0  # ETA/countdown not yet due
+    rate_limited: int = 0  # waiting in a rate limit's token bucket
     tasks: tuple[ActiveTask, ...] = ()  # the oldest running tasks, at most MAX_TASKS_LISTED
     youngest_start: float | None = None  # the newest start among all running tasks
+    longest_limit: float | None = None  # the longest hard time limit among all running tasks
     declared: tuple[str, ...] = ()  # the queues it came up to consume (``queues``: now)
     beat_at: float | None = None  # index score: when the broker saw the last beat
 
@@ -169,7 +176,7 @@ class WorkerHeartbeat:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["queues"] = list(self.queues)
-        data["tasks"] = [[t.name, t.id, t.started] for t in self.tasks]
+        data["tasks"] = [[t.name, t.id, t.started, t.limit] for t in self.tasks]
         data["declared"] = list(self.declared)
         del data["beat_at"]
         return data
@@ -185,35 +192,38 @@ class WorkerHeartbeat:
             queues = data.get("queues") or []
             if not isinstance(node, str) or not isinstance(queues, list):
                 raise ValueError("node must be a string and queues a list")
-            last = data.get("last_task_started")
-            booted, held, youngest = (data.get(k) for k in ("booted", "held", "youngest_start"))
+            get = data.get
             return cls(
                 node=node,
                 queues=tuple(str(q) for q in queues),
-                updated=float(data["updated"]),
-                started=int(data.get("started", 0)),
-                succeeded=int(data.get("succeeded", 0)),
-                failed=int(data.get("failed", 0)),
-                active=int(data.get("active", 0)),
-                last_task_started=None if last is None else float(last),
+                updated=_finite(data["updated"]),
+                started=_count(get("started", 0)),
+                succeeded=_count(get("succeeded", 0)),
+                failed=_count(get("failed", 0)),
+                active=_count(get("active", 0)),
+                last_task_started=_opt_finite(get("last_task_started")),
                 hostname=str(data.get("hostname", "")),
-                pid=int(data.get("pid", 0)),
+                pid=_count(get("pid", 0)),
                 pool=str(data.get("pool", "")),
-                concurrency=int(data.get("concurrency", 0)),
-                interval=float(data.get("interval", 0.0)),
+                concurrency=_count(get("concurrency", 0)),
+                interval=_finite(get("interval", 0.0)),
                 ecs_task_arn=opt_str(data.get("ecs_task_arn")),
                 ecs_cluster=opt_str(data.get("ecs_cluster")),
                 ecs_container=opt_str(data.get("ecs_container")),
                 ecs_service=opt_str(data.get("ecs_service")),
-                ttl=float(data.get("ttl", 0.0)),
-                version=int(data.get("version", 1)),
-                booted=None if booted is None else float(booted),
-                held=None if held is None else int(held),
-                tasks=_tasks(data.get("tasks")),
-                youngest_start=None if youngest is None else float(youngest),
-                declared=_names(data.get("declared")),
+                ttl=_finite(get("ttl", 0.0)),
+                version=_count(get("version", 1)),
+                booted=_opt_finite(get("booted")),
+                held=None if get("held") is None else _count(get("held")),
+                prefetched=_count(get("prefetched", 0)),
+                eta=_count(get("eta", 0)),
+                rate_limited=_count(get("rate_limited", 0)),
+                tasks=_tasks(get("tasks")),
+                youngest_start=_opt_finite(get("youngest_start")),
+                longest_limit=_opt_finite(get("longest_limit")),
+                declared=_names(get("declared")),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, OverflowError) as exc:
             raise ValueError(f"not a heartbeat entry: {exc!r}") from None
 
     @classmethod
@@ -236,6 +246,25 @@ class WorkerHeartbeat:
         return self.ttl <= 0 or abs(self.age(now)) <= self.ttl
 
 
+def _finite(raw: Any) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {raw!r}")
+    return value
+
+
+def _opt_finite(raw: Any) -> float | None:
+    return None if raw is None else _finite(raw)
+
+
+def _count(raw: Any) -> int:
+    """A non-negative integer (counts, pids, versions); floats like 3.0 are accepted."""
+    value = _finite(raw)
+    if value < 0 or value != int(value):
+        raise ValueError(f"not a count: {raw!r}")
+    return int(value)
+
+
 def _names(raw: object) -> tuple[str, ...]:
     if raw is None:
         return ()
@@ -251,10 +280,11 @@ def _tasks(raw: object) -> tuple[ActiveTask, ...]:
         raise ValueError("tasks must be a list")
     out = []
     for item in raw[:MAX_TASKS_LISTED]:
-        if not isinstance(item, list) or len(item) != 3:
-            raise ValueError("a task must be [name, id, started]")
-        name, task_id, started = item
-        out.append(ActiveTask(str(name), str(task_id), float(started)))
+        if not isinstance(item, list) or len(item) not in (3, 4):
+            raise ValueError("a task must be [name, id, started, limit]")
+        name, task_id, started = item[:3]
+        limit = item[3] if len(item) == 4 else None
+        out.append(ActiveTask(str(name), str(task_id), _finite(started), _opt_finite(limit)))
     return tuple(out)
 
 

@@ -145,7 +145,8 @@ class ServiceChecker:
         return reads, failed, calls
 
     def _describe_tasks(
-        self, workers: Sequence[WorkerHeartbeat], clock: float, errors: list[str]
+        self, workers: Sequence[WorkerHeartbeat], clock: float, errors: list[str],
+        unreadable: dict[str, str],
     ) -> tuple[dict[str, TaskFacts], int]:
         """DescribeTasks for the tasks that need it: Fargate tasks whose entry names no service
         (once), and tasks of workers that look dead (their beat older than the smallest
@@ -167,6 +168,7 @@ class ServiceChecker:
                 found, n = describe_task_facts(self._client("ecs"), cluster, arns)
             except ToolkitError as exc:
                 errors.append(str(exc))
+                unreadable.update(dict.fromkeys(arns, str(exc)))
                 calls += 1
                 continue
             calls += n
@@ -197,8 +199,9 @@ class ServiceChecker:
             registry_error = "no heartbeat registry found (no worker has toolkit.install(app)?)"
         clock = at if reading is None or reading.clock is None else reading.clock
         reads, ecs_failed, calls = self._read_ecs(errors)
+        unreadable: dict[str, str] = {}
         if workers:
-            _, n = self._describe_tasks(workers, clock, errors)
+            _, n = self._describe_tasks(workers, clock, errors, unreadable)
             calls += n
         views = {
             (c, s): v for c, r in reads.items() for s, v in r.found.items()
@@ -219,17 +222,19 @@ class ServiceChecker:
             key = (svc.cluster, svc.service)
             backlog: int | None = None
             missing: list[str] = []
-            per_queue: dict[str, int] = {}
+            per_queue: dict[str, tuple[int, float | None]] = {}
             if reading is not None:
                 backlog = 0
                 for q in svc.queues:
                     got = lengths.get(q)
                     if got is None or not got.exists:
                         missing.append(q)
-                        per_queue[q] = 0
+                        per_queue[q] = (0, None)
                     elif got.error is None:
                         backlog += got.length
-                        per_queue[q] = got.length
+                        stamp = got.oldest_enqueued_at
+                        per_queue[q] = (got.length,
+                                        None if stamp is None else max(0.0, at - stamp))
             obs = ServiceObservation(
                 cluster=svc.cluster, service=svc.service, backlog=backlog,
                 missing_queues=tuple(missing),
@@ -241,7 +246,9 @@ class ServiceChecker:
                 broker_error=broker_error if reading is None else None,
                 registry_error=registry_error,
                 oldest_ready_age=_oldest_age(svc, lengths, at),
-                ready_by_queue=tuple(per_queue.items()),
+                ready_by_queue=tuple((q, n, age) for q, (n, age) in per_queue.items()),
+                unreadable_tasks=tuple(sorted(unreadable)),
+                tasks_error=next(iter(unreadable.values()), None),
                 task_status=tuple(sorted(self.stopped.items())),
             )
             if backlog is not None:
@@ -300,9 +307,11 @@ class ServiceChecker:
                 task_arn=w.ecs_task_arn, concurrency=w.concurrency,
                 held=w.held if w.details else None,
                 booted=here(w.booted) if w.details else None,
-                tasks=tuple(RunningTask(t.name, t.id, t.started + shift) for t in w.tasks),
+                tasks=tuple(RunningTask(t.name, t.id, t.started + shift, t.limit)
+                            for t in w.tasks),
                 youngest_start=here(w.youngest_start), pool=w.pool,
-                queues=w.declared or w.queues,
+                queues=w.declared or w.queues, prefetched=w.prefetched, eta=w.eta,
+                rate_limited=w.rate_limited, longest_limit=w.longest_limit,
             ))
         return tuple(sorted(out, key=lambda p: p.node))
 

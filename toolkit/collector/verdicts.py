@@ -120,7 +120,11 @@ class ServiceObservation:
     registry_error: str | None = None  # why workers is None
     oldest_ready_age: float | None = None  # seconds the oldest ready message waits (stamped)
     task_status: tuple[tuple[str, str], ...] = ()  # (task ARN, ECS lastStatus) where asked
-    ready_by_queue: tuple[tuple[str, int], ...] = ()  # the backlog per queue, when read
+    # per queue, when read: (queue, ready messages, the oldest one's age or None)
+    ready_by_queue: tuple[tuple[str, int, float | None], ...] = ()
+    # tasks whose ECS status could not be read this cycle (DescribeTasks failed), and why
+    unreadable_tasks: tuple[str, ...] = ()
+    tasks_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,11 +220,18 @@ def _workers(obs: ServiceObservation, th: VerdictThresholds, now: float) -> _Wor
     return _Workers(judged, tuple(counted), len(obs.workers or ()) - len(counted))
 
 
-def _missing_data(obs: ServiceObservation) -> list[str]:
+def _missing_data(obs: ServiceObservation, w: _Workers | None) -> list[str]:
     """Say which data is missing, with the error the collector recorded when it has one."""
     if obs.ecs is not None and not obs.ecs.exists:
         default = f"service {obs.service} not found in cluster {obs.cluster}"
         return [obs.ecs.missing_reason or default]
+    unreadable = set(obs.unreadable_tasks)
+    blind = [] if w is None else [
+        j.task_arn for j in w.judged if j.state == "dead" and j.task_arn in unreadable]
+    if blind:  # dead, or a stopped task's leftover entry? ECS could not say
+        why = f": {obs.tasks_error}" if obs.tasks_error else ""
+        return [f"could not tell whether task {blind[0]} is stopped or its worker dead"
+                + (f" (and {len(blind) - 1} more)" if len(blind) > 1 else "") + why]
     return [
         f"could not read {what}" + (f": {error}" if error else "")
         for absent, what, error in (
@@ -374,8 +385,8 @@ def _rule(
 
 def judge(obs: ServiceObservation, thresholds: VerdictThresholds, now: float) -> ServiceVerdict:
     """Decide one service's verdict at ``now`` (unix seconds); see the module docstring."""
-    missing = _missing_data(obs)
     w = None if obs.workers is None else _workers(obs, thresholds, now)
+    missing = _missing_data(obs, w)
     stuck: tuple[str, ...] = ()
     if missing or obs.ecs is None or w is None:
         verdict: Verdict = "unknown"

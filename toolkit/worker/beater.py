@@ -41,8 +41,15 @@ class TaskView:
     memory): what runs (oldest first), what it holds without running, how many it started."""
 
     active: tuple[ActiveTask, ...] = ()
-    held: int = 0
+    prefetched: int = 0  # reserved, waiting for a pool slot
+    eta: int = 0  # ETA/countdown not yet due
+    rate_limited: int = 0  # in a rate limit's token bucket
     started: int = 0
+    slots: int | None = None  # pool slots now (None: keep the concurrency known at start)
+
+    @property
+    def held(self) -> int:
+        return self.prefetched + self.eta + self.rate_limited
 
 
 class TaskOutcomes:
@@ -173,7 +180,7 @@ class Beater:
             hostname=self.node.partition("@")[2],
             pid=self.main_pid,
             pool=self.pool,
-            concurrency=self.concurrency,
+            concurrency=view.slots if view.slots else self.concurrency,
             interval=self.settings.interval,
             ecs_task_arn=ecs.task_arn,
             ecs_cluster=ecs.cluster,
@@ -181,8 +188,12 @@ class Beater:
             ecs_service=ecs.service,
             booted=self.booted if self.booted is not None else now,
             held=view.held,
+            prefetched=view.prefetched,
+            eta=view.eta,
+            rate_limited=view.rate_limited,
             tasks=view.active[:MAX_TASKS_LISTED],
             youngest_start=max((t.started for t in view.active), default=None),
+            longest_limit=max((t.limit for t in view.active if t.limit), default=None),
             declared=tuple(self.declared),
         )
 
@@ -259,7 +270,13 @@ class Beater:
             if since is None:
                 continue
             if cap is not None and time.monotonic() - since > cap:
-                continue  # hung past its limit: let the heartbeat go stale
+                # Past its limit: the heartbeat file goes stale (the container health check),
+                # but the registry still says "alive, running this task since ..." so that the
+                # collector judges it by max_task_runtime, not as a dead worker.
+                with self._lock:
+                    if not self._stopping.is_set():
+                        self._write_registry()
+                continue
             self.beat()
 
 

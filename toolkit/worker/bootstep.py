@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import weakref
 from typing import Any
 
 from toolkit.celeryapp import broker_of
@@ -58,8 +57,7 @@ SOLO_POOL_MODULE = "celery.concurrency.solo"
 
 _ACTIVE: Beater | None = None
 _APP_ATTR = "_celery_ecs_heartbeat"
-# Requests the consumer received (main process): held until a pool slot accepts them.
-_RECEIVED: weakref.WeakSet[Any] = weakref.WeakSet()
+
 
 
 def _task_time_limit(task: Any) -> float | None:
@@ -79,12 +77,6 @@ def _task_time_limit(task: Any) -> float | None:
         except (TypeError, ValueError):
             continue
     return None
-
-
-def on_task_received(request: Any = None, **_: Any) -> None:
-    """The worker's main process received a task (it may wait: prefetched, rate limited, ETA)."""
-    if _ACTIVE is not None and request is not None:
-        _RECEIVED.add(request)
 
 
 def on_task_prerun(task: Any = None, **_: Any) -> None:
@@ -129,23 +121,70 @@ def _copy(items: Any) -> list[Any]:
     return []
 
 
-def task_view() -> TaskView:
-    """What this worker runs and holds now, from Celery's own bookkeeping in the main process:
-    ``active_requests`` (accepted by a pool slot, with their start), the requests received and
-    not started (``held``), and ``all_total_count`` (tasks accepted since the worker started)."""
+#: a task's own hard time limit extends max_task_runtime by this much before it is hung (the
+#: prefork pool kills a task at its hard limit: one still running a minute later is unkillable)
+LIMIT_GRACE = 60.0
+
+
+def _hard_limit(req: Any, default: float | None) -> float | None:
+    """The request's hard time limit: per call, else the task's, else ``task_time_limit``."""
+    limits = getattr(req, "time_limits", None) or (None, None)
+    try:
+        hard = tuple(limits)[0]
+    except (TypeError, IndexError):
+        hard = None
+    task = getattr(req, "task", None)
+    for value in (hard, getattr(task, "time_limit", None), default):
+        try:
+            if value and float(value) > 0:
+                return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def task_view(consumer: Any = None, default_limit: float | None = None,
+              slots: int | None = None) -> TaskView:
+    """What this worker runs and holds now, from Celery's own bookkeeping in the main process
+    (the sets the consumer clears when its connection closes, so nothing stale is counted):
+    ``active_requests`` (accepted by a pool slot, with their start), reserved requests waiting
+    for a slot (prefetched), ``scheduled_requests`` (ETA/countdown not due), the rate limits'
+    token buckets, and ``all_total_count`` (tasks accepted since the worker started)."""
     from celery.worker import state
 
     active = []
     for req in _copy(state.active_requests):
         start = getattr(req, "time_start", None)
         if start:
-            active.append(ActiveTask(str(req.name), str(req.id), float(start)))
-    held = sum(
-        1 for req in _copy(_RECEIVED)
-        if getattr(req, "time_start", None) is None and not getattr(req, "_already_revoked", False)
-    )
+            active.append(ActiveTask(str(req.name), str(req.id), float(start),
+                                     _hard_limit(req, default_limit)))
+    running = set(map(id, _copy(state.active_requests)))
+    prefetched = sum(1 for req in _copy(state.reserved_requests)
+                     if id(req) not in running and getattr(req, "time_start", None) is None)
+    limited = 0
+    for bucket in list(getattr(consumer, "task_buckets", {}).values()):
+        contents = getattr(bucket, "contents", None) if bucket else None
+        limited += len(contents) if contents is not None else 0
     active.sort(key=lambda t: t.started)
-    return TaskView(tuple(active), held, int(state.all_total_count[0]))
+    return TaskView(tuple(active), prefetched=prefetched,
+                    eta=len(_copy(state.scheduled_requests)), rate_limited=limited,
+                    started=int(state.all_total_count[0]), slots=slots)
+
+
+def pool_slots(c: Any, solo: bool) -> int:
+    """How many tasks the worker can run at once: 1 for solo, the autoscaler's maximum under
+    ``--autoscale``, else the concurrency."""
+    if solo:
+        return 1
+    controller = getattr(c, "controller", None)
+    for name in ("max_concurrency", "concurrency"):
+        try:
+            value = int(getattr(controller, name, 0) or 0)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            return value
+    return 0
 
 
 def _registry_for(app: Any, settings: HeartbeatSettings) -> tuple[RedisLike | None, str]:
@@ -195,8 +234,9 @@ def _step_class(settings: HeartbeatSettings) -> type:
                 module = type(c.pool).__module__ if c.pool else ""
                 b.pool = module.rsplit(".", 1)[-1]
                 b.solo = module == SOLO_POOL_MODULE
-                b.concurrency = int(getattr(c.controller, "concurrency", 0) or 0)
-                b.tasks = task_view
+                b.concurrency = pool_slots(c, module == SOLO_POOL_MODULE)
+                limit = _float_or_none(c.app.conf.task_time_limit)
+                b.tasks = lambda: task_view(c, limit, pool_slots(c, b.solo))
                 b.booted = time.time()
                 _setup_extras(b, c.app, settings)
                 if b.solo:
@@ -234,6 +274,13 @@ def _step_class(settings: HeartbeatSettings) -> type:
             self.beater.shutdown()
 
     return Heartbeat
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _busy_limit(app: Any, settings: HeartbeatSettings) -> float | None:
@@ -317,8 +364,6 @@ def install(app: Any, settings: HeartbeatSettings | None = None) -> None:
     step = _step_class(settings)
     app.steps["consumer"].add(step)
     setattr(app, _APP_ATTR, step)
-    signals.task_received.connect(on_task_received, weak=False,
-                                  dispatch_uid="celery-ecs-hb-received")
     signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="celery-ecs-hb-prerun")
     signals.task_postrun.connect(on_task_postrun, weak=False, dispatch_uid="celery-ecs-hb-postrun")
     signals.task_success.connect(on_task_success, weak=False, dispatch_uid="celery-ecs-hb-success")
