@@ -76,7 +76,7 @@ _FIXED = """Parameters:
   Remediation:
     Description: What the alarm handler does when an opted-in worker is stuck (enabled, dry-run or off).
     Type: String
-    AllowedValues: [enabled, dry-run, off]
+    AllowedValues: [enabled, dry-run, "off"]
     Default: dry-run
   TemplateURLPrefix:
     Description: HTTPS URL of the S3 folder holding the nested templates (infrastructure/ and services/), without a trailing slash.
