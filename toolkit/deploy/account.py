@@ -48,6 +48,8 @@ def ensure_ecs_service_linked_role(
         code = aws_error_code(exc)
         if code is None:
             raise
+        if code == "EntityAlreadyExists" or (code == "InvalidInput" and "taken" in str(exc)):
+            return "present"  # created in between (by ECS itself, or another deploy)
         raise DeployError(f"cannot create the ECS service-linked role {ECS_ROLE} ({code}): "
                           f"run {CREATE_COMMAND} with a principal allowed to") from None
     echo(f"created the ECS service-linked role {ECS_ROLE}")
