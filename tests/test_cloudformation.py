@@ -47,8 +47,8 @@ WILDCARD_ACTIONS: dict[str, str | None] = {
     "ec2:DeleteNetworkInterface": None,
     "ec2:AssignPrivateIpAddresses": None,
     "ec2:UnassignPrivateIpAddresses": None,
-    # Authorised on container instances, which Fargate tasks lack: scoped by cluster instead.
-    "ecs:ListTasks": "ecs:cluster",
+    # No resource type (Service Authorization Reference): scoped by the ecs:cluster condition.
+    "ecs:ListServices": "ecs:cluster",
 }
 
 ROOT = Path(__file__).resolve().parent.parent / "cloudformation"
@@ -265,7 +265,7 @@ def _alarms() -> Iterator[tuple[str, dict[str, Any]]]:
 
 def test_there_are_alarms_of_every_kind() -> None:
     names = {props.get("MetricName") for _, props in _alarms()}
-    assert {"WorkerStuck", "QueueLength", "QueueAge", "CollectorHeartbeat",
+    assert {"WorkerStuck", "WorkersStuck", "QueueLength", "QueueAge", "CollectorHeartbeat",
             "MemoryUtilization"} <= names
 
 

@@ -24,7 +24,8 @@ def by_name() -> dict[str, AlarmDefinition]:
 
 def test_alarms_are_the_templates_resolved_with_the_config() -> None:
     alarms = by_name()
-    assert set(alarms) == {"sbx-svc-WorkerStuck", "sbx-svc-MemoryAnomaly", "sbx-svc-MemoryHigh",
+    assert set(alarms) == {"sbx-svc-WorkerStuck", "sbx-svc-WorkersStuck", "sbx-svc-MemoryAnomaly",
+                           "sbx-svc-MemoryHigh",
                            "sbx-svc-RunningBelowDesired", "sbx-q1-QueueLength",
                            "sbx-q1-QueueAge"}
     stuck = alarms["sbx-svc-WorkerStuck"]
@@ -38,7 +39,7 @@ def test_alarms_are_the_templates_resolved_with_the_config() -> None:
     assert alarms["sbx-svc-MemoryHigh"].threshold == 90.0  # [verdicts] memory_high default
     assert alarms["sbx-svc-MemoryAnomaly"].math and not stuck.math
     args = stuck.put_args("arn:topic")
-    assert args["AlarmActions"] == ["arn:topic"] and args["TreatMissingData"] == "notBreaching"
+    assert args["AlarmActions"] == ["arn:topic"] and args["TreatMissingData"] == "ignore"
 
 
 STUCK = AlarmDefinition("a", "", "Celery", "WorkerStuck", (), "Maximum", 60, 3, 3, 1.0,

@@ -10,6 +10,8 @@ credentials, region and endpoint come from boto3's usual chain (``AWS_ENDPOINT_U
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 
@@ -41,16 +43,57 @@ def run(args: argparse.Namespace) -> int:
     from toolkit.deploy.run import deploy
     from toolkit.deploy.stack import DeployError
 
-    cfn = client("cloudformation")
-    s3 = client("s3")
     try:
+        cfn = client("cloudformation")
         result = deploy(
             args.config, args.stack_name, args.bucket,
             parameters=dict(args.parameter), dry_run=args.dry_run,
-            s3=s3, cfn=cfn, region=cfn.meta.region_name,
+            s3=client("s3"), cfn=cfn, iam=client("iam"), region=cfn.meta.region_name,
             echo=lambda line: print(line, flush=True),
         )
     except DeployError as exc:
         print(f"celery-ecs deploy: failed: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `deploy --dry-run | head`: the reader went away; the change set is already deleted.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout replaced
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("celery-ecs deploy: output closed: stopped, the unexecuted change set was "
+              "deleted", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("celery-ecs deploy: interrupted: the unexecuted change set was deleted (a stack "
+              "already executing goes on: see its events)", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = aws_failure(exc)
+        if line is None:
+            raise
+        print(f"celery-ecs deploy: failed: {line}", file=sys.stderr)
+        return 1
     return 0 if result.status else 1
+
+
+def aws_failure(exc: BaseException) -> str | None:
+    """One line for AWS being unreachable, credentials missing or a call refused; else None."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ("no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY)")
+    if isinstance(exc, EndpointConnectionError):
+        return f"AWS is unreachable: {exc}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        operation = getattr(exc, "operation_name", "a call")
+        return f"AWS refused {operation}: {error.get('Code', '?')}: {error.get('Message', '')}"
+    if isinstance(exc, BotoCoreError):
+        return f"AWS call failed: {exc}"
+    return None

@@ -81,15 +81,30 @@ def template_artifacts(files: Mapping[str, bytes]) -> tuple[str, list[Artifact]]
     return prefix, [Artifact(f"{prefix}/{path}", files[path]) for path in sorted(files)]
 
 
+def url_suffix(region: str) -> str:
+    """The DNS suffix of ``region``'s partition: ``amazonaws.com``, ``amazonaws.com.cn`` (aws-cn),
+    ... as botocore's partition data (the SDKs' endpoint rules) says."""
+    import boto3
+    from botocore.loaders import Loader
+
+    partition = boto3.session.Session().get_partition_for_region(region)
+    for entry in Loader().load_data("partitions")["partitions"]:
+        if entry["id"] == partition:
+            return str(entry["outputs"]["dnsSuffix"])
+    return "amazonaws.com"
+
+
 def s3_url(bucket: str, region: str, key: str) -> str:
-    """The virtual-hosted HTTPS URL CloudFormation reads a template from."""
-    return f"https://{bucket}.s3.{region}.amazonaws.com/{key}"
+    """The virtual-hosted HTTPS URL CloudFormation reads a template from, in the region's
+    partition (``https://B.s3.cn-north-1.amazonaws.com.cn/...`` in aws-cn)."""
+    return f"https://{bucket}.s3.{region}.{url_suffix(region)}/{key}"
 
 
-def check_bucket(s3: Any, bucket: str) -> None:
-    """One-line :class:`ConfigError` when the bucket is missing or not ours to read."""
+def check_bucket(s3: Any, bucket: str, region: str | None = None) -> None:
+    """One-line :class:`ConfigError` when the bucket is missing, not ours to read, or (with
+    ``region``) in another region: Lambda reads its code only from a bucket in its own region."""
     try:
-        s3.head_bucket(Bucket=bucket)
+        reply = s3.head_bucket(Bucket=bucket)
     except Exception as exc:  # botocore ClientError; classified by its code
         code = aws_error_code(exc)
         if code in {"404", "NoSuchBucket", "NotFound"}:
@@ -98,6 +113,13 @@ def check_bucket(s3: Any, bucket: str) -> None:
         if code in {"403", "AccessDenied", "Forbidden"}:
             raise ConfigError(f"bucket {bucket}: access denied") from None
         raise
+    headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    located = reply.get("BucketRegion") or headers.get("x-amz-bucket-region")
+    if region and located and located != region:
+        raise ConfigError(
+            f"bucket {bucket} is in {located}, the stack in {region}: Lambda reads its code only "
+            f"from a bucket in the function's region (use a bucket in {region}, or deploy to "
+            f"{located} with AWS_REGION={located})")
 
 
 UploadState = Literal["uploaded", "present"]

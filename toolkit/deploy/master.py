@@ -76,7 +76,7 @@ _FIXED = """Parameters:
   Remediation:
     Description: What the alarm handler does when an opted-in worker is stuck (enabled, dry-run or off).
     Type: String
-    AllowedValues: [enabled, dry-run, off]
+    AllowedValues: [enabled, dry-run, "off"]
     Default: dry-run
   TemplateURLPrefix:
     Description: HTTPS URL of the S3 folder holding the nested templates (infrastructure/ and services/), without a trailing slash.
@@ -100,6 +100,25 @@ _FIXED = """Parameters:
     Description: CloudWatch namespace of the toolkit's metrics (namespace in celery-ecs.toml).
     Type: String
     Default: <<namespace>>
+  ApplyDesiredCount:
+    Description: '"true" sets each worker service''s desired count from celery-ecs.toml (celery-ecs deploy passes it when it creates the stack); "false" leaves the count to autoscaling, so an update never resets it.'
+    Type: String
+    AllowedValues: ["true", "false"]
+    Default: "false"
+  CollectorReservedConcurrency:
+    Description: Reserved concurrency of the collector Lambda; 0 reserves none (the account must keep 100 unreserved, so a new account cannot reserve).
+    Type: Number
+    MinValue: 0
+    Default: 0
+  AlarmHandlerReservedConcurrency:
+    Description: Reserved concurrency of the alarm handler Lambda (bounds an alarm storm); 0 reserves none.
+    Type: Number
+    MinValue: 0
+    Default: 0
+  SlackEscalationMention:
+    Description: Slack mention for escalations (SLACK_ESCALATION_MENTION, e.g. <!here>); empty for none.
+    Type: String
+    Default: ""
 
 Conditions:
   CreateBroker: !Equals [!Ref BrokerMode, create]
@@ -166,6 +185,9 @@ Resources:
         LambdaCodeBucket: !Ref LambdaCodeBucket
         CollectorCodeKey: !Ref CollectorCodeKey
         AlarmHandlerCodeKey: !Ref AlarmHandlerCodeKey
+        CollectorReservedConcurrency: !Ref CollectorReservedConcurrency
+        AlarmHandlerReservedConcurrency: !Ref AlarmHandlerReservedConcurrency
+        SlackEscalationMention: !Ref SlackEscalationMention
 
 """
 
@@ -191,6 +213,7 @@ _SERVICE = """  <<id>>:
         Cpu: <<cpu>>
         Memory: <<memory>>
         DesiredCount: <<desired_count>>
+        ApplyDesiredCount: !Ref ApplyDesiredCount
         MinCapacity: <<min_capacity>>
         MaxCapacity: <<max_capacity>>
         Remediate: <<remediate>>

@@ -1,10 +1,17 @@
 """``celery-ecs deploy`` from start to end, with every client and file source injected.
 
-1. load and check the config (one-line ConfigError, exit 2), render the root template;
-2. build the two Lambda zips (the collector with the config bundled as ``celery-ecs.toml``);
-3. upload zips, nested templates and the root template under content-addressed keys;
-4. create a change set (CREATE or UPDATE), print its summary; ``dry_run`` deletes it and stops;
-5. execute it and stream the stack's events until a terminal status.
+1. load and check the config (one-line ConfigError, exit 2), render the root template, and
+   check every ``--parameter`` and every service's Fargate size (:mod:`.validate`): all of
+   this before any AWS call;
+2. check the bucket (exists, readable, in the stack's region) and the ECS service-linked role
+   (:mod:`.account`: created when missing, a dry run only says so);
+3. build the two Lambda zips (the collector with the config bundled as ``celery-ecs.toml``);
+4. upload zips, nested templates and the root template under content-addressed keys;
+5. create a change set (CREATE or UPDATE), print its summary; ``dry_run`` deletes it and stops;
+6. execute it and stream the stack's events until a terminal status.
+
+A run interrupted before the change set is executed (Ctrl-C, or ``| head`` closing the pipe)
+deletes the change set, and for a new stack the empty stack, before it leaves.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from typing import Any
 
 from toolkit import assets
 from toolkit.config import Settings, load_settings, read_config_file
-from toolkit.deploy import artifacts, stack
-from toolkit.deploy.master import BUNDLED_CONFIG, declared_parameters, render_master
+from toolkit.deploy import artifacts, stack, validate
+from toolkit.deploy.account import ensure_ecs_service_linked_role
+from toolkit.deploy.master import BUNDLED_CONFIG, render_master
 from toolkit.errors import ConfigError
 from toolkit.packaging import build_lambda_zip
 
@@ -88,6 +96,7 @@ def deploy(
     s3: Any,
     cfn: Any,
     region: str,
+    iam: Any = None,
     echo: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
     templates: Traversable | None = None,
@@ -98,14 +107,20 @@ def deploy(
     settings, config_bytes = load_deploy_settings(config)
     template = (render or (lambda s: render_master(s, source=Path(config).name)))(settings)
     given = dict(parameters or {})
-    clash = sorted(set(given) & set(OWN_PARAMETERS))
-    if clash:
-        raise ConfigError(f"--parameter {clash[0]} is set by celery-ecs deploy itself")
+    specs = validate.root_parameters(template)
+    validate.check_parameters(specs, given, OWN_PARAMETERS)
+    validate.check_sizes(settings)
     from_config = config_parameters(settings, given)
-    artifacts.check_bucket(s3, bucket)
+    # ---- AWS from here on ----
+    artifacts.check_bucket(s3, bucket, region)
+    if iam is not None:
+        ensure_ecs_service_linked_role(iam, create=not dry_run, echo=echo)
     current = stack.stack_status(cfn, stack_name)
     kind = stack.change_set_kind(stack_name, current[0] if current else None)
     previous = current[1] if current and kind == "UPDATE" else None
+    if "ApplyDesiredCount" in specs and "ApplyDesiredCount" not in given:
+        # the config's desired_count on creation only: an update keeps autoscaling's count
+        given["ApplyDesiredCount"] = "true" if kind == "CREATE" else "false"
 
     code = dict(zips) if zips is not None else build_zips(config_bytes)
     lambda_files = {name: artifacts.lambda_artifact(name, code[name]) for name in LAMBDAS}
@@ -118,7 +133,7 @@ def deploy(
         CollectorCodeKey=lambda_files["collector"].key,
         AlarmHandlerCodeKey=lambda_files["alarm_handler"].key,
     )
-    declared = declared_parameters(template)
+    declared = {name: spec.default is not None for name, spec in specs.items()}
     given.update({key: value for key, value in from_config.items() if key in declared})
     stack_params = stack.stack_parameters(declared, given, previous)
     done = artifacts.upload(s3, bucket, [*lambda_files.values(), *template_files, root])
@@ -136,14 +151,19 @@ def deploy(
     except stack.NoChanges as exc:
         echo(str(exc))
         return DeployResult(stack_name, "NO_CHANGES", uploaded, None)
-    for line in stack.summary_lines(change_set):
-        echo(line)
-    if dry_run:
-        stack.delete_change_set(cfn, change_set.id, change_set.stack_id)
-        if kind == "CREATE":  # leave no empty stack in REVIEW_IN_PROGRESS behind
-            cfn.delete_stack(StackName=change_set.stack_id)
-        echo("dry run: change set deleted, nothing executed")
-        return DeployResult(stack_name, "DRY_RUN", uploaded, change_set.id)
+    try:
+        for line in stack.summary_lines(change_set):
+            echo(line)
+        if dry_run:
+            stack.delete_change_set(cfn, change_set.id, change_set.stack_id)
+            if kind == "CREATE":  # leave no empty stack in REVIEW_IN_PROGRESS behind
+                cfn.delete_stack(StackName=change_set.stack_id)
+            echo("dry run: change set deleted, nothing executed")
+            return DeployResult(stack_name, "DRY_RUN", uploaded, change_set.id)
+    except BaseException:
+        # interrupted (Ctrl-C, a closed pipe) before anything ran: leave nothing behind
+        stack.discard_change_set(cfn, change_set)
+        raise
     status = stack.execute_and_stream(cfn, change_set, echo=echo, sleep=sleep, poll=poll)
     echo(f"stack {stack_name}: {status}")
     return DeployResult(stack_name, status, uploaded, change_set.id)

@@ -118,6 +118,17 @@ def create_change_set(
             raise DeployError(f"change set refused: {_message(exc)}") from None
         raise
     change_set_id, stack_id = created["Id"], created.get("StackId", name)
+    try:
+        return _wait_for_change_set(cfn, name, change_set_id, stack_id, kind, sleep, timeout)
+    except (KeyboardInterrupt, BrokenPipeError, SystemExit):
+        discard_change_set(cfn, ChangeSet(change_set_id, stack_id, kind))
+        raise
+
+
+def _wait_for_change_set(
+    cfn: Any, name: str, change_set_id: str, stack_id: str, kind: ChangeSetType,
+    sleep: Sleep, timeout: float,
+) -> ChangeSet:
     waited = 0.0
     while True:
         described = cfn.describe_change_set(ChangeSetName=change_set_id, StackName=stack_id)
@@ -150,6 +161,17 @@ def _all_changes(cfn: Any, described: dict[str, Any]) -> Iterator[dict[str, Any]
 
 def delete_change_set(cfn: Any, change_set_id: str, stack_id: str) -> None:
     cfn.delete_change_set(ChangeSetName=change_set_id, StackName=stack_id)
+
+
+def discard_change_set(cfn: Any, change_set: ChangeSet) -> None:
+    """Best effort, for an interrupted run: delete the unexecuted change set and, for a new
+    stack, the empty stack it left in REVIEW_IN_PROGRESS. Never raises."""
+    try:
+        delete_change_set(cfn, change_set.id, change_set.stack_id)
+        if change_set.kind == "CREATE":
+            cfn.delete_stack(StackName=change_set.stack_id)
+    except Exception:  # noqa: BLE001 - already leaving because of another exception
+        pass
 
 
 def summary_lines(change_set: ChangeSet) -> list[str]:
