@@ -272,7 +272,7 @@ def test_cycle_publishes_service_metrics_and_keeps_the_previous_backlog(
         ("WorkersAlive", "alive"): 1, ("BacklogPerTask", "alive"): 5.0,
         ("WorkerStuck", "alive"): 0.0, ("WorkersStuck", "alive"): 0.0,
         ("WorkersAlive", "frozen"): 0, ("BacklogPerTask", "frozen"): 4.0,
-        ("WorkerStuck", "frozen"): 1.0, ("WorkersStuck", "frozen"): 1.0,
+        ("WorkerStuck", "frozen"): 1.0, ("WorkersStuck", "frozen"): 0.0,
         # ghost is not in ECS: it publishes nothing at all (not "0 workers alive")
         # running tasks of live workers only: the frozen worker's last count is not believed
         ("TasksRunning", "alive"): 2, ("TasksRunning", "frozen"): 0,

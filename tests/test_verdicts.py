@@ -456,7 +456,7 @@ def test_stuck_tasks_name_every_bad_worker_arn_deduplicated_and_sorted() -> None
     result = judge(obs(workers=workers), DEFAULTS, NOW)
     assert result.verdict == "stuck"
     assert result.stuck_tasks == (ARN + "aaa", ARN + "ccc")
-    assert result.workers_stuck_value == 4.0
+    assert result.workers_stuck_value == 0.0  # a stuck service is WorkerStuck's alarm
 
 
 def test_degraded_names_only_the_bad_tasks() -> None:
@@ -489,7 +489,7 @@ def test_no_stuck_tasks_unless_stuck_or_degraded(observation: ServiceObservation
     [
         pytest.param(obs(), 0.0, 0.0, id="healthy"),
         pytest.param(obs(backlog=12, previous_backlog=8), 0.0, 0.0, id="behind"),
-        pytest.param(obs(workers=HUNG), 1.0, 1.0, id="stuck"),
+        pytest.param(obs(workers=HUNG), 1.0, 0.0, id="stuck-is-one-alarm-not-two"),
         pytest.param(obs(workers=(worker("celery@a", beat=500.0),
                                   worker("celery@b", arn=ARN + "b"))), 0.0, 1.0, id="degraded"),
         pytest.param(obs(utilization=util(118.0, 112.0)), 0.0, 0.0, id="memory-pressure"),

@@ -65,7 +65,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(WORKER_STUCK, "None", (SERVICE_DIMS,),
                "1 while the service's verdict is 'stuck', else 0"),
     MetricSpec(WORKERS_STUCK, "Count", (SERVICE_DIMS,),
-               "tasks of the service judged dead or hung (stuck or degraded verdict), else 0"),
+               "dead or hung tasks of a degraded service (the ones to stop), else 0"),
     MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
                "1 for each completed collection cycle"),
     MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),

@@ -155,10 +155,12 @@ class ServiceVerdict:
 
     @property
     def workers_stuck_value(self) -> float | None:
-        """The ``WorkersStuck`` datum: the dead or hung tasks of a stuck or degraded service."""
+        """The ``WorkersStuck`` datum: the dead or hung tasks of a ``degraded`` service (the ones
+        its remedy stops), else 0; a ``stuck`` service is ``WorkerStuck``'s (one alarm, one
+        remedy: the forced deployment), so it reads 0 here. None when unknown or deploying."""
         if self.verdict in ("unknown", "deploying"):
             return None
-        if self.verdict not in ("stuck", "degraded"):
+        if self.verdict != "degraded":
             return 0.0
         return float(sum(1 for w in self.workers if w.bad))
 

@@ -141,10 +141,11 @@ def worker_stuck(settings: Settings) -> Section:
         (_q(settings, mn.WORKER_STUCK, "services", "Maximum"),), kind="state",
         thresholds=(Threshold(1, "stuck"),), width=12, height=5)
     tasks = Panel(
-        "Dead or hung tasks",
-        "Tasks of each service judged dead (no heartbeat) or hung (a task past max_task_runtime, "
-        "or free slots and nothing started while work waits). Above 0 while others progress: "
-        "'degraded'; its WorkersStuck alarm may stop exactly those tasks.",
+        "Dead or hung tasks (degraded)",
+        "Tasks judged dead (no heartbeat) or hung (every slot past max_task_runtime, or free "
+        "slots and nothing started while work waits) while other tasks of the service progress: "
+        "'degraded'. Its WorkersStuck alarm may stop exactly those tasks. A stuck service (no "
+        "task progresses) shows on the left instead.",
         (_q(settings, mn.WORKERS_STUCK, "services", "Maximum"),), kind="state",
         thresholds=(Threshold(1, "dead or hung"),), width=12, height=5)
     return Section("Stuck", (panel, tasks))

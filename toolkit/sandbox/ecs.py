@@ -1,10 +1,13 @@
 """The sandbox playing ECS: services in moto, a task metadata endpoint, worker processes as tasks.
 
-Each worker process stands for one task of one ECS service: it learns its task ARN, cluster and
-service from :class:`TaskMetadata` (``$ECS_CONTAINER_METADATA_URI_V4``, as on ECS), so the
-collector's verdicts map its heartbeat to the service. When a service gets a new deployment
-(``DescribeServices`` shows a new deployment id), :meth:`LocalEcs.replace_if_deployed` does what
-ECS would: stops the old task (SIGKILL, a frozen process ignores SIGTERM) and starts a new one.
+Each worker process stands for one task of one ECS service, a task moto knows (``RunTask`` with
+``group`` = ``service:NAME``, so ``DescribeTasks`` and ``StopTask`` work on it): the worker learns
+its task ARN, cluster and service from :class:`TaskMetadata` (``$ECS_CONTAINER_METADATA_URI_V4``,
+as on ECS), so the collector's verdicts map its heartbeat to the service. Then the sandbox does
+what ECS would: when a service gets a new deployment (``DescribeServices`` shows a new deployment
+id), :meth:`LocalEcs.replace_if_deployed` stops its tasks (SIGKILL: a frozen process ignores
+SIGTERM) and starts new ones; when someone stops one task (``StopTask``, the alarm handler's
+remedy for a degraded service), :meth:`LocalEcs.replace_stopped` replaces that one only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +80,7 @@ class Task:
     proc: subprocess.Popen[bytes]
     ready_file: Path
     log_file: Path
+    arn: str = ""
 
     def ready(self) -> bool:
         return self.ready_file.exists()
@@ -100,17 +103,23 @@ class LocalEcs:
     """Creates the cluster and the services in moto, runs one worker process per service."""
 
     def __init__(self, ecs: Any, cluster: str, services: dict[str, str], *, broker: str,
-                 keyprefix: str, tmp: Path, region: str) -> None:
+                 keyprefix: str, tmp: Path, region: str,
+                 desired: dict[str, int] | None = None) -> None:
         self.ecs = ecs
         self.cluster = cluster
         self.services = services  # service -> queue
+        self.desired = {s: (desired or {}).get(s, 1) for s in services}
         self.broker, self.keyprefix, self.tmp = broker, keyprefix, tmp
         self.metadata = TaskMetadata(region)
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, list[Task]] = {s: [] for s in services}
         self.retired: list[Task] = []
         self.deployment_ids: dict[str, str] = {}
 
+    def all_tasks(self) -> list[Task]:
+        return [t for tasks in self.tasks.values() for t in tasks]
+
     def create(self, remediate: bool = True) -> None:
+        _tasks_stay_running()
         self.ecs.create_cluster(clusterName=self.cluster)
         self.ecs.register_task_definition(family="sandbox-worker", containerDefinitions=[
             {"name": "worker", "image": "celery-worker:sandbox", "memory": 512,
@@ -118,7 +127,7 @@ class LocalEcs:
         for service in self.services:
             self.ecs.create_service(
                 cluster=self.cluster, serviceName=service, taskDefinition="sandbox-worker",
-                desiredCount=1, launchType="FARGATE",
+                desiredCount=self.desired[service], launchType="FARGATE",
                 tags=[{"key": "celery-ecs:remediate", "value": str(remediate).lower()}])
         _age_deployments(self.cluster, list(self.services), self.ecs.meta.region_name)
         self.deployment_ids = self._deployments()
@@ -130,7 +139,11 @@ class LocalEcs:
                 for s in got["services"]}
 
     def start_task(self, service: str) -> Task:
-        task_id = uuid.uuid4().hex
+        (run,) = self.ecs.run_task(
+            cluster=self.cluster, taskDefinition="sandbox-worker", launchType="FARGATE",
+            group=f"service:{service}", count=1, networkConfiguration={
+                "awsvpcConfiguration": {"subnets": ["subnet-sandbox"]}})["tasks"]
+        task_id = str(run["taskArn"]).rsplit("/", 1)[-1]
         self.metadata.tasks[task_id] = (self.cluster, service)
         ready = self.tmp / f"{task_id}.ready"
         log_file = self.tmp / f"{task_id}.log"
@@ -148,16 +161,22 @@ class LocalEcs:
                  "-l", "warning"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent)
-        task = Task(service, task_id, self.services[service], proc, ready, log_file)
-        self.tasks[service] = task
+        task = Task(service, task_id, self.services[service], proc, ready, log_file,
+                    str(run["taskArn"]))
+        self.tasks[service].append(task)
         return task
+
+    def start_all(self) -> None:
+        for service, count in self.desired.items():
+            for _ in range(count):
+                self.start_task(service)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not all(t.ready() for t in self.tasks.values()):
-            dead = [t for t in self.tasks.values() if not t.alive()]
+        while not all(t.ready() for t in self.all_tasks()):
+            dead = [t for t in self.all_tasks() if not t.alive()]
             if dead or time.monotonic() > deadline:
-                task = (dead or list(self.tasks.values()))[0]
+                task = (dead or self.all_tasks())[0]
                 tail = task.log_file.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"worker of {task.service} did not start:\n{tail}")
             time.sleep(0.1)
@@ -168,15 +187,40 @@ class LocalEcs:
         changed = [s for s, d in now.items() if d and d != self.deployment_ids.get(s)]
         self.deployment_ids = now
         for service in changed:
-            old = self.tasks.get(service)
-            if old is not None:
-                old.kill()
-                self.retired.append(old)
-            self.start_task(service)
+            for old in self.tasks[service]:
+                self._retire(old, "replaced by a new deployment")
+            self.tasks[service] = []
+            for _ in range(self.desired[service]):
+                self.start_task(service)
         return changed
 
+    def replace_stopped(self) -> list[Task]:
+        """Tasks someone stopped (``StopTask``) since the last call: each one's process is
+        killed and one new task replaces it, as the ECS service scheduler does."""
+        running = {t.arn: t for t in self.all_tasks()}
+        if not running:
+            return []
+        stopped = [t for t in self.ecs.describe_tasks(cluster=self.cluster,
+                                                      tasks=list(running))["tasks"]
+                   if t.get("desiredStatus") == "STOPPED" or t.get("lastStatus") == "STOPPED"]
+        out = []
+        for info in stopped:
+            task = running[str(info["taskArn"])]
+            self.tasks[task.service].remove(task)
+            self._retire(task, None)
+            self.start_task(task.service)
+            out.append(task)
+        return out
+
+    def _retire(self, task: Task, reason: str | None) -> None:
+        task.kill()
+        self.retired.append(task)
+        if reason is not None:
+            with contextlib.suppress(Exception):  # already stopped: fine
+                self.ecs.stop_task(cluster=self.cluster, task=task.arn, reason=reason)
+
     def close(self) -> None:
-        for task in [*self.tasks.values(), *self.retired]:
+        for task in [*self.all_tasks(), *self.retired]:
             task.kill()
         self.metadata.close()
 
@@ -190,6 +234,15 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _tasks_stay_running() -> None:
+    """moto advances a task's status on every DescribeTasks (RUNNING, DEACTIVATING, ...): keep
+    the sandbox's tasks RUNNING until someone stops them, as on ECS."""
+    from moto.moto_api import state_manager
+
+    state_manager.set_transition(model_name="ecs::task",
+                                 transition={"progression": "manual", "times": 10**9})
 
 
 def _age_deployments(cluster: str, services: list[str], region: str) -> None:

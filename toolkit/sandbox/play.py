@@ -70,6 +70,9 @@ class Run:
         return time.time() - self.started
 
 
+STATE_TABLE = f"{ENVIRONMENT}-celery-ecs-state"
+
+
 def sandbox_settings(url: str, prefix: str, timings: Timings) -> Settings:
     verdicts = VerdictSettings(dead_after=timings.dead_after, stuck_after=timings.stuck_after,
                                max_task_runtime=timings.max_task_runtime)
@@ -79,7 +82,16 @@ def sandbox_settings(url: str, prefix: str, timings: Timings) -> Settings:
         thresholds=Thresholds(max_length=500, max_age=600),
         services=tuple(ServiceSettings(CLUSTER, s, (q,), ServiceDeployment(remediate=True),
                                        verdicts) for s, q in SERVICES.items()),
+        state_table=STATE_TABLE,
     )
+
+
+def _create_state_table(dynamodb: Any) -> None:
+    """The table the collector writes verdict records to and the handler keeps its state in."""
+    dynamodb.create_table(
+        TableName=STATE_TABLE, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
 
 
 class _Keep(logging.Handler):
@@ -201,17 +213,18 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         stack.enter_context(_environ({"MOTO_ECS_SERVICE_RUNNING": "1"}))
         aws = stack.enter_context(LocalAws(region=REGION))
         slack = stack.enter_context(LocalSlack(on_slack))
+        _create_state_table(aws.client("dynamodb"))
         stack.enter_context(_environ({
             "ENVIRONMENT": ENVIRONMENT, "SLACK_BOT_TOKEN": "xoxb-sandbox",
             "SLACK_CHANNEL": "#sandbox-alerts", "SLACK_API_URL": slack.api_url,
-            "REMEDIATION": "enabled", "COOLDOWN_SECONDS": "60"}))
+            "REMEDIATION": "enabled", "COOLDOWN_SECONDS": "60", "STATE_TABLE": STATE_TABLE}))
         view.note(f"AWS         moto on {aws.endpoint} (ECS, CloudWatch; nothing leaves "
                   "this machine)")
         view.note(f"Slack       local endpoint on {slack.api_url}")
         settings = sandbox_settings(url, prefix, timings)
         ecs_client, cw = aws.client("ecs"), aws.client("cloudwatch")
         ecs = LocalEcs(ecs_client, CLUSTER, SERVICES, broker=url, keyprefix=prefix, tmp=tmp,
-                       region=REGION)
+                       region=REGION, desired={FROZEN: 2} if scenario == "partial" else None)
         if prefix:  # callbacks run last-in first-out: the keys go after the workers have stopped
             stack.callback(_cleanup, url, prefix)
         stack.callback(ecs.close)
@@ -229,11 +242,10 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         view.note(f"CloudWatch  moto stores alarms but does not evaluate them: the sandbox is the "
                   f"local stand-in, periods scaled 1/{timings.scale:g} (60 s -> "
                   f"{60 / timings.scale:g} s)")
-        for service in SERVICES:
-            ecs.start_task(service)
+        ecs.start_all()
         ecs.wait_ready()
-        view.note("workers     2 Celery worker processes with toolkit.install(app), one task "
-                  "per ECS service")
+        view.note(f"workers     {len(ecs.all_tasks())} Celery worker processes with "
+                  "toolkit.install(app), each one ECS task (moto RunTask) of its service")
         run.started = time.time()
         producer = threading.Thread(target=_producer, args=(url, prefix, timings.rate, halt),
                                     daemon=True)
@@ -278,6 +290,10 @@ def _loop(run: Run, settings: Settings, ecs: Any, cw: Any, definitions: Any,
             for service in ecs.replace_if_deployed():
                 view.event(run.timeline.add(run.t(), "deployment", f"ECS shows a new deployment "
                            f"of {service}: the old task is stopped, a new one starts"))
+            for task in ecs.replace_stopped():
+                view.event(run.timeline.add(run.t(), "task-stopped", (
+                    f"ECS shows task {task.task_id[:8]} of {task.service} stopped (StopTask): "
+                    "its process is killed and one new task replaces it")))
             _recovery(run, {v.service: v for v in result.services}, lengths, view)
             view.status(run.t(), lengths, run.verdicts, evaluator.states)
             end_at = end_at or _finished(run, evaluator.states)
@@ -298,10 +314,13 @@ def _recovery(run: Run, verdicts: dict[str, Any], lengths: dict[str, int], view:
     stuck; ``drained`` once its backlog is back to a handful."""
     tl = run.timeline
     v = verdicts.get(FROZEN)
-    if not tl.first("deployment") or v is None:
+    remedy = tl.first("deployment") or tl.first("task-stopped")
+    if not remedy or v is None:
         return
     backlog = lengths.get(SERVICES[FROZEN], 0)
-    if not tl.first("recovered") and v.verdict != "stuck" and (v.workers_alive or 0) >= 1:
+    want = 2 if run.scenario == "partial" else 1
+    if not tl.first("recovered") and v.verdict not in ("stuck", "degraded") \
+            and (v.workers_alive or 0) >= want:
         view.event(tl.add(run.t(), "recovered", f"{FROZEN}: a live worker again (verdict "
                           f"{v.verdict}, backlog {backlog})"))
     if tl.first("recovered") and not tl.first("drained") and backlog <= 3:
@@ -309,9 +328,10 @@ def _recovery(run: Run, verdicts: dict[str, Any], lengths: dict[str, int], view:
 
 
 def _fault(run: Run, ecs: Any, now: float, view: Any) -> None:
-    if run.scenario == "stuck":
-        ecs.tasks[FROZEN].freeze()
-        view.event(run.timeline.add(now, "frozen", f"SIGSTOP to the worker of {FROZEN}: its "
+    if run.scenario in ("stuck", "partial"):
+        ecs.tasks[FROZEN][0].freeze()
+        which = "one of the two workers" if run.scenario == "partial" else "the worker"
+        view.event(run.timeline.add(now, "frozen", f"SIGSTOP to {which} of {FROZEN}: its "
                                     "process stays, its loop and heartbeats stop"))
     elif run.scenario == "memory":
         view.event(run.timeline.add(now, "memory", f"ECS reports MemoryUtilization 96% for "
@@ -371,13 +391,13 @@ def _alarm_changed(run: Run, change: Any, handler: Any, view: Any) -> None:
 def _finished(run: Run, states: Mapping[str, str]) -> float | None:
     """When to stop (seconds since start), once the scenario's story is told."""
     tl, t = run.timeline, run.timings
-    if run.scenario == "stuck":
-        resolved = any(e.event == "resolved" and e.detail.endswith("WorkerStuck")
-                       for e in tl.events)
+    if run.scenario in ("stuck", "partial"):
+        alarm = "WorkerStuck" if run.scenario == "stuck" else "WorkersStuck"
+        resolved = any(e.event == "resolved" and e.detail.endswith(alarm) for e in tl.events)
         return run.t() + 1.0 if resolved and tl.first("drained") else None
     if run.scenario == "memory":
-        alarm = tl.first("alarm")
-        return alarm.t + t.settle if alarm else None
+        first = tl.first("alarm")
+        return first.t + t.settle if first else None
     if run.scenario == "long-task":
         return t.warmup + t.long_task + t.settle
     return t.warmup + t.healthy_for

@@ -21,7 +21,7 @@ def durations(timeline: Timeline) -> dict[str, float]:
     fault = timeline.first("frozen") or timeline.first("memory")
     resolved = next((e for e in timeline.events if e.event == "resolved"), None)
     if fault is not None:
-        for name in ("alarm", "deployment", "recovered", "drained"):
+        for name in ("alarm", "deployment", "task-stopped", "recovered", "drained"):
             e = timeline.first(name)
             if e is not None and e.t >= fault.t:
                 out[f"freeze_to_{name}"] = round(e.t - fault.t, 1)
@@ -51,6 +51,12 @@ def summary(scenario: str, ok: bool, result: str, timeline: Timeline, deployment
         text = (f"ECS reported MemoryUtilization above memory_high for worker-emails; the "
                 f"MemoryHigh alarm fired {d.get('freeze_to_alarm', float('nan')):g} s later and "
                 f"Slack got the memory alert, with {deployments} forced deployment(s).")
+    elif scenario == "partial" and "freeze_to_alarm" in d:
+        text = (f"One of the two workers of worker-emails was frozen; the verdict turned degraded "
+                f"and the WorkersStuck alarm fired {d['freeze_to_alarm']:g} s later; "
+                + (f"the handler stopped only that task {d['freeze_to_task-stopped']:g} s after "
+                   "the freeze; " if "freeze_to_task-stopped" in d else "")
+                + f"{deployments} forced deployment(s).")
     elif scenario == "long-task":
         busy = timeline.first("busy")
         text = ("One task of worker-emails (-c 1) ran longer than stuck_after while work queued "

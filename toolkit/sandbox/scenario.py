@@ -10,9 +10,10 @@ from typing import Literal
 
 from toolkit.sandbox.cloudwatch import Transition
 
-Scenario = Literal["stuck", "healthy", "memory", "long-task"]
-SCENARIOS: tuple[Scenario, ...] = ("stuck", "healthy", "memory", "long-task")
+Scenario = Literal["stuck", "healthy", "memory", "long-task", "partial"]
+SCENARIOS: tuple[Scenario, ...] = ("stuck", "healthy", "memory", "long-task", "partial")
 STUCK_ORDER = ("frozen", "alarm", "deployment", "recovered", "resolved")
+PARTIAL_ORDER = ("frozen", "alarm", "task-stopped", "recovered", "resolved")
 
 
 @dataclass(frozen=True)
@@ -66,31 +67,57 @@ def in_order(events: Sequence[Event], order: Sequence[str]) -> bool:
     return at == sorted(at)
 
 
-def outcome(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bool, str]:
-    """Whether the scenario's expected outcome happened, and in words."""
-    alarms = [e for e in timeline.events if e.event == "alarm"]
-    if scenario == "stuck":
-        if deployments != 1:
-            return False, f"expected exactly one forced deployment, saw {deployments}"
-        if not in_order(timeline.events, STUCK_ORDER):
-            return False, "expected " + " -> ".join(STUCK_ORDER) + ", saw " + " -> ".join(
-                e.event for e in timeline.events)
-        return True, "the stuck worker was detected, redeployed and recovered"
+def _ordered(timeline: Timeline, order: Sequence[str]) -> tuple[bool, str] | None:
+    """None when the first occurrences of ``order`` are in that order, else the failure."""
+    if in_order(timeline.events, order):
+        return None
+    return False, "expected " + " -> ".join(order) + ", saw " + " -> ".join(
+        e.event for e in timeline.events)
+
+
+def _stuck(timeline: Timeline, deployments: int) -> tuple[bool, str]:
+    if deployments != 1:
+        return False, f"expected exactly one forced deployment, saw {deployments}"
+    return _ordered(timeline, STUCK_ORDER) or (
+        True, "the stuck worker was detected, redeployed and recovered")
+
+
+def _partial(timeline: Timeline, deployments: int) -> tuple[bool, str]:
+    if deployments:
+        return False, f"only the frozen task may be stopped, saw {deployments} deployment(s)"
+    stopped = timeline.count("task-stopped")
+    if stopped != 1:
+        return False, f"expected exactly one task stopped, saw {stopped}"
+    return _ordered(timeline, PARTIAL_ORDER) or (
+        True, "the frozen task alone was stopped and replaced; its sibling kept working")
+
+
+def _quiet(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bool, str]:
+    """healthy and long-task: nothing may fire."""
+    alarms = timeline.count("alarm")
     if scenario == "long-task":
-        busy = timeline.first("busy")
-        judged = [e.detail for e in timeline.events if e.event == "judged-stuck"]
-        if busy is None:
+        judged = timeline.count("judged-stuck")
+        if timeline.first("busy") is None:
             return False, "the long task never showed as busy past stuck_after"
         if alarms or deployments or judged:
-            return False, (f"a busy worker must raise nothing, saw {len(alarms)} alarm(s), "
-                           f"{deployments} deployment(s), {len(judged)} stuck verdict(s)")
+            return False, (f"a busy worker must raise nothing, saw {alarms} alarm(s), "
+                           f"{deployments} deployment(s), {judged} stuck verdict(s)")
         return True, "a task longer than stuck_after ran to its end: busy, no alarm, no deployment"
-    if scenario == "healthy":
-        if alarms or deployments:
-            return False, f"expected no alarm and no deployment, saw {len(alarms)} alarm(s) " \
-                          f"and {deployments} deployment(s)"
-        return True, "no alarm, no deployment"
-    memory = [e for e in alarms if e.detail.endswith("MemoryHigh")]
+    if alarms or deployments:
+        return False, (f"expected no alarm and no deployment, saw {alarms} alarm(s) and "
+                       f"{deployments} deployment(s)")
+    return True, "no alarm, no deployment"
+
+
+def outcome(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bool, str]:
+    """Whether the scenario's expected outcome happened, and in words."""
+    if scenario == "stuck":
+        return _stuck(timeline, deployments)
+    if scenario == "partial":
+        return _partial(timeline, deployments)
+    if scenario in ("healthy", "long-task"):
+        return _quiet(scenario, timeline, deployments)
+    memory = [e for e in timeline.events if e.event == "alarm" and e.detail.endswith("MemoryHigh")]
     if not memory or timeline.first("slack") is None:
         return False, "expected the MemoryHigh alarm and its Slack alert"
     if deployments:
