@@ -67,7 +67,7 @@ def stuck(
     return AlarmEvent(
         source="sns",
         kind="metric",
-        name=f"celery-prod-{service}-{metric}",
+        name=f"prod-{service}-{metric}",
         state=state,  # type: ignore[arg-type]
         previous_state="OK",
         # Issue 9: only an "above the threshold" comparison is the toolkit's own signal.
@@ -75,7 +75,7 @@ def stuck(
         "equal to the threshold (1.0).",
         comparison="GreaterThanOrEqualToThreshold",
         timestamp=datetime(2024, 1, 1, 12, minute, tzinfo=UTC),
-        arn=f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:celery-prod-{service}-{metric}",
+        arn=f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:prod-{service}-{metric}",
         region=REGION,
         account="123456789012",
         metric=MetricRef("Celery", metric, tuple(sorted(dimensions))),

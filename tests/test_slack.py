@@ -55,18 +55,18 @@ def test_alarm_message_reads_well() -> None:
     payload = msg.payload()
     assert payload["attachments"][0]["color"] == "#E01E5A"
     text = msg.plain()
-    assert ":rotating_light: ALARM: celery-prod-worker-emails-WorkerStuck" in text
+    assert ":rotating_light: ALARM: prod-worker-emails-WorkerStuck" in text
     assert "Service `worker-emails` in cluster `prod-cluster`" in text
     assert "Workers of worker-emails stopped making progress." in text
     assert "*Now*: 1 (threshold 1)" in text
     assert "*Since*: 2024-01-01 12:00 UTC" in text
     assert (
         "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
-        "#alarmsV2:alarm/celery-prod-worker-emails-WorkerStuck" in text
+        "#alarmsV2:alarm/prod-worker-emails-WorkerStuck" in text
     )
     assert "[Grafana dashboard](https://grafana.example/d/celery)" in text
     assert msg.text == (
-        "ALARM: celery-prod-worker-emails-WorkerStuck"
+        "ALARM: prod-worker-emails-WorkerStuck"
         " (service worker-emails in cluster prod-cluster)"
     )
     assert "undefined" not in json.dumps(payload) and "None" not in text
@@ -85,7 +85,7 @@ def test_ok_reads_as_resolved_and_no_grafana_unless_configured() -> None:
     [
         (
             "eventbridge_composite_alarm",
-            'Composite alarm fired: ALARM("celery-prod-emails-QueueAge")',
+            'Composite alarm fired: ALARM("prod-emails-QueueAge")',
         ),
         ("lambda_composite_alarm", "Composite alarm fired"),
         ("sns_composite_alarm", "Composite alarm fired"),
