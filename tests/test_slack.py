@@ -17,11 +17,13 @@ from tests.conftest import free_port, load_event
 from tests.slack_server import SlackServer
 from toolkit.alarms import senders
 from toolkit.alarms.guards import Decision, Target
-from toolkit.alarms.messages import alarm_message, decision_message
+from toolkit.alarms.messages import alarm_message
+from toolkit.alarms.notes import decision_message
 from toolkit.alarms.parsing import parse_event
 from toolkit.alarms.senders import (
     BotSender,
     SlackCredentials,
+    SlackMaybePosted,
     WebhookSender,
     build_sender,
     resolve_credentials,
@@ -186,13 +188,25 @@ def test_persistent_500_raises_slack_error(server: SlackServer) -> None:
     assert len(server.requests) == 3  # first try + 2 retries
 
 
-def test_hanging_slack_times_out(server: SlackServer) -> None:
+def test_hanging_webhook_times_out_and_is_not_sent_again(server: SlackServer) -> None:
+    """The request went out and no answer came: Slack may show it, so one POST, no retry."""
     server.script("hang", "hang", "hang")
-    sender = WebhookSender(server.webhook_url, timeout=1, max_retries=1, backoff=0.01)
+    sender = WebhookSender(server.webhook_url, timeout=1, max_retries=2, backoff=0.01)
     started = time.monotonic()
-    with pytest.raises(SlackError, match="unreachable"):
+    with pytest.raises(SlackMaybePosted, match="not sent again") as info:
         sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 3
+    assert info.value.retryable is False
+    assert [r.answered for r in server.posts()] == ["hang"]
+
+
+def test_refused_webhook_is_retried(server: SlackServer) -> None:
+    """Nothing was sent (connection refused): retrying cannot duplicate it."""
+    sender = WebhookSender(f"http://127.0.0.1:{free_port()}/x", timeout=1, max_retries=2,
+                           backoff=0.01)
+    with pytest.raises(SlackError, match="unreachable") as info:
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert info.value.retryable and not isinstance(info.value, SlackMaybePosted)
 
 
 def test_unreachable_slack_raises_slack_error() -> None:
@@ -250,7 +264,9 @@ def test_unreachable_webhook_never_logs_its_url(
     sender = WebhookSender(url, timeout=1, max_retries=1, backoff=0.01)
     with pytest.raises(SlackError) as info:
         sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
-    assert info.value.retryable
+    # Refused: never sent, retried later. Hanging: sent, maybe accepted, never sent again.
+    assert info.value.retryable is (failure == "refused")
+    assert isinstance(info.value, SlackMaybePosted) is (failure == "hang")
     assert any(r.name == "toolkit.slack.http" for r in caplog.records)  # slack_sdk did log
     captured = caplog.text + " ".join(r.getMessage() for r in caplog.records)
     for text in (captured, str(info.value), repr(info.value)):

@@ -24,16 +24,19 @@ from toolkit.alarms.decision import Decision, Target
 __all__ = ["REMEDY_TTL_EXTRA", "remedy_entry", "remedy_key", "still_stuck"]
 
 REMEDY_TTL_EXTRA = timedelta(hours=1)  # the record outlives the cooldown by this much
+TAG_RESOLUTION = timedelta(seconds=1)  # the remediated-at tag is in whole seconds
 
 
 def remedy_key(target: Target) -> str:
     return f"remedy#{target}"
 
 
-def remedy_entry(decision: Decision) -> dict[str, Any]:
-    """What to remember of a performed remedy (the record's ``data``)."""
+def remedy_entry(decision: Decision, alarm_at: datetime | None = None) -> dict[str, Any]:
+    """What to remember of a performed remedy (the record's ``data``); ``alarm_at`` is the time
+    of the state change it answered."""
     details = decision.details
     return {
+        "alarm_at": alarm_at.isoformat() if alarm_at else None,
         "action": decision.action,
         "remedy": decision.remedy,
         "at": decision.at.isoformat() if decision.at else None,
@@ -52,17 +55,32 @@ def _since(seconds: float) -> str:
     return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
 
 
-def still_stuck(
-    last_at: datetime | None, last: Mapping[str, Any] | None, cooldown_seconds: int,
-    now: datetime,
-) -> tuple[str, dict[str, Any]] | None:
-    """The ``still-stuck`` reason and details when our last remedy (``last_at``, from the tag;
-    ``last``, the remedy record when there is one) is within the cooldown; else ``None``."""
-    recorded = last.get("at") if last else None
-    if isinstance(recorded, str):
+def _iso(raw: object) -> datetime | None:
+    if isinstance(raw, str):
         with contextlib.suppress(ValueError):
-            last_at = datetime.fromisoformat(recorded)
+            return datetime.fromisoformat(raw)
+    return None
+
+
+def still_stuck(
+    alarm_at: datetime | None, last_at: datetime | None, last: Mapping[str, Any] | None,
+    cooldown_seconds: int, now: datetime,
+) -> tuple[str, dict[str, Any]] | None:
+    """The ``still-stuck`` reason and details when the alarm's state change (``alarm_at``) came
+    after our last remedy and within its cooldown; else ``None``. ``last_at`` is the service's
+    remediated-at tag (whole seconds), ``last`` the remedy record when there is one (exact, with
+    the time of the state change it answered). A copy of the state change that caused the remedy
+    (an SNS duplicate, the other route) is not the alarm coming back: plain ``cooldown``."""
+    if alarm_at is None:
+        return None
+    answered = _iso(last.get("alarm_at")) if last else None
+    last_at = (_iso(last.get("at")) if last else None) or last_at
     if last_at is None:
+        return None
+    if answered is not None:
+        if alarm_at <= answered:
+            return None
+    elif alarm_at <= last_at + TAG_RESOLUTION:
         return None
     age = (now - last_at).total_seconds()
     if not 0 <= age < cooldown_seconds:

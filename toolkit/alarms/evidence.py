@@ -22,6 +22,7 @@ from typing import Any
 from toolkit.alarms.decision import DecisionCode
 from toolkit.alarms.events import AlarmEvent, MetricRef
 from toolkit.errors import AwsError, aws_error_code
+from toolkit.metricnames import SERVICE_DIMS
 
 __all__ = ["Evidence", "LiveMetrics", "MetricQuery", "check_evidence", "metric_query"]
 
@@ -101,6 +102,14 @@ class Evidence:
                 "values": list(self.values[:6]), "threshold": self.threshold}
 
 
+def _dimension_order(pair: tuple[str, str]) -> tuple[int, str]:
+    """The collector's order (Environment, ClusterName, ServiceName), then the rest by name.
+    CloudWatch ignores the order; moto (the tests, the sandbox) matches only the order used when
+    the datapoints were published."""
+    name = pair[0]
+    return (SERVICE_DIMS.index(name), name) if name in SERVICE_DIMS else (len(SERVICE_DIMS), name)
+
+
 def _period(metric: MetricRef) -> int:
     period = metric.period or DEFAULT_PERIOD
     if period in (1, 5, 10, 20, 30) or (period % 60 == 0 and 60 <= period <= MAX_PERIOD):
@@ -121,7 +130,7 @@ def metric_query(
     return MetricQuery(
         namespace=namespace,
         name=metric.name,
-        dimensions=metric.dimensions,
+        dimensions=tuple(sorted(metric.dimensions, key=_dimension_order)),
         stat=metric.stat or "Maximum",
         period=period,
         start=end - timedelta(seconds=period * (periods + 1)),

@@ -69,6 +69,7 @@ class Remediator:
         ecs_factory: Callable[[], ECSClient] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: LiveMetrics | None = None,
+        live_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.policy = policy
         self._ecs = ecs
@@ -76,7 +77,10 @@ class Remediator:
         self.state: StateStore = state if state is not None else MemoryStateStore()
         self.clock = clock
         self.metrics = metrics or LiveMetrics()
+        # The live window is read on the wall clock (CloudWatch's), not on the decision clock.
+        self.live_clock = live_clock
         self._before_act: Callable[[], None] | None = None
+        self._alarm_at: datetime | None = None  # the state change being answered
 
     @property
     def ecs(self) -> ECSClient:
@@ -131,7 +135,7 @@ class Remediator:
                 "a test: the alarm's state was set by hand (set-alarm-state; its reason carries "
                 "no datapoints), and a test never acts"
             ))
-        query = metric_query(alarm, metric, self.policy.namespace, now)
+        query = metric_query(alarm, metric, self.policy.namespace, self.live_clock())
         try:
             values = self.metrics.read(query)
         except ToolkitError as exc:
@@ -141,13 +145,13 @@ class Remediator:
         refused = check_evidence(evidence)
         if refused is not None:
             return decide("skipped", *refused, details={"evidence": evidence.to_details()})
-        self._before_act = before_deploy
+        self._before_act, self._alarm_at = before_deploy, alarm.timestamp
         try:
             if remedy == "stop-tasks":
                 return self._stop(target, now, decide, evidence, verdict)
-            return self._remediate(target, now, decide, self.policy.mode, escalate=True)
+            return self._remediate(target, now, decide, self.policy.mode)
         finally:
-            self._before_act = None
+            self._before_act, self._alarm_at = None, None
 
     def remediate(
         self,
@@ -166,15 +170,14 @@ class Remediator:
             return decide(
                 "skipped", "remediation-off", "automatic remediation is off (REMEDIATION=off)"
             )
-        return self._remediate(target, now, decide, mode, escalate=False)
+        return self._remediate(target, now, decide, mode)
 
     # -- the two remedies --
 
     def _remediate(
-        self, target: Target, now: datetime, decide: Decide, mode: RemediationMode, *,
-        escalate: bool,
+        self, target: Target, now: datetime, decide: Decide, mode: RemediationMode
     ) -> Decision:
-        snapshot = self._service(target, now, decide, escalate=escalate)
+        snapshot = self._service(target, now, decide)
         if isinstance(snapshot, Decision):
             return snapshot
         refused = self._rate(target, now, decide)
@@ -188,7 +191,7 @@ class Remediator:
         self, target: Target, now: datetime, decide: Decide, evidence: Evidence,
         verdict: VerdictReading | None,
     ) -> Decision:
-        snapshot = self._service(target, now, decide, escalate=True)
+        snapshot = self._service(target, now, decide)
         if isinstance(snapshot, Decision):
             return snapshot
         reading = verdict or read_verdict(self.state, target, self.policy.environment, now)
@@ -222,10 +225,10 @@ class Remediator:
     # -- guards needing AWS --
 
     def _service(
-        self, target: Target, now: datetime, decide: Decide, *, escalate: bool
+        self, target: Target, now: datetime, decide: Decide
     ) -> ServiceSnapshot | Decision:
-        """DescribeServices, then guards 4 to 6; ``still-stuck`` for a cooldown after our own
-        remedy when ``escalate``."""
+        """DescribeServices, then guards 4 to 6; ``still-stuck`` when the alarm being answered
+        came back after our own remedy, within its cooldown."""
         try:
             snapshot = self._describe(target)
         except Exception as exc:  # noqa: BLE001 - any ECS failure becomes a decision
@@ -237,9 +240,9 @@ class Remediator:
         refused = check_service(snapshot, self.policy, now)
         if refused is None:
             return snapshot
-        if escalate and refused[0] == "cooldown":
-            stuck = still_stuck(snapshot.last_remediated_at, self._last_remedy(target),
-                                self.policy.cooldown_seconds, now)
+        if self._alarm_at is not None and refused[0] == "cooldown":
+            stuck = still_stuck(self._alarm_at, snapshot.last_remediated_at,
+                                self._last_remedy(target), self.policy.cooldown_seconds, now)
             if stuck is not None:
                 return decide("skipped", "still-stuck", stuck[0], details=stuck[1])
         return decide("skipped", *refused)
@@ -361,7 +364,8 @@ class Remediator:
                                         "error": error_code(exc)}))
         ttl = timedelta(seconds=self.policy.cooldown_seconds) + REMEDY_TTL_EXTRA
         try:
-            self.state.put_record(remedy_key(snapshot.target), remedy_entry(decision), now, ttl)
+            self.state.put_record(remedy_key(snapshot.target),
+                                  remedy_entry(decision, self._alarm_at), now, ttl)
         except Exception as exc:  # noqa: BLE001 - the tag still says when
             log.warning(json.dumps({"event": "remedy_record_failed",
                                     "target": str(snapshot.target), "error": error_code(exc)}))
