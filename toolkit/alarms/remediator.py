@@ -20,12 +20,12 @@ from functools import partial
 from typing import Any
 
 from toolkit.alarms.decision import Action, Decision, DecisionCode, Remedy
+from toolkit.alarms.ecsreads import describe_service, tag_remediated, tagged_in_cluster
 from toolkit.alarms.escalation import REMEDY_TTL_EXTRA, remedy_entry, remedy_key, still_stuck
 from toolkit.alarms.events import AlarmEvent
 from toolkit.alarms.evidence import Evidence, LiveMetrics, check_evidence, metric_query
 from toolkit.alarms.failures import Decide, aws_failure, ecs_action, error_code, state_failure
 from toolkit.alarms.guards import (
-    REMEDIATED_AT_TAG,
     RemediationPolicy,
     ServiceSnapshot,
     Target,
@@ -34,7 +34,6 @@ from toolkit.alarms.guards import (
     in_minutes,
     remediating_input,
     remedy_of,
-    snapshot_from_ecs,
     target_from_alarm,
 )
 from toolkit.alarms.settings import RemediationMode
@@ -230,7 +229,7 @@ class Remediator:
         """DescribeServices, then guards 4 to 6; ``still-stuck`` when the alarm being answered
         came back after our own remedy, within its cooldown."""
         try:
-            snapshot = self._describe(target)
+            snapshot = describe_service(self.ecs, target)
         except Exception as exc:  # noqa: BLE001 - any ECS failure becomes a decision
             if error_code(exc) == "ClusterNotFoundException":
                 return decide("skipped", "service-not-found", f"cluster {target.cluster} not found")
@@ -356,9 +355,7 @@ class Remediator:
         arn = snapshot.arn or decision.details.get("service_arn")
         if arn:
             try:
-                self.ecs.tag_resource(resourceArn=arn, tags=[
-                    {"key": REMEDIATED_AT_TAG, "value": str(int(now.timestamp()))}
-                ])
+                tag_remediated(self.ecs, arn, now)
             except Exception as exc:  # noqa: BLE001 - the remedy happened; the tag is a bonus
                 log.warning(json.dumps({"event": "tag_failed", "target": str(snapshot.target),
                                         "error": error_code(exc)}))
@@ -396,35 +393,8 @@ class Remediator:
             return f"slot not released: {code}"
         return None
 
-    def _describe(self, target: Target) -> ServiceSnapshot | None:
-        response = self.ecs.describe_services(
-            cluster=target.cluster, services=[target.service], include=["TAGS"]
-        )
-        services = response.get("services") or []
-        if not services:
-            return None
-        return snapshot_from_ecs(target, services[0])
-
     def _recent(self, target: Target, now: datetime) -> int:
         recorded = self.state.recent_remediations(now)
         if self.state.durable:
             return recorded
-        return max(recorded, self._tagged_in_cluster(target.cluster, now))
-
-    def _tagged_in_cluster(self, cluster: str, now: datetime) -> int:
-        """Services of ``cluster`` whose remediated-at tag falls within the last hour."""
-        since = now - REMEDIATION_WINDOW
-        arns: list[str] = []
-        for page in self.ecs.get_paginator("list_services").paginate(cluster=cluster):
-            arns.extend(page.get("serviceArns", []))
-        count = 0
-        for i in range(0, len(arns), 10):
-            described = self.ecs.describe_services(
-                cluster=cluster, services=arns[i : i + 10], include=["TAGS"]
-            )
-            for svc in described.get("services", []):
-                snap = snapshot_from_ecs(Target(cluster, svc.get("serviceName", "")), svc)
-                at = snap.last_remediated_at
-                if at is not None and at > since:
-                    count += 1
-        return count
+        return max(recorded, tagged_in_cluster(self.ecs, target.cluster, now - REMEDIATION_WINDOW))
