@@ -180,3 +180,24 @@ class CountingEcs:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+class Recording:
+    """Wraps a real (moto) client and records the name of every API call made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+        self.kwargs: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            self.kwargs.append(kwargs)
+            return attr(*args, **kwargs)
+
+        return call

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.alarm_lambda import ecs_service, handler_module
+from tests.alarm_lambda import Context, ecs_service, handler_module, invoke_like_lambda
 from tests.aws_ecs import REGION, CountingEcs
 from tests.conftest import load_event
 from tests.slack_server import SlackServer
@@ -32,16 +32,6 @@ from toolkit.alarms.state import MemoryStateStore
 
 CLUSTER, SERVICE = "prod-cluster", "worker-emails"
 TOKEN = "xoxb-2222-FAULTS-SECRET"
-
-
-class Context:
-    """A Lambda context with a fixed remaining time."""
-
-    def __init__(self, remaining_ms: int = 120_000) -> None:
-        self.remaining_ms = remaining_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 class Killed(BaseException):  # noqa: N818 - the runtime killing the invocation, not an error
@@ -78,28 +68,6 @@ def follow_ups(server: SlackServer) -> list[str]:
 def deployments(ecs: Any) -> int:
     svc = ecs.describe_services(cluster=CLUSTER, services=[SERVICE])["services"][0]
     return len(svc["deployments"])
-
-
-def invoke_like_lambda(
-    lam: ModuleType,
-    event: dict[str, Any],
-    ecs: CountingEcs,
-    *,
-    contexts: tuple[int, ...] = (120_000,),
-    new_container_each_time: bool = False,
-) -> tuple[dict[str, Any] | None, int]:
-    """Lambda's async invocation: the event, then up to 2 retries after a raise. Returns the last
-    result (None if every attempt raised) and how many attempts were made."""
-    for attempt in range(3):
-        if new_container_each_time:
-            lam._responder = None
-        lam.responder().remediator._ecs = ecs
-        ctx = Context(contexts[min(attempt, len(contexts) - 1)])
-        try:
-            return lam.handler(event, ctx), attempt + 1
-        except AlarmHandlingFailed:
-            continue
-    return None, 3
 
 
 # --- Slack faults x deployment x STATE_TABLE ----------------------------------------------------

@@ -53,8 +53,9 @@ DecisionCode = Literal[
     "misconfigured",
     "deadline",
 ]
-# Codes that say "this alarm is not about remediation at all": logged, not posted to Slack.
-IRRELEVANT: frozenset[str] = frozenset({"not-alarm", "not-remediating-metric"})
+# Codes that say "this alarm is not about remediation at all" (or, for a test, that the alert
+# already said all there is): logged, not posted to Slack.
+IRRELEVANT: frozenset[str] = frozenset({"not-alarm", "not-remediating-metric", "test-alarm"})
 
 
 @dataclass(frozen=True)

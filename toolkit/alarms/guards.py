@@ -12,8 +12,8 @@ after; :class:`~toolkit.alarms.remediator.Remediator` runs them):
    ``ServiceName`` (a metric-math alarm: a remediating metric is among its inputs and every input
    naming a service names the same one), and the toolkit's own naming in this handler's
    environment: ``Environment`` = ``ENVIRONMENT`` and the name ``<environment>-<service>-<metric>``;
-2. ``REMEDIATION`` is not ``off``; the alarm is not a ``set-alarm-state`` test (a reason without
-   datapoints);
+   the alarm is not a ``set-alarm-state`` test (a reason without datapoints: logged, no follow-up);
+2. ``REMEDIATION`` is not ``off``;
 3. the live datapoints agree (``GetMetricData``, :mod:`toolkit.alarms.evidence`), before any ECS
    call;
 4. the service exists, is ACTIVE and carries the tag ``celery-ecs:remediate=true``;
@@ -199,6 +199,11 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
             "not-remediating-metric",
             f"{what} is not a remediating metric ({', '.join(policy.remediating_metrics)})",
         )
+    if alarm.is_test:
+        return skip("test-alarm", (
+            "a test: the alarm's state was set by hand (set-alarm-state; its reason carries no "
+            "datapoints), and a test never acts"
+        ))
     signal = _own_signal(alarm, inputs, policy)
     if signal is not None:
         return skip(*signal)

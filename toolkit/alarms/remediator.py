@@ -2,7 +2,7 @@
 against CloudWatch, ECS and the state store and, when they all pass, applies the alarm's remedy:
 a forced deployment (``WorkerStuck``) or stopping exactly the stuck tasks (``WorkersStuck``).
 
-Order: the alarm guards (pure), ``REMEDIATION``, the ``set-alarm-state`` test, the live
+Order: the alarm guards (pure, the ``set-alarm-state`` test among them), ``REMEDIATION``, the live
 datapoints (``GetMetricData``: nothing is asked of ECS before they agree), the service
 (``DescribeServices``: opt-in, deployment in progress, cooldown or ``still-stuck``), for a stop
 the verdict record and the tasks (``DescribeTasks``), the hourly limit, dry-run, then the lock and
@@ -129,11 +129,6 @@ class Remediator:
         if self.policy.mode == "off":
             return decide("skipped", "remediation-off",
                           "automatic remediation is off (REMEDIATION=off)")
-        if alarm.is_test:
-            return decide("skipped", "test-alarm", (
-                "a test: the alarm's state was set by hand (set-alarm-state; its reason carries "
-                "no datapoints), and a test never acts"
-            ))
         query = metric_query(alarm, metric, self.policy.namespace, self.live_clock())
         try:
             values = self.metrics.read(query)
