@@ -35,13 +35,23 @@ def _ids(arns: object) -> str:
     return ", ".join(f"`{esc(task_id(a))}`" for a in found[:10]) or "none"
 
 
-def _when(raw: object) -> str:
+def _parse(raw: object) -> datetime | None:
     if isinstance(raw, str):
         try:
-            return f"{datetime.fromisoformat(raw):%H:%M} UTC"
+            return datetime.fromisoformat(raw)
         except ValueError:
-            pass
-    return "?"
+            return None
+    return None
+
+
+def _when(raw: object) -> str:
+    when = _parse(raw)
+    return f"{when:%H:%M} UTC" if when is not None else "?"
+
+
+def _minutes(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
 
 
 def _escalation(decision: Decision, target: str, mention: str | None) -> tuple[str, str, str]:
@@ -49,18 +59,25 @@ def _escalation(decision: Decision, target: str, mention: str | None) -> tuple[s
     if details.get("last_action") == "stopped":
         head = f":warning: Still stuck after stopping its stuck tasks: {target}."
         done = f"The handler stopped {_ids(details.get('last_tasks'))}"
-    else:
+    elif details.get("last_action") == "deployed":
         head = f":warning: Still stuck after a forced deployment: {target}."
         done = "The handler forced a new deployment" + (
             f" (`{esc(details['last_deployment'])}`)" if details.get("last_deployment") else ""
         )
+    else:  # only the service's remediated-at tag says it (no remedy record in this container)
+        head = f":warning: Still stuck after a forced deployment: {target}."
+        done = "The handler acted (forced a deployment or stopped tasks)"
     alarm = details.get("last_alarm")
+    back = ""
+    last = _parse(details.get("last_at"))
+    if last is not None and decision.at is not None:
+        back = f" {_minutes((decision.at - last).total_seconds())} later"
     body = (
         f"{done} at {_when(details.get('last_at'))}"
         + (f" for `{esc(alarm)}`" if alarm else "")
-        + f", and the alarm is back: {esc(decision.reason)}. The remedy did not work (a poison "
-        "message, a broken dependency, a bad release?): a person is needed. See the "
-        f"{RUNBOOK_STILL_STUCK}."
+        + f", and the alarm is back{back}: the remedy did not work (a poison message, a broken "
+        "dependency, a bad release?) and a person is needed. No further automatic action until "
+        f"{_when(details.get('until'))} (the cooldown). See the {RUNBOOK_STILL_STUCK}."
     )
     return (f"{mention} {head}" if mention else head), body, "#E01E5A"
 
