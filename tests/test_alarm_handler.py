@@ -518,7 +518,8 @@ def expected_targets(event: object) -> set[tuple[str, str]]:
             continue
         # The live value is 1 (StubCloudWatch): over the alarm's threshold, or not?
         threshold = alarm.threshold if alarm.threshold is not None else 1.0
-        if not (1.0 > threshold if alarm.comparison == "GreaterThanThreshold" else 1.0 >= threshold):
+        strict = alarm.comparison == "GreaterThanThreshold"
+        if not (threshold < 1.0 if strict else threshold <= 1.0):
             continue
         target = target_from_alarm(alarm, POLICY)
         metric = remediating_input(alarm, POLICY)
