@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -421,6 +422,7 @@ def test_secret_errors_say_whether_a_retry_can_help(error: Exception, retryable:
         "eventbridge_insufficient_data",
         "sns_metric_math_alarm",
         "eventbridge_composite_alarm",
+        "sns_set_alarm_state",
     ],
 )
 def test_docs_examples_are_current(fixture: str) -> None:
@@ -431,3 +433,37 @@ def test_docs_examples_are_current(fixture: str) -> None:
         alarm(fixture), grafana_url="https://grafana.example.com/d/celery-ecs", environment="prod"
     ).plain()
     assert rendered in docs, f"docs/alerts.md is stale for {fixture}"
+
+
+def _docs() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+
+
+STOPPED_ARN = (
+    "arn:aws:ecs:eu-west-1:123456789012:task/prod-cluster/5f3c9a1e0b8d4c2e9f1a7b6c5d4e3f21"
+)
+FOLLOW_UPS = {
+    "stopped": Decision("stopped", "stopped", "x", Target("prod-cluster", "worker-emails"),
+                        "prod-worker-emails-WorkersStuck", "enabled", remedy="stop-tasks",
+                        details={"stopped": [STOPPED_ARN]}),
+    "still-stuck": Decision(
+        "skipped", "still-stuck", "x", Target("prod-cluster", "worker-emails"),
+        "prod-worker-emails-WorkerStuck", "enabled", at=datetime(2024, 1, 1, 12, 9, tzinfo=UTC),
+        details={"last_action": "deployed", "last_at": "2024-01-01T12:00:03+00:00",
+                 "until": "2024-01-01T12:15:03+00:00",
+                 "last_alarm": "prod-worker-emails-WorkerStuck",
+                 "last_deployment": "ecs-svc/5839201748291047"}),
+    "no-evidence": Decision(
+        "skipped", "no-evidence",
+        "the live WorkerStuck (Maximum per 60 s, newest first): 0, 0, 0, 0 is not at least the "
+        "threshold (1): the alarm's state does not match the metric (set by hand, or already "
+        "recovered)", Target("prod-cluster", "worker-emails"), "a", "enabled"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FOLLOW_UPS))
+def test_docs_follow_up_examples_are_current(kind: str) -> None:
+    message = decision_message(FOLLOW_UPS[kind], mention="<!subteam^S0ONCALL|@oncall>")
+    assert message.plain() in _docs(), f"docs/alerts.md is stale for the {kind} follow-up"
