@@ -356,3 +356,17 @@ def test_plan_stops(rec: VerdictRecord, tasks: dict[str, TaskState], running: in
         assert isinstance(plan, tuple) and plan[0] == expect and plan[1]
     else:
         assert plan == expect
+
+
+def test_the_why_line_escapes_what_the_table_holds() -> None:
+    from datetime import UTC, datetime
+
+    from toolkit.alarms.why import VerdictReading, why_line
+
+    rec = VerdictRecord("prod", "c", "w", "degraded<!channel>", at=0.0, interval=60.0,
+                        reasons=("<!here> <@U0123> <https://evil|x> &",),
+                        stuck_tasks=(ARN.format("<!subteam^S1>"),), backlog=(1, 2))
+    line = why_line(VerdictReading(TARGET, "ok", record=rec), datetime.fromtimestamp(30, UTC))
+    for bad in ("<!", "<@", "<http"):
+        assert bad not in line
+    assert "&lt;!here&gt;" in line and "&amp;" in line

@@ -63,12 +63,15 @@ def read_verdict(
         cause = exc.__cause__
         transient = is_transient(exc) or (cause is not None and is_transient(cause))
         return no("unreadable", f"the verdict record could not be read ({exc})", transient)
+    unusable = getattr(state, "misconfigured", None)
+    if unusable:  # the table failed just now: the guarded store fell back to memory
+        return no("no-table", f"no verdict record: {unusable}")
     if item is None:
         return no("missing", f"no verdict record for {target} in {ENV_STATE_TABLE} (is the "
                   "collector configured with this service and the table?)")
     try:
         record = VerdictRecord.from_item(item)
-    except ValueError as exc:
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # the table is not trusted
         return no("malformed", f"the verdict record is malformed ({exc})")
     if (record.cluster, record.service) != (target.cluster, target.service):
         return no("malformed", f"the verdict record names {record.cluster}/{record.service}, "
