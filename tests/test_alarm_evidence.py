@@ -136,7 +136,8 @@ def test_forged_reason_never_deploys(
     alert, note = texts(server)
     assert alert.startswith("ALARM: prod-worker-emails-WorkerStuck")  # not marked as a test
     assert "the live datapoints do not show it stuck" in note
-    assert "Maximum per 60 s, newest first): 0, 0, 0, 0" in json.dumps(server.messages()[1].json)
+    # 3 or 4 of the 4 published minutes fall in the window, depending on the second it runs.
+    assert "Maximum per 60 s, newest first): 0, 0, 0" in json.dumps(server.messages()[1].json)
 
 
 @pytest.mark.parametrize("live", [None])
@@ -165,7 +166,7 @@ def test_a_service_that_recovered_is_not_redeployed(
     ecs, _ = wire(lam, aws)
     result = lam.handler(load_event("sns_worker_stuck_alarm"), Context())
     assert result["alarms"][0]["remediation"] == "skipped" and ecs.calls == []
-    assert "1, 1, 1" in result["alarms"][0]["reason"] and "): 0," in result["alarms"][0]["reason"]
+    assert "newest first): 0, 1, 1" in result["alarms"][0]["reason"]
 
 
 @pytest.mark.parametrize("live", [None])

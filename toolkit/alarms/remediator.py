@@ -123,9 +123,10 @@ class Remediator:
         if isinstance(target, Decision):
             return replace(target, at=now)
         metric = remediating_input(alarm, self.policy)
-        assert metric is not None  # target_from_alarm found one
-        remedy = remedy_of(metric.name)
+        remedy = remedy_of(metric.name) if metric is not None else "deploy"
         decide = self._decider(target, now, alarm.name, self.policy.mode, remedy)
+        if metric is None:  # target_from_alarm found one: never, but never act on a guess
+            return decide("skipped", "not-remediating-metric", "no remediating metric")
         if self.policy.mode == "off":
             return decide("skipped", "remediation-off",
                           "automatic remediation is off (REMEDIATION=off)")
