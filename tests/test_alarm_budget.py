@@ -61,10 +61,11 @@ def alert_posts(server: SlackServer) -> list[Any]:
 # --- case 3: a hanging Slack no longer starves the remedy ------------------------------------
 
 
+@pytest.mark.parametrize("route", ["sns", "eventbridge", "lambda"])
 @pytest.mark.parametrize("table", [False, True], ids=["memory", "state-table"])
 def test_8_seconds_and_a_hanging_slack_deploy_once_and_the_alert_comes_later(
     lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch,
-    unique: str, table: bool,
+    unique: str, table: bool, route: str,
 ) -> None:
     """Before: 3 attempts, "not started: too little time left", 0 deployments (the alert went
     first and the remedy needed 20 s). Now the remedy runs first; the alert's POST hangs (sent:
@@ -75,7 +76,7 @@ def test_8_seconds_and_a_hanging_slack_deploy_once_and_the_alert_comes_later(
     server.script("hang", "hang")  # the first attempt's alert POST and its lookup
     counting = CountingEcs(aws)
     result, attempts = invoke_like_lambda(
-        lam, load_event("sns_worker_stuck_alarm"), counting, contexts=(8_000,),
+        lam, load_event(f"{route}_worker_stuck_alarm"), counting, contexts=(8_000,),
         new_container_each_time=table,
     )
     assert result is not None and attempts == 2

@@ -48,11 +48,15 @@ def lam(monkeypatch: pytest.MonkeyPatch, server: SlackServer, aws: Any) -> Itera
 
 
 def at(fixture: str, when: datetime) -> dict[str, Any]:
-    """The SNS fixture as a state change at ``when``."""
+    """The fixture (SNS, EventBridge or Lambda action) as a state change at ``when``."""
     event = load_event(fixture)
-    message = json.loads(event["Records"][0]["Sns"]["Message"])
-    message["StateChangeTime"] = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
-    event["Records"][0]["Sns"]["Message"] = json.dumps(message)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+    if "Records" in event:
+        message = json.loads(event["Records"][0]["Sns"]["Message"])
+        message["StateChangeTime"] = stamp
+        event["Records"][0]["Sns"]["Message"] = json.dumps(message)
+    else:
+        (event.get("detail") or event["alarmData"])["state"]["timestamp"] = stamp
     return event
 
 
@@ -69,10 +73,11 @@ def container(lam: ModuleType, ecs: Any, new: bool, clock: datetime | None = Non
         responder.clock = responder.remediator.clock = lambda: clock
 
 
+@pytest.mark.parametrize("route", ["sns", "eventbridge", "lambda"])
 @pytest.mark.parametrize("table", [False, True], ids=["memory", "state-table"])
 def test_still_stuck_after_a_forced_deployment_escalates_and_does_not_redeploy(
     lam: ModuleType, server: SlackServer, aws: Any, monkeypatch: pytest.MonkeyPatch,
-    unique: str, table: bool,
+    unique: str, table: bool, route: str,
 ) -> None:
     if table:
         create_state_table(unique)
@@ -81,14 +86,14 @@ def test_still_stuck_after_a_forced_deployment_escalates_and_does_not_redeploy(
     start = datetime.now(UTC)
     # 1. WorkerStuck: the forced deployment.
     container(lam, counting, new=True)
-    first = lam.handler(at("sns_worker_stuck_alarm", start - timedelta(seconds=5)), Context())
+    stuck = f"{route}_worker_stuck_alarm"
+    first = lam.handler(at(stuck, start - timedelta(seconds=5)), Context())
     assert first["alarms"][0]["remediation"] == "deployed" and len(counting.updates) == 1
     # 2. OK while the new tasks start; 3. they hang again: ALARM within the cooldown.
     container(lam, counting, new=table)
     lam.handler(at("sns_worker_stuck_ok", datetime.now(UTC)), Context())
     container(lam, counting, new=table)
-    again = lam.handler(at("sns_worker_stuck_alarm", datetime.now(UTC) + timedelta(seconds=2)),
-                        Context())
+    again = lam.handler(at(stuck, datetime.now(UTC) + timedelta(seconds=2)), Context())
     assert again["alarms"][0]["remediation"] == "skipped"
     assert len(counting.updates) == 1  # no further automatic action
     alert, done, resolved, alert2, escalation = server.messages()
