@@ -47,9 +47,11 @@ class SlackFailure:
 
     @classmethod
     def of(cls, exc: Exception) -> SlackFailure:
+        """``maybe_posted`` also when the last request went out unanswered (a bot sender whose
+        lookup found nothing, out of retries): the next attempt looks again before posting."""
         if isinstance(exc, ToolkitError):
-            return cls(str(exc), bool(getattr(exc, "retryable", False)),
-                       bool(getattr(exc, "maybe_posted", False)))
+            maybe = getattr(exc, "maybe_posted", False) or getattr(exc, "maybe_sent", False)
+            return cls(str(exc), bool(getattr(exc, "retryable", False)), bool(maybe))
         return cls(type(exc).__name__, False)
 
 
