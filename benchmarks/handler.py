@@ -72,6 +72,16 @@ class StubEcs:
         pass
 
 
+class StubCloudWatch:
+    """The live datapoints: the service is stuck now (the evidence the handler reads first)."""
+
+    def get_metric_data(self, **kwargs: Any) -> Any:
+        end = kwargs["EndTime"]
+        return {"MetricDataResults": [{"Id": "live", "Values": [1.0, 1.0, 1.0],
+                                       "Timestamps": [end - timedelta(minutes=i + 1)
+                                                      for i in range(3)]}]}
+
+
 class StubSender:
     threads = True
 
@@ -112,12 +122,12 @@ def per_event_ms(n: int) -> dict[str, float]:
     events = [
         _unique(templates[i % len(templates)], start + timedelta(seconds=i)) for i in range(n)
     ]
-    settings = AlarmHandlerSettings(
-        environment="bench", remediation="enabled", cooldown_seconds=0,
+    settings = AlarmHandlerSettings(  # the fixtures' environment: their alarms are its own
+        environment="prod", remediation="enabled", cooldown_seconds=0,
         max_remediations_per_hour=10**9, grafana_url="https://grafana.example/d/celery",
     )
     ecs, sender = StubEcs(), StubSender()
-    responder = build_responder(settings, ecs=ecs, sender=sender)
+    responder = build_responder(settings, ecs=ecs, cloudwatch=StubCloudWatch(), sender=sender)
     timings = []
     for i, event in enumerate(events):
         responder.clock = lambda i=i: start + timedelta(seconds=i)

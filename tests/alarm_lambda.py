@@ -1,9 +1,11 @@
-"""Setup shared by the alarm handler Lambda tests: a moto ECS service and the handler module
-wired to the local Slack server."""
+"""Setup shared by the alarm handler Lambda tests: a moto ECS service (with its live WorkerStuck
+and WorkersStuck datapoints), the handler module wired to the local Slack server, a Lambda context
+counting down, and Lambda's async retries."""
 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -14,18 +16,55 @@ import pytest
 from moto import mock_aws
 
 from tests.aws_ecs import REGION, make_service
+from toolkit.alarms.responder import AlarmHandlingFailed
 
 HANDLER_MODULE = "lambdas.alarm_handler.handler"
 
 
+class Context:
+    """A Lambda context whose remaining time counts down from ``remaining_ms`` in real time."""
+
+    def __init__(self, remaining_ms: int = 120_000) -> None:
+        self.remaining_ms = remaining_ms
+        self._start = time.monotonic()
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self.remaining_ms - int((time.monotonic() - self._start) * 1000))
+
+
+def invoke_like_lambda(
+    lam: ModuleType,
+    event: dict[str, Any],
+    ecs: Any,
+    *,
+    contexts: tuple[int, ...] = (120_000,),
+    new_container_each_time: bool = False,
+) -> tuple[dict[str, Any] | None, int]:
+    """Lambda's async invocation: the event, then up to 2 retries after a raise. Returns the last
+    result (None if every attempt raised) and how many attempts were made."""
+    for attempt in range(3):
+        if new_container_each_time:
+            lam._responder = None
+        lam.responder().remediator._ecs = ecs
+        ctx = Context(contexts[min(attempt, len(contexts) - 1)])
+        try:
+            return lam.handler(event, ctx), attempt + 1
+        except AlarmHandlingFailed:
+            continue
+    return None, 3
+
+
 @contextmanager
-def ecs_service(monkeypatch: pytest.MonkeyPatch, cluster: str, service: str) -> Iterator[Any]:
+def ecs_service(
+    monkeypatch: pytest.MonkeyPatch, cluster: str, service: str, *, stuck: float | None = 1.0,
+    running: int = 1,
+) -> Iterator[Any]:
     """Inside ``mock_aws``: an ECS client with ``cluster``/``service`` created (rollouts
-    complete)."""
-    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "1")
+    complete, ``running`` tasks) and its remediating metrics at ``stuck`` now."""
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", str(running))
     with mock_aws():
         ecs = boto3.client("ecs", region_name=REGION)
-        make_service(ecs, cluster, service)
+        make_service(ecs, cluster, service, stuck=stuck, desired=running)
         yield ecs
 
 

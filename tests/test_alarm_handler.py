@@ -25,9 +25,16 @@ from tests.test_alarms import STUCK_FIXTURES, alarmish, json_values, mutated
 from tests.test_remediation import RacingEcs, SerialisedDynamo, create_state_table
 from toolkit.alarms import responder as responder_module
 from toolkit.alarms.factory import build_responder
-from toolkit.alarms.guards import RemediationPolicy, Target, target_from_alarm
+from toolkit.alarms.guards import (
+    RemediationPolicy,
+    Target,
+    remediating_input,
+    remedy_of,
+    target_from_alarm,
+)
 from toolkit.alarms.parsing import try_parse_event
 from toolkit.alarms.responder import AlarmHandlingFailed
+from toolkit.alarms.scope import foreign
 from toolkit.alarms.senders import BotSender, WebhookSender
 from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.alarms.state import MemoryStateStore
@@ -148,7 +155,7 @@ def test_clients_are_built_once_per_container(
     monkeypatch.setattr(boto3, "client", counting)
     for name in ("sns_worker_stuck_alarm", "sns_worker_stuck_ok", "eventbridge_composite_alarm"):
         lam.handler(load_event(name), None)
-    assert made == ["ecs"]
+    assert made == ["cloudwatch", "ecs"]  # the live datapoints first, then ECS
     assert lam.responder() is lam.responder()
 
 
@@ -248,6 +255,7 @@ def test_repeat_delivery_does_not_remediate_after_a_final_decision(
     for dim in message["Trigger"]["Dimensions"]:
         if dim["name"] == "ServiceName":
             dim["value"] = "worker-late"
+    message["AlarmName"] = "prod-worker-late-WorkerStuck"
     event["Records"][0]["Sns"]["Message"] = json.dumps(message)
     counting = CountingEcs(aws)
     lam.responder().remediator._ecs = counting
@@ -463,6 +471,16 @@ class StubEcs:
         pass
 
 
+class StubCloudWatch:
+    """GetMetricData without AWS: every metric is at 1 (stuck) now."""
+
+    def get_metric_data(self, **kwargs: Any) -> Any:
+        end = kwargs["EndTime"]
+        stamps = [end - timedelta(minutes=i + 1) for i in range(3)]
+        return {"MetricDataResults": [{"Id": "live", "Timestamps": stamps,
+                                       "Values": [1.0, 1.0, 1.0]}]}
+
+
 class StubSender:
     threads = True
 
@@ -477,25 +495,36 @@ class StubSender:
 def stub_responder() -> tuple[Any, StubEcs]:
     ecs = StubEcs()
     responder = build_responder(
-        AlarmHandlerSettings(remediation="enabled", max_remediations_per_hour=10**9,
-                             cooldown_seconds=0),
+        AlarmHandlerSettings(environment="prod", remediation="enabled",
+                             max_remediations_per_hour=10**9, cooldown_seconds=0),
         ecs=ecs,
+        cloudwatch=StubCloudWatch(),
         sender=StubSender(),
     )
     responder.state = responder.remediator.state = MemoryStateStore()
     return responder, ecs
 
 
-POLICY = RemediationPolicy(mode="enabled", max_per_hour=10**9, cooldown_seconds=0)
+POLICY = RemediationPolicy(mode="enabled", max_per_hour=10**9, cooldown_seconds=0,
+                           environment="prod")
 
 
 def expected_targets(event: object) -> set[tuple[str, str]]:
-    """The services a correct handler deploys for ``event`` when every ECS guard passes."""
+    """The services a correct handler deploys for ``event`` when every ECS guard passes and the
+    live metric says stuck: this environment's own WorkerStuck alarms, never a test."""
     targets = set()
     for alarm in try_parse_event(event) or ():
+        if foreign(alarm, "prod") is not None or alarm.is_test:
+            continue
+        # The live value is 1 (StubCloudWatch): over the alarm's threshold, or not?
+        threshold = alarm.threshold if alarm.threshold is not None else 1.0
+        strict = alarm.comparison == "GreaterThanThreshold"
+        if not (threshold < 1.0 if strict else threshold <= 1.0):
+            continue
         target = target_from_alarm(alarm, POLICY)
-        if isinstance(target, Target):
-            assert alarm.state == "ALARM"
+        metric = remediating_input(alarm, POLICY)
+        if isinstance(target, Target) and metric and remedy_of(metric.name) == "deploy":
+            assert alarm.state == "ALARM" and alarm.name.startswith("prod-")
             assert any(m.name == "WorkerStuck" for m in alarm.inputs)
             targets.add((target.cluster, target.service))
     return targets

@@ -16,13 +16,14 @@ from tests.conftest import load_event
 from tests.test_remediation import create_state_table
 from toolkit.alarms.events import AlarmEvent, MetricRef
 from toolkit.alarms.guards import Decision, RemediationPolicy, Target, target_from_alarm
-from toolkit.alarms.messages import alarm_message, decision_message
+from toolkit.alarms.messages import alarm_message
+from toolkit.alarms.notes import decision_message
 from toolkit.alarms.parsing import parse_event
 from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.alarms.state import DynamoStateStore
 from toolkit.errors import AwsError
 
-POLICY = RemediationPolicy(mode="enabled")
+POLICY = RemediationPolicy(mode="enabled", environment="prod")
 
 
 def sns(**changes: Any) -> dict[str, Any]:
@@ -82,7 +83,9 @@ def test_eventbridge_anomaly_band_below_is_refused_from_the_reason() -> None:
 
 
 def test_configured_namespace_is_used() -> None:
-    settings = AlarmHandlerSettings.from_env({"CELERY_ECS_NAMESPACE": "Celery/Staging"})
+    settings = AlarmHandlerSettings.from_env(
+        {"CELERY_ECS_NAMESPACE": "Celery/Staging", "ENVIRONMENT": "prod"}
+    )
     policy = RemediationPolicy.from_settings(settings)
     assert policy.namespace == "Celery/Staging"
     assert decide(sns(Trigger={"Namespace": "Celery/Staging"}), policy) == Target(

@@ -126,7 +126,7 @@ def test_sns_batch_with_a_foreign_record() -> None:
     other = copy.deepcopy(event["Records"][0])
     other["Sns"]["Message"] = "plain text notification"
     event["Records"].insert(0, other)
-    assert [a.name for a in parse_event(event)] == ["celery-prod-worker-emails-WorkerStuck"]
+    assert [a.name for a in parse_event(event)] == ["prod-worker-emails-WorkerStuck"]
 
 
 @pytest.mark.parametrize(

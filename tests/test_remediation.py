@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.aws_ecs import (
     add_second_deployment,
     deployment_ids,
     make_service,
+    publish_stuck,
 )
 from toolkit.alarms.events import AlarmEvent, MetricRef
 from toolkit.alarms.guards import (
@@ -49,7 +51,9 @@ from toolkit.alarms.state import DynamoStateStore, MemoryStateStore
 from toolkit.cli import main
 
 CLUSTER = "prod-cluster"
-ENABLED = RemediationPolicy(mode="enabled", cooldown_seconds=900, max_per_hour=3)
+ENABLED = RemediationPolicy(
+    mode="enabled", cooldown_seconds=900, max_per_hour=3, environment="prod"
+)
 
 
 def stuck(
@@ -67,7 +71,7 @@ def stuck(
     return AlarmEvent(
         source="sns",
         kind="metric",
-        name=f"celery-prod-{service}-{metric}",
+        name=f"prod-{service}-{metric}",
         state=state,  # type: ignore[arg-type]
         previous_state="OK",
         # Issue 9: only an "above the threshold" comparison is the toolkit's own signal.
@@ -75,13 +79,25 @@ def stuck(
         "equal to the threshold (1.0).",
         comparison="GreaterThanOrEqualToThreshold",
         timestamp=datetime(2024, 1, 1, 12, minute, tzinfo=UTC),
-        arn=f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:celery-prod-{service}-{metric}",
+        arn=f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:prod-{service}-{metric}",
         region=REGION,
         account="123456789012",
         metric=MetricRef("Celery", metric, tuple(sorted(dimensions))),
         threshold=1.0,
         datapoints=(1.0,),
     )
+
+
+class LiveStub:
+    """GetMetricData answered without AWS (for tests outside moto): ``values``, newest first."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = values or (1.0, 1.0, 1.0)
+        self.queries: list[Any] = []
+
+    def read(self, query: Any) -> tuple[float, ...]:
+        self.queries.append(query)
+        return self.values
 
 
 @pytest.fixture
@@ -191,9 +207,9 @@ def test_alarm_guards(alarm: AlarmEvent, code: str) -> None:
     assert decision.code == code and decision.action == "skipped"
 
 
-def math(*inputs: MetricRef) -> AlarmEvent:
+def math(*inputs: MetricRef, name: str = "m") -> AlarmEvent:
     return AlarmEvent(
-        source="eventbridge", kind="math", name="m", state="ALARM", metric=inputs[0],
+        source="eventbridge", kind="math", name=name, state="ALARM", metric=inputs[0],
         inputs=inputs,
         reason="Threshold Crossed: 1 datapoint [1.0 (01/01/24 12:00:00)] was greater than the "
         "threshold (0.0).",
@@ -201,7 +217,9 @@ def math(*inputs: MetricRef) -> AlarmEvent:
 
 
 def stuck_ref(service: str, cluster: str = CLUSTER, metric: str = "WorkerStuck") -> MetricRef:
-    return MetricRef("Celery", metric, (("ClusterName", cluster), ("ServiceName", service)))
+    return MetricRef("Celery", metric, (
+        ("ClusterName", cluster), ("Environment", "prod"), ("ServiceName", service)
+    ))
 
 
 def test_metric_math_over_two_services_names_no_target() -> None:
@@ -218,8 +236,12 @@ def test_metric_math_needs_a_remediating_input() -> None:
     assert isinstance(decision, Decision) and decision.code == "not-remediating-metric"
     # The picked (display) metric is not WorkerStuck, but an input is, and one service is named.
     queue = MetricRef("Celery", "QueueLength", (("Queue", "emails"),))
-    alarm = math(stuck_ref("svc-a", metric="RunningTaskCount"), queue, stuck_ref("svc-a"))
+    alarm = math(stuck_ref("svc-a", metric="RunningTaskCount"), queue, stuck_ref("svc-a"),
+                 name="prod-svc-a-WorkerStuck")
     assert target_from_alarm(alarm, ENABLED) == Target(CLUSTER, "svc-a")
+    # The same alarm not named as the toolkit names it is not acted on.
+    decision = target_from_alarm(replace(alarm, name="prod-svc-a-custom"), ENABLED)
+    assert isinstance(decision, Decision) and decision.code == "not-own-alarm"
     # A service named by one input and a different cluster by another: refused.
     alarm = math(stuck_ref("svc-a"), stuck_ref("svc-a", cluster="other"))
     decision = target_from_alarm(alarm, ENABLED)
@@ -243,7 +265,9 @@ def test_composite_alarm_is_never_a_target() -> None:
 
 
 def test_remediating_metrics_are_configurable() -> None:
-    policy = RemediationPolicy(mode="enabled", remediating_metrics=("WorkersAlive",))
+    policy = RemediationPolicy(
+        mode="enabled", remediating_metrics=("WorkersAlive",), environment="prod"
+    )
     target = target_from_alarm(stuck(metric="WorkersAlive"), policy)
     assert target == Target(CLUSTER, "worker-emails")
     assert isinstance(target_from_alarm(stuck(), policy), Decision)
@@ -267,7 +291,8 @@ def test_all_guards_pass_forces_a_deployment(ecs: Any) -> None:
 def test_dry_run_reports_and_changes_nothing(ecs: Any) -> None:
     make_service(ecs, CLUSTER, "worker-emails", deployed_ago=None)
     before = deployment_ids(ecs, CLUSTER, "worker-emails")
-    decision = Remediator(RemediationPolicy(mode="dry-run"), ecs).remediate_alarm(stuck(), now())
+    dry = RemediationPolicy(mode="dry-run", environment="prod")
+    decision = Remediator(dry, ecs).remediate_alarm(stuck(), now())
     assert decision.action == "dry-run" and decision.ok and not decision.performed
     assert "would force" in decision.reason
     assert deployment_ids(ecs, CLUSTER, "worker-emails") == before
@@ -278,7 +303,8 @@ def test_remediation_off_makes_no_ecs_call() -> None:
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"ECS called: {name}")
 
-    decision = Remediator(RemediationPolicy(mode="off"), NoEcs()).remediate_alarm(stuck(), NOON)
+    off = RemediationPolicy(mode="off", environment="prod")
+    decision = Remediator(off, NoEcs()).remediate_alarm(stuck(), NOON)
     assert decision.code == "remediation-off" and decision.action == "skipped"
 
 
@@ -291,6 +317,8 @@ def test_service_not_opted_in(ecs: Any, opted_in: bool | None) -> None:
 
 def test_missing_service_and_missing_cluster(ecs: Any) -> None:
     make_service(ecs, CLUSTER, "other", deployed_ago=None)
+    publish_stuck(CLUSTER, "worker-emails")  # the metric says stuck: the service is gone
+    publish_stuck("nope", "worker-emails")
     assert Remediator(ENABLED, ecs).remediate_alarm(stuck(), now()).code == "service-not-found"
     decision = Remediator(ENABLED, ecs).remediate_alarm(stuck(cluster="nope"), now())
     assert decision.code == "service-not-found" and "nope" in decision.reason
@@ -318,7 +346,7 @@ def test_cooldown_after_a_recent_deployment(ecs: Any) -> None:
 def test_hourly_limit_without_state_counts_tagged_services(ecs: Any) -> None:
     for name in ("a", "b", "c"):
         make_service(ecs, CLUSTER, name, deployed_ago=None)
-    policy = RemediationPolicy(mode="enabled", max_per_hour=2)
+    policy = RemediationPolicy(mode="enabled", max_per_hour=2, environment="prod")
     # Each call uses a fresh in-memory store: a new Lambda container that remembers nothing.
     assert Remediator(policy, ecs).remediate_alarm(stuck("a"), now()).code == "deployed"
     assert Remediator(policy, ecs).remediate_alarm(stuck("b"), now()).code == "deployed"
@@ -334,7 +362,7 @@ def test_hourly_limit_with_state_table(ecs: Any, unique: str) -> None:
     for name in ("a", "b"):
         make_service(ecs, CLUSTER, name, deployed_ago=None)
     make_service(ecs, "other-cluster", "c", deployed_ago=None)
-    policy = RemediationPolicy(mode="enabled", max_per_hour=2)
+    policy = RemediationPolicy(mode="enabled", max_per_hour=2, environment="prod")
 
     def remediator() -> Remediator:
         return Remediator(policy, ecs, state=DynamoStateStore(unique, boto3.client("dynamodb")))
@@ -350,7 +378,7 @@ def test_ecs_unreachable_is_a_retryable_failure() -> None:
         def describe_services(self, **_: Any) -> Any:
             raise EndpointConnectionError(endpoint_url="https://ecs.eu-west-1.amazonaws.com")
 
-    decision = Remediator(ENABLED, DownEcs()).remediate_alarm(stuck(), NOON)
+    decision = Remediator(ENABLED, DownEcs(), metrics=LiveStub()).remediate_alarm(stuck(), NOON)
     assert decision.action == "failed" and decision.code == "ecs-error" and decision.retryable
     assert "EndpointConnectionError" in decision.reason
 
@@ -371,7 +399,9 @@ def test_only_transient_ecs_errors_are_retryable(error: Exception, retryable: bo
         def describe_services(self, **_: Any) -> Any:
             raise error
 
-    decision = Remediator(ENABLED, FailingEcs()).remediate_alarm(stuck(), NOON)
+    decision = Remediator(ENABLED, FailingEcs(), metrics=LiveStub()).remediate_alarm(
+        stuck(), NOON
+    )
     assert decision.action == "failed" and decision.retryable is retryable
 
 
@@ -392,7 +422,7 @@ def test_failed_update_service_gives_back_the_hourly_slot_and_the_lock(
     if durable:
         create_state_table(unique)
         state = DynamoStateStore(unique, boto3.client("dynamodb"))
-    policy = RemediationPolicy(mode="enabled", max_per_hour=1)
+    policy = RemediationPolicy(mode="enabled", max_per_hour=1, environment="prod")
     when = now()
     failed = Remediator(policy, RefusingEcs(ecs), state=state).remediate_alarm(stuck(), when)
     # issue 9: AccessDenied is a misconfiguration (the follow-up names the IAM action)
@@ -420,7 +450,8 @@ def test_update_service_refused_is_reported_with_its_code(ecs: Any) -> None:
 
 def test_decision_is_one_json_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="toolkit.alarms")
-    decision = Remediator(RemediationPolicy(mode="off")).remediate_alarm(stuck(), NOON)
+    off = RemediationPolicy(mode="off", environment="prod")
+    decision = Remediator(off).remediate_alarm(stuck(), NOON)
     log_decision(decision)
     (record,) = [r for r in caplog.records if "remediation_decision" in r.getMessage()]
     data = json.loads(record.getMessage())
@@ -462,7 +493,10 @@ def test_storm_of_200_alarms_across_20_services(ecs: Any, unique: str) -> None:
     assert len(counting.updates) == len(deployed) <= ENABLED.max_per_hour
     assert len(deployed) == ENABLED.max_per_hour  # the limit is reached, not undershot
     codes = {d.code for d in decisions if not d.performed}
-    assert codes <= {"rate-limit", "cooldown"}
+    # still-stuck: a later state change of a service already deployed (the escalation).
+    assert codes <= {"rate-limit", "cooldown", "still-stuck"}
+    done = {str(d.target) for d in deployed}
+    assert all(str(d.target) in done for d in decisions if d.code == "still-stuck")
     print(f"storm: 200 alarms / 20 services -> {len(deployed)} deployments in {elapsed:.2f}s")
 
 

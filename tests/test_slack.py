@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -17,11 +18,13 @@ from tests.conftest import free_port, load_event
 from tests.slack_server import SlackServer
 from toolkit.alarms import senders
 from toolkit.alarms.guards import Decision, Target
-from toolkit.alarms.messages import alarm_message, decision_message
+from toolkit.alarms.messages import alarm_message
+from toolkit.alarms.notes import decision_message
 from toolkit.alarms.parsing import parse_event
 from toolkit.alarms.senders import (
     BotSender,
     SlackCredentials,
+    SlackMaybePosted,
     WebhookSender,
     build_sender,
     resolve_credentials,
@@ -55,18 +58,18 @@ def test_alarm_message_reads_well() -> None:
     payload = msg.payload()
     assert payload["attachments"][0]["color"] == "#E01E5A"
     text = msg.plain()
-    assert ":rotating_light: ALARM: celery-prod-worker-emails-WorkerStuck" in text
+    assert ":rotating_light: ALARM: prod-worker-emails-WorkerStuck" in text
     assert "Service `worker-emails` in cluster `prod-cluster`" in text
     assert "Workers of worker-emails stopped making progress." in text
     assert "*Now*: 1 (threshold 1)" in text
     assert "*Since*: 2024-01-01 12:00 UTC" in text
     assert (
         "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
-        "#alarmsV2:alarm/celery-prod-worker-emails-WorkerStuck" in text
+        "#alarmsV2:alarm/prod-worker-emails-WorkerStuck" in text
     )
     assert "[Grafana dashboard](https://grafana.example/d/celery)" in text
     assert msg.text == (
-        "ALARM: celery-prod-worker-emails-WorkerStuck"
+        "ALARM: prod-worker-emails-WorkerStuck"
         " (service worker-emails in cluster prod-cluster)"
     )
     assert "undefined" not in json.dumps(payload) and "None" not in text
@@ -85,7 +88,7 @@ def test_ok_reads_as_resolved_and_no_grafana_unless_configured() -> None:
     [
         (
             "eventbridge_composite_alarm",
-            'Composite alarm fired: ALARM("celery-prod-emails-QueueAge")',
+            'Composite alarm fired: ALARM("prod-emails-QueueAge")',
         ),
         ("lambda_composite_alarm", "Composite alarm fired"),
         ("sns_composite_alarm", "Composite alarm fired"),
@@ -186,13 +189,25 @@ def test_persistent_500_raises_slack_error(server: SlackServer) -> None:
     assert len(server.requests) == 3  # first try + 2 retries
 
 
-def test_hanging_slack_times_out(server: SlackServer) -> None:
+def test_hanging_webhook_times_out_and_is_not_sent_again(server: SlackServer) -> None:
+    """The request went out and no answer came: Slack may show it, so one POST, no retry."""
     server.script("hang", "hang", "hang")
-    sender = WebhookSender(server.webhook_url, timeout=1, max_retries=1, backoff=0.01)
+    sender = WebhookSender(server.webhook_url, timeout=1, max_retries=2, backoff=0.01)
     started = time.monotonic()
-    with pytest.raises(SlackError, match="unreachable"):
+    with pytest.raises(SlackMaybePosted, match="not sent again") as info:
         sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 3
+    assert info.value.retryable is False
+    assert [r.answered for r in server.posts()] == ["hang"]
+
+
+def test_refused_webhook_is_retried(server: SlackServer) -> None:
+    """Nothing was sent (connection refused): retrying cannot duplicate it."""
+    sender = WebhookSender(f"http://127.0.0.1:{free_port()}/x", timeout=1, max_retries=2,
+                           backoff=0.01)
+    with pytest.raises(SlackError, match="unreachable") as info:
+        sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
+    assert info.value.retryable and not isinstance(info.value, SlackMaybePosted)
 
 
 def test_unreachable_slack_raises_slack_error() -> None:
@@ -250,7 +265,9 @@ def test_unreachable_webhook_never_logs_its_url(
     sender = WebhookSender(url, timeout=1, max_retries=1, backoff=0.01)
     with pytest.raises(SlackError) as info:
         sender.post(alarm_message(alarm("sns_worker_stuck_alarm")))
-    assert info.value.retryable
+    # Refused: never sent, retried later. Hanging: sent, maybe accepted, never sent again.
+    assert info.value.retryable is (failure == "refused")
+    assert isinstance(info.value, SlackMaybePosted) is (failure == "hang")
     assert any(r.name == "toolkit.slack.http" for r in caplog.records)  # slack_sdk did log
     captured = caplog.text + " ".join(r.getMessage() for r in caplog.records)
     for text in (captured, str(info.value), repr(info.value)):
@@ -405,6 +422,7 @@ def test_secret_errors_say_whether_a_retry_can_help(error: Exception, retryable:
         "eventbridge_insufficient_data",
         "sns_metric_math_alarm",
         "eventbridge_composite_alarm",
+        "sns_set_alarm_state",
     ],
 )
 def test_docs_examples_are_current(fixture: str) -> None:
@@ -415,3 +433,37 @@ def test_docs_examples_are_current(fixture: str) -> None:
         alarm(fixture), grafana_url="https://grafana.example.com/d/celery-ecs", environment="prod"
     ).plain()
     assert rendered in docs, f"docs/alerts.md is stale for {fixture}"
+
+
+def _docs() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+
+
+STOPPED_ARN = (
+    "arn:aws:ecs:eu-west-1:123456789012:task/prod-cluster/5f3c9a1e0b8d4c2e9f1a7b6c5d4e3f21"
+)
+FOLLOW_UPS = {
+    "stopped": Decision("stopped", "stopped", "x", Target("prod-cluster", "worker-emails"),
+                        "prod-worker-emails-WorkersStuck", "enabled", remedy="stop-tasks",
+                        details={"stopped": [STOPPED_ARN]}),
+    "still-stuck": Decision(
+        "skipped", "still-stuck", "x", Target("prod-cluster", "worker-emails"),
+        "prod-worker-emails-WorkerStuck", "enabled", at=datetime(2024, 1, 1, 12, 9, tzinfo=UTC),
+        details={"last_action": "deployed", "last_at": "2024-01-01T12:00:03+00:00",
+                 "until": "2024-01-01T12:15:03+00:00",
+                 "last_alarm": "prod-worker-emails-WorkerStuck",
+                 "last_deployment": "ecs-svc/5839201748291047"}),
+    "no-evidence": Decision(
+        "skipped", "no-evidence",
+        "the live WorkerStuck (Maximum per 60 s, newest first): 0, 0, 0, 0 is not at least the "
+        "threshold (1): the alarm's state does not match the metric (set by hand, or already "
+        "recovered)", Target("prod-cluster", "worker-emails"), "a", "enabled"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FOLLOW_UPS))
+def test_docs_follow_up_examples_are_current(kind: str) -> None:
+    message = decision_message(FOLLOW_UPS[kind], mention="<!subteam^S0ONCALL|@oncall>")
+    assert message.plain() in _docs(), f"docs/alerts.md is stale for the {kind} follow-up"

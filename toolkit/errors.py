@@ -12,8 +12,8 @@ a traceback. Messages never contain secrets: broker URLs are redacted before the
     │   └── BrokerAuthError      wrong password / not authorised
     ├── PublishError             CloudWatch PutMetricData failed after retries
     ├── AwsError                 any other AWS API failure, wrapped at the adapter boundary
+    │   └── RemediationError     ECS refused or failed a remedy (UpdateService, StopTask)
     ├── AlarmEventError          an alarm event we cannot parse (never remediated)
-    ├── RemediationError         ECS refused or failed a forced deployment
     ├── SlackError               Slack unreachable or refused the message after retries
     ├── LockError                task locks (toolkit.locks)
     └── CheckpointError          checkpoint store (toolkit.checkpoints)
@@ -60,12 +60,20 @@ class AwsError(ToolkitError):
         self.code = code
 
 
+class RemediationError(AwsError):
+    """An ECS remedy (a forced deployment, stopping a task) failed; ``retryable`` says whether a
+    later attempt may succeed (throttled, unreachable, a 5xx). Raised at the ECS adapter boundary
+    and turned into the remediation decision (``toolkit.alarms.failures``)."""
+
+    def __init__(self, message: str, code: str | None = None, *, retryable: bool = False) -> None:
+        super().__init__(message, code)
+        self.retryable = retryable
+
+
 class AlarmEventError(ToolkitError):
     """An alarm event could not be understood."""
 
 
-class RemediationError(ToolkitError):
-    """A forced deployment could not be made."""
 
 
 class SlackError(ToolkitError):

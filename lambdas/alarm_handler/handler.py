@@ -1,8 +1,9 @@
-"""Alarm handler Lambda: CloudWatch alarm -> Slack alert -> guarded forced redeploy -> follow-up.
+"""Alarm handler Lambda: CloudWatch alarm (of this ENVIRONMENT) -> guarded remedy (a forced
+redeploy, or stopping the stuck tasks, only on live evidence) -> Slack alert -> follow-up.
 
 Thin by design: settings are read and clients built once per container (on the first event, so
-importing this module stays fast); everything else is ``toolkit.responder``. Returns a small
-dict; raises only when a retry can help (see :mod:`toolkit.responder`).
+importing this module stays fast); everything else is ``toolkit.alarms.responder``. Returns a
+small dict; raises only when a retry can help (see :mod:`toolkit.alarms.responder`).
 """
 
 from __future__ import annotations

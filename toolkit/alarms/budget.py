@@ -2,8 +2,9 @@
 
 :class:`Deadline` is started once per invocation from ``context.get_remaining_time_in_millis()``
 minus :data:`MARGIN_SECONDS` (kept to record what is still owed); senders and the responder ask
-it how many seconds are :meth:`~Deadline.left` before each call. Without a Lambda context (the
-CLI, tests) it never runs out.
+it how many seconds are :meth:`~Deadline.left` before each call. The remediation runs first, so
+the Slack calls get what is left, each request's timeout capped to it. Without a Lambda context
+(the CLI, tests) it never runs out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Callable
 
 MARGIN_SECONDS = 3.0  # kept back at the end of an invocation to write the owed record
 MIN_CALL_SECONDS = 1.0  # no Slack request is started with less than this left
-REMEDIATION_SECONDS = 20.0  # remediation (ECS + the ledger) is started only with this left
+# Remediation runs first (before any Slack call) and is not started with less than this left: a
+# floor for a few AWS calls, not a reservation (the 20 s kept back for it before is gone).
+MIN_REMEDIATION_SECONDS = 2.0
 
 
 class Deadline:

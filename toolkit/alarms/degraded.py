@@ -40,7 +40,6 @@ class GuardedStateStore:
         self.misconfigured: str | None = None
         self.durable: bool = inner.durable  # False once it has fallen back to memory
 
-
     def _fail(self, exc: ToolkitError) -> None:
         cause = exc.__cause__
         if (
@@ -96,6 +95,10 @@ class GuardedStateStore:
 
     def put_record(self, key: str, data: Mapping[str, Any], now: datetime, ttl: timedelta) -> None:
         self._call("put_record", key, data, now, ttl)
+
+    def get_item(self, pk: str) -> dict[str, Any] | None:
+        value = self._call("get_item", pk)
+        return value if isinstance(value, dict) else None
 
     def recent_remediations(self, now: datetime, window: timedelta = REMEDIATION_WINDOW) -> int:
         return int(self._remediation("recent_remediations", now, window))

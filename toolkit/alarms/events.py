@@ -25,6 +25,8 @@ CONSOLE_HOSTS = {
     "aws-us-gov": "console.amazonaws-us-gov.com",
 }
 MAX_BUTTON_URL = 3000  # Slack refuses a longer button URL with 400 invalid_blocks
+# How CloudWatch's own evaluations word a state change (missing data treated as breaching too).
+_CLOUDWATCH_REASON = re.compile(r"\s*(Thresholds? Crossed|Insufficient Data|Unchecked)\b")
 
 __all__ = [
     "ALARM_STATES",
@@ -39,11 +41,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MetricRef:
-    """The metric an alarm watches: namespace, name and dimensions (sorted name/value pairs)."""
+    """The metric an alarm watches: namespace, name and dimensions (sorted name/value pairs),
+    with the alarm's period (seconds) and statistic for it when the event says them."""
 
     namespace: str
     name: str
     dimensions: tuple[tuple[str, str], ...] = ()
+    period: int | None = None
+    stat: str | None = None
 
     def dimension(self, name: str) -> str | None:
         for key, value in self.dimensions:
@@ -79,6 +84,20 @@ class AlarmEvent:
     comparison: str | None = None
     # EventBridge / Lambda ``state.actionsSuppressedBy`` (composite alarms): actions are off.
     actions_suppressed_by: str | None = None
+    # SNS ``Trigger.EvaluationPeriods`` / ``DatapointsToAlarm`` (the other routes do not carry
+    # them): the alarm's evaluation window.
+    evaluation_periods: int | None = None
+    datapoints_to_alarm: int | None = None
+
+    @property
+    def is_test(self) -> bool:
+        """A state set by hand (``aws cloudwatch set-alarm-state``): a metric or metric-math
+        alarm whose reason carries no datapoints (no ``reasonData``, none in the text) and is
+        not one of CloudWatch's own evaluations ("Threshold Crossed: ...", "Insufficient Data:
+        ..."). Never a reason to act; the alert says it is a test."""
+        if self.kind == "composite" or self.datapoints:
+            return False
+        return _CLOUDWATCH_REASON.match(self.reason) is None
 
     @property
     def named_services(self) -> tuple[tuple[str, str], ...]:

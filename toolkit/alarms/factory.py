@@ -1,7 +1,7 @@
 """Wire an :class:`~toolkit.alarms.responder.AlarmResponder` from the handler's settings.
 
-Clients (ECS, DynamoDB, Secrets Manager) and the Slack sender are built on first use with
-timeouts that fit a Lambda invocation's budget; any client passed in is used instead.
+Clients (ECS, CloudWatch, DynamoDB, Secrets Manager) and the Slack sender are built on first use
+with timeouts that fit a Lambda invocation's budget; any client passed in is used instead.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from toolkit.alarms.budget import Deadline
+from toolkit.alarms.evidence import LiveMetrics
 from toolkit.alarms.guards import RemediationPolicy
 from toolkit.alarms.remediator import Remediator
 from toolkit.alarms.responder import AlarmResponder
@@ -27,6 +28,7 @@ def build_responder(
     settings: AlarmHandlerSettings,
     *,
     ecs: Any = None,
+    cloudwatch: Any = None,
     dynamodb: Any = None,
     secrets: Any = None,
     sender: Any = None,
@@ -63,7 +65,7 @@ def build_responder(
     deadline = Deadline()
     remediator = Remediator(
         RemediationPolicy.from_settings(settings), ecs, state=state, ecs_factory=make("ecs"),
-        clock=now,
+        clock=now, metrics=LiveMetrics(cloudwatch, factory=make("cloudwatch")),
     )
 
     def sender_factory() -> Any:

@@ -1,32 +1,39 @@
-"""Guarded ``UpdateService(forceNewDeployment=True)`` for stuck Celery worker services.
+"""The remediation guards (pure) for stuck Celery worker services.
 
-A forced deployment happens only when every guard passes, in this order (cheap checks first, the
-ones needing ECS after):
+A remedy (a forced deployment for ``WorkerStuck``, stopping the stuck tasks for ``WorkersStuck``)
+happens only when every guard passes, in this order (cheap checks first, the ones needing AWS
+after; :class:`~toolkit.alarms.remediator.Remediator` runs them):
 
 1. the alarm is the toolkit's own signal: in ALARM, watching a remediating metric (``WorkerStuck``
-   by default) in the configured namespace (``CELERY_ECS_NAMESPACE``, default ``Celery``), with an
-   "above the threshold" comparison (``GreaterThan[OrEqualTo]Threshold``, or a reason saying
-   "greater than ... the threshold" when the event carries no operator), a reason that is not
-   missing data treated as breaching, and dimensions naming the ECS ``ClusterName`` and
+   and ``WorkersStuck`` by default) in the configured namespace (``CELERY_ECS_NAMESPACE``, default
+   ``Celery``), with an "above the threshold" comparison (``GreaterThan[OrEqualTo]Threshold``, or a
+   reason saying "greater than ... the threshold" when the event carries no operator), a reason
+   that is not missing data treated as breaching, dimensions naming the ECS ``ClusterName`` and
    ``ServiceName`` (a metric-math alarm: a remediating metric is among its inputs and every input
-   naming a service names the same one);
+   naming a service names the same one), and the toolkit's own naming in this handler's
+   environment: ``Environment`` = ``ENVIRONMENT`` and the name ``<environment>-<service>-<metric>``;
+   the alarm is not a ``set-alarm-state`` test (a reason without datapoints: logged, no follow-up);
 2. ``REMEDIATION`` is not ``off``;
-3. the service exists, is ACTIVE and carries the tag ``celery-ecs:remediate=true``;
-4. no deployment is in progress (one deployment only, not ``IN_PROGRESS``);
-5. its last deployment (and our last forced one, kept in a service tag) is older than
-   ``COOLDOWN_SECONDS``;
-6. fewer than ``MAX_REMEDIATIONS_PER_HOUR`` forced deployments happened in the last hour;
-7. ``REMEDIATION`` is ``enabled`` (``dry-run`` stops here and reports what it would do);
-8. the per-service remediation lock (``remediate#<cluster>/<service>``, TTL = cooldown) is free
-   and taken, then an hourly ledger slot is reserved. Both are given back if ``UpdateService``
-   fails, so a retry may act and a failure does not use up the hourly limit.
+3. the live datapoints agree (``GetMetricData``, :mod:`toolkit.alarms.evidence`), before any ECS
+   call;
+4. the service exists, is ACTIVE and carries the tag ``celery-ecs:remediate=true``;
+5. no deployment is in progress (one deployment only, not ``IN_PROGRESS``);
+6. its last deployment (and our last remedy, kept in a service tag) is older than
+   ``COOLDOWN_SECONDS``: within it after our own remedy, the decision is ``still-stuck`` (the
+   escalation) and nothing more is done;
+7. (stop-tasks) the collector's verdict record names the stuck tasks (``alarms.taskstop``);
+8. fewer than ``MAX_REMEDIATIONS_PER_HOUR`` remedies happened in the last hour;
+9. ``REMEDIATION`` is ``enabled`` (``dry-run`` stops here and reports what it would do);
+10. the per-service remediation lock (``remediate#<cluster>/<service>``, TTL = cooldown) is free
+    and taken, then an hourly ledger slot is reserved. Both are given back if the ECS action
+    fails, so a retry may act and a failure does not use up the hourly limit.
 
-Guards 1 and 3 to 6 are pure functions over frozen dataclasses; :class:`Remediator` does the I/O.
-Every call returns a :class:`Decision` with a code and a reason in words.
+Guards 1 and 4 to 6 are pure functions over frozen dataclasses here. Every call returns a
+:class:`~toolkit.alarms.decision.Decision` with a code and a reason in words.
 
 What holds without ``STATE_TABLE``: duplicates handled one after another cannot deploy twice,
-because the first deployment resets the ECS deployment ``createdAt`` (guard 5) and shows as in
-progress (guard 4); copies racing in *different* containers can both pass those checks, and only
+because the first deployment resets the ECS deployment ``createdAt`` (guard 6) and shows as in
+progress (guard 5); copies racing in *different* containers can both pass those checks, and only
 the in-memory lock of one container stands in the way. The hourly limit counts services of the
 *same cluster* whose ``celery-ecs:remediated-at`` tag is recent, plus this container's own record;
 concurrent containers may each pass it once before the other's tag lands. With ``STATE_TABLE`` the
@@ -36,52 +43,44 @@ ledger, exact across containers and clusters.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
+from toolkit.alarms.decision import (
+    IRRELEVANT,
+    Action,
+    Decision,
+    DecisionCode,
+    Remedy,
+    Target,
+    log_decision,
+)
 from toolkit.alarms.events import AlarmEvent, MetricRef
 from toolkit.alarms.settings import AlarmHandlerSettings, RemediationMode
-from toolkit.env import DEFAULT_NAMESPACE
-from toolkit.metricnames import WORKER_STUCK
+from toolkit.env import DEFAULT_NAMESPACE, ENV_ENVIRONMENT
+from toolkit.metricnames import ENVIRONMENT, WORKER_STUCK, WORKERS_STUCK
+
+__all__ = [
+    "IRRELEVANT", "OPT_IN_TAG", "REMEDIATED_AT_TAG", "Action", "Decision", "DecisionCode",
+    "DeploymentInfo", "RemediationPolicy", "Remedy", "ServiceSnapshot", "Target", "check_rate",
+    "check_service", "in_minutes", "log_decision", "remedy_of", "snapshot_from_ecs",
+    "target_from_alarm",
+]
 
 log = logging.getLogger(__name__)
 
 OPT_IN_TAG = "celery-ecs:remediate"
 REMEDIATED_AT_TAG = "celery-ecs:remediated-at"
 
-Action = Literal["deployed", "dry-run", "skipped", "failed"]
-DecisionCode = Literal[
-    "not-alarm",
-    "not-remediating-metric",
-    "no-target",
-    "remediation-off",
-    "service-not-found",
-    "not-opted-in",
-    "deployment-in-progress",
-    "cooldown",
-    "rate-limit",
-    "dry-run",
-    "deployed",
-    "ecs-error",
-    "state-error",
-    "foreign-namespace",
-    "not-above-threshold",
-    "missing-data",
-    "misconfigured",
-    "deadline",
-]
 ABOVE_THRESHOLD = frozenset({"GreaterThanThreshold", "GreaterThanOrEqualToThreshold"})
 # "... [1.0 (...)] was greater than or equal to the threshold (1.0)": not "not greater", not the
 # anomaly band's "upper thresholds".
 _ABOVE_REASON = re.compile(r"(?<!not )\bgreater than (?:or equal to )?the threshold \(", re.I)
 _MISSING_BREACHING = re.compile(r"missing datapoints? (?:was|were) treated as \[?breaching", re.I)
-# Codes that say "this alarm is not about remediation at all": logged, not posted to Slack.
-IRRELEVANT: frozenset[str] = frozenset({"not-alarm", "not-remediating-metric"})
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,11 @@ class RemediationPolicy:
     mode: RemediationMode = "off"
     cooldown_seconds: int = 900
     max_per_hour: int = 3
-    remediating_metrics: tuple[str, ...] = (WORKER_STUCK,)
+    remediating_metrics: tuple[str, ...] = (WORKER_STUCK, WORKERS_STUCK)
     namespace: str = DEFAULT_NAMESPACE
+    # The handler's ENVIRONMENT: only alarms named ``<environment>-<service>-<metric>`` with that
+    # Environment dimension are acted on ("" refuses every alarm: misconfigured).
+    environment: str = ""
 
     @classmethod
     def from_settings(cls, settings: AlarmHandlerSettings) -> RemediationPolicy:
@@ -100,16 +102,13 @@ class RemediationPolicy:
             max_per_hour=settings.max_remediations_per_hour,
             remediating_metrics=settings.remediating_metrics,
             namespace=settings.namespace,
+            environment=settings.environment,
         )
 
 
-@dataclass(frozen=True)
-class Target:
-    cluster: str
-    service: str
-
-    def __str__(self) -> str:
-        return f"{self.cluster}/{self.service}"
+def remedy_of(metric: str) -> Remedy:
+    """``WorkersStuck`` stops the stuck tasks; every other remediating metric deploys."""
+    return "stop-tasks" if metric == WORKERS_STUCK else "deploy"
 
 
 @dataclass(frozen=True)
@@ -129,6 +128,7 @@ class ServiceSnapshot:
     arn: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     deployments: tuple[DeploymentInfo, ...] = ()
+    running_count: int | None = None
 
     def tag(self, key: str) -> str | None:
         return next((v for k, v in self.tags if k == key), None)
@@ -155,77 +155,6 @@ class ServiceSnapshot:
         return max(stamps) if stamps else None
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One remediation decision, taken or not, with its reason in words."""
-
-    action: Action
-    code: DecisionCode
-    reason: str
-    target: Target | None = None
-    alarm: str | None = None
-    mode: RemediationMode = "off"
-    at: datetime | None = None
-    retryable: bool = False
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def performed(self) -> bool:
-        return self.action == "deployed"
-
-    @property
-    def ok(self) -> bool:
-        """Performed, or a dry run whose guards all passed."""
-        return self.action in ("deployed", "dry-run")
-
-    @property
-    def relevant(self) -> bool:
-        """Worth telling humans about (the alarm was a remediation candidate)."""
-        return self.code not in IRRELEVANT
-
-    def to_log(self) -> dict[str, Any]:
-        return {
-            "event": "remediation_decision",
-            "action": self.action,
-            "code": self.code,
-            "reason": self.reason,
-            "cluster": self.target.cluster if self.target else None,
-            "service": self.target.service if self.target else None,
-            "alarm": self.alarm,
-            "mode": self.mode,
-            "at": self.at.isoformat() if self.at else None,
-            "retryable": self.retryable,
-            **({"details": dict(self.details)} if self.details else {}),
-        }
-
-    @classmethod
-    def from_log(cls, data: Mapping[str, Any]) -> Decision:
-        """Rebuild a decision from :meth:`to_log` (a follow-up owed to Slack is stored so)."""
-        cluster, service = data.get("cluster"), data.get("service")
-        at = data.get("at")
-        return cls(
-            action=data.get("action", "failed"),
-            code=data.get("code", "ecs-error"),
-            reason=str(data.get("reason", "")),
-            target=Target(cluster, service) if cluster and service else None,
-            alarm=data.get("alarm"),
-            mode=data.get("mode", "off"),
-            at=datetime.fromisoformat(at) if isinstance(at, str) else None,
-            retryable=bool(data.get("retryable", False)),
-            details=dict(data.get("details") or {}),
-        )
-
-    def line(self) -> str:
-        where = f" {self.target}" if self.target else ""
-        return f"{self.action}{where}: {self.reason}"
-
-
-def log_decision(decision: Decision, logger: logging.Logger = log) -> None:
-    """One structured JSON log line per decision (CloudWatch Logs Insights can filter on it)."""
-    level = logging.WARNING if decision.action == "failed" else logging.INFO
-    logger.log(level, json.dumps(decision.to_log(), sort_keys=True, default=str))
-
-
 # --- pure guards --------------------------------------------------------------------------------
 
 
@@ -234,8 +163,18 @@ def in_minutes(seconds: float) -> str:
     return f"{seconds // 60} min" if seconds >= 120 else f"{seconds} s"
 
 
+def remediating_input(alarm: AlarmEvent, policy: RemediationPolicy) -> MetricRef | None:
+    """The alarm's input watching a remediating metric (the one naming a service first)."""
+    inputs = alarm.inputs or ((alarm.metric,) if alarm.metric else ())
+    found = [m for m in inputs if m.name in policy.remediating_metrics]
+    named = [m for m in found if m.dimension("ClusterName") and m.dimension("ServiceName")]
+    best = named or found
+    return best[0] if best else None
+
+
 def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | Decision:
-    """Guard 1: a remediating alarm in ALARM whose dimensions name an ECS service.
+    """Guard 1: a remediating alarm in ALARM whose dimensions name an ECS service, named and
+    dimensioned as the toolkit names its own alarms in this handler's environment.
 
     A metric-math alarm qualifies only when a remediating metric is among its inputs and every
     input that names a service names the same one (``MAX([stuck_a, stuck_b])`` names two: no).
@@ -248,7 +187,8 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
         return skip("not-alarm", f"alarm is {alarm.state}, not ALARM")
     inputs = alarm.inputs or ((alarm.metric,) if alarm.metric else ())
     names = [m.name for m in inputs]
-    if not any(name in policy.remediating_metrics for name in names):
+    metric = remediating_input(alarm, policy)
+    if metric is None:
         if alarm.kind == "math" and names:
             what = f"metric math over {', '.join(sorted(set(names)))}"
         elif names:
@@ -259,9 +199,27 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
             "not-remediating-metric",
             f"{what} is not a remediating metric ({', '.join(policy.remediating_metrics)})",
         )
+    if alarm.is_test:
+        return skip("test-alarm", (
+            "a test: the alarm's state was set by hand (set-alarm-state; its reason carries no "
+            "datapoints), and a test never acts"
+        ))
     signal = _own_signal(alarm, inputs, policy)
     if signal is not None:
         return skip(*signal)
+    target = _target(alarm, inputs)
+    if isinstance(target, tuple):
+        return skip(*target)
+    naming = _own_naming(alarm, metric, target, policy)
+    if naming is not None:
+        return Decision("skipped", naming[0], naming[1], target=target, alarm=alarm.name,
+                        mode=policy.mode, remedy=remedy_of(metric.name))
+    return target
+
+
+def _target(
+    alarm: AlarmEvent, inputs: tuple[MetricRef, ...]
+) -> Target | tuple[DecisionCode, str]:
     if alarm.kind == "math":
         named = sorted(
             {
@@ -272,19 +230,39 @@ def target_from_alarm(alarm: AlarmEvent, policy: RemediationPolicy) -> Target | 
         )
         if len(named) > 1:
             listed = ", ".join(f"{c}/{s}" for c, s in named)
-            return skip(
-                "no-target", f"the metric math inputs name more than one service ({listed})"
-            )
+            return "no-target", f"the metric math inputs name more than one service ({listed})"
         if len(named) == 1 and "?" not in named[0]:
             return Target(*named[0])
-        return skip(
-            "no-target", "the metric math inputs do not name both ClusterName and ServiceName"
-        )
+        return "no-target", "the metric math inputs do not name both ClusterName and ServiceName"
     if not alarm.cluster or not alarm.service:
-        return skip(
-            "no-target", "the alarm's dimensions do not name both ClusterName and ServiceName"
-        )
+        return "no-target", "the alarm's dimensions do not name both ClusterName and ServiceName"
     return Target(alarm.cluster, alarm.service)
+
+
+def _own_naming(
+    alarm: AlarmEvent, metric: MetricRef, target: Target, policy: RemediationPolicy
+) -> tuple[DecisionCode, str] | None:
+    """The toolkit's own alarm of this environment: ``Environment`` = ENVIRONMENT and the name
+    ``<environment>-<service>-<metric>`` (``prod-`` is a prefix of ``prod-eu-``: exact only)."""
+    env = policy.environment
+    if not env:
+        return "misconfigured", (
+            f"{ENV_ENVIRONMENT} is not set, so the handler cannot tell its own environment's "
+            "alarms and acts on none"
+        )
+    found = metric.dimension(ENVIRONMENT)
+    if found != env:
+        return "not-own-alarm", (
+            f"metric {metric.name} has Environment={found or '(none)'}, not this handler's "
+            f"{env} ({ENV_ENVIRONMENT})"
+        )
+    expected = f"{env}-{target.service}-{metric.name}"
+    if alarm.name != expected:
+        return "not-own-alarm", (
+            f"the alarm is not named {expected} (the toolkit names its {metric.name} alarms "
+            "<environment>-<service>-<metric>)"
+        )
+    return None
 
 
 def _own_signal(
@@ -369,4 +347,5 @@ def snapshot_from_ecs(target: Target, service: Mapping[str, Any]) -> ServiceSnap
         arn=service.get("serviceArn"),
         tags=tags,
         deployments=tuple(deployments),
+        running_count=running if isinstance(running := service.get("runningCount"), int) else None,
     )

@@ -1,7 +1,9 @@
-"""Slack messages: Block Kit for alarms and remediation decisions, built by pure functions.
+"""Slack messages: the alert for an alarm state change, built by a pure function.
 
-:func:`alarm_message` and :func:`decision_message` return a :class:`SlackMessage`; the senders in
-:mod:`toolkit.alarms.senders` post them.
+:func:`alarm_message` returns a :class:`SlackMessage`; the follow-ups (what remediation did, the
+escalation) are in :mod:`toolkit.alarms.notes`; the senders in :mod:`toolkit.alarms.senders` post
+them. ``SlackMessage.key`` identifies a message across attempts (the bot sender tags the post
+with it, so that a post whose answer was lost can be found instead of posted twice).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 
 from toolkit import metricnames as m
 from toolkit.alarms.events import AlarmEvent, AlarmState
-from toolkit.alarms.guards import Decision
 
 STYLE: dict[AlarmState, tuple[str, str, str]] = {
     # state: (emoji, attachment colour, word)
@@ -22,9 +23,9 @@ STYLE: dict[AlarmState, tuple[str, str, str]] = {
 }
 MAX_URL = 3000  # Slack refuses a button URL longer than this (400 invalid_blocks)
 MAX_TEXT = 3000  # the plain-text fallback is kept under a section's limit
-VISIBILITY_NOTE = (
-    "Tasks the old worker had reserved go back to the queue only after the broker's visibility "
-    "timeout (1 hour by default on Redis), so they run late, not never."
+TEST_NOTE = (
+    "*This is a test:* the alarm's state was set by hand (`set-alarm-state`; its reason carries "
+    "no datapoints). Nothing is redeployed or stopped."
 )
 
 
@@ -33,6 +34,7 @@ class SlackMessage:
     text: str  # the notification preview on a phone, and the fallback
     blocks: tuple[Mapping[str, Any], ...]
     color: str | None = None
+    key: str | None = None  # the same for every attempt at posting this message
 
     def payload(self) -> dict[str, Any]:
         if self.color is None:
@@ -184,10 +186,14 @@ def _fields(alarm: AlarmEvent) -> list[str]:
 
 
 def alarm_message(
-    alarm: AlarmEvent, *, grafana_url: str | None = None, environment: str = ""
+    alarm: AlarmEvent, *, grafana_url: str | None = None, environment: str = "",
+    why: str | None = None, key: str | None = None,
 ) -> SlackMessage:
-    """The alert: state, alarm name, subject, reason in words, numbers, links."""
+    """The alert: state, alarm name, subject, reason in words, the collector's "why" (one line,
+    already mrkdwn), numbers, links. A ``set-alarm-state`` test says so."""
     emoji, color, word = STYLE[alarm.state]
+    if alarm.is_test:
+        emoji, color, word = ":test_tube:", "#9E9E9E", f"TEST {word}"
     subject = _subject(alarm)
     title = cut_esc(f"{emoji} {word}: {alarm.name}", 150)
     blocks: list[Mapping[str, Any]] = [
@@ -198,6 +204,7 @@ def alarm_message(
                 "type": "mrkdwn",
                 "text": cut_text(
                     (f"*{subject[0].upper()}{subject[1:]}*\n" if subject else "")
+                    + (f"{TEST_NOTE}\n" if alarm.is_test else "")
                     + reason_in_words(alarm)
                     + (f"\n_{esc(alarm.description)}_" if alarm.description else ""),
                     2900,
@@ -205,6 +212,8 @@ def alarm_message(
             },
         },
     ]
+    if why:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": cut_text(why, 2900)}})
     fields = _fields(alarm)
     if fields:
         items = [{"type": "mrkdwn", "text": cut_text(f, 1900)} for f in fields]
@@ -237,48 +246,4 @@ def alarm_message(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": c} for c in context]}
         )
     text = f"{word}: {esc(alarm.name)}" + (f" ({subject.replace('`', '')})" if subject else "")
-    return SlackMessage(text=cut_text(text, 300), blocks=tuple(blocks), color=color)
-
-
-def decision_message(decision: Decision) -> SlackMessage:
-    """The follow-up: what remediation did or why it did not (target and reason escaped: both
-    can carry text taken from the alarm)."""
-    target = f"`{esc(decision.target)}`" if decision.target else "the service"
-    reason = esc(decision.reason)
-    if decision.action == "deployed":
-        head = f":recycle: Forced a new deployment of {target}."
-        body = f"ECS is replacing the tasks. {VISIBILITY_NOTE}"
-        color = "#36C5F0"
-    elif decision.action == "dry-run":
-        head = f":test_tube: Dry run: would force a new deployment of {target}."
-        body = "All guards pass. Set REMEDIATION=enabled to let the handler act."
-        color = "#ECB22E"
-    elif decision.code == "misconfigured":
-        head = f":gear: Not redeploying {target}: the handler is misconfigured: {reason}."
-        body = "Fix the setting named above (see the runbook); redeploy by hand meanwhile."
-        color = "#E01E5A"
-    elif decision.action == "failed" and decision.retryable:
-        head = f":hourglass_flowing_sand: Could not redeploy {target} yet: {reason}."
-        body = (
-            "The handler will try again (Lambda retries the event); a later note in this thread "
-            "says how it ended."
-        )
-        color = "#ECB22E"
-    elif decision.action == "failed":
-        head = f":warning: Could not redeploy {target}: {reason}."
-        body = "Redeploy by hand: `celery-ecs remediate --cluster C --service S` (see the runbook)."
-        color = "#E01E5A"
-    else:
-        head = f":no_entry_sign: Not redeploying {target}: {reason}."
-        body = "See the runbook for what to check by hand."
-        color = "#9E9E9E"
-    blocks: tuple[Mapping[str, Any], ...] = (
-        {"type": "section", "text": {"type": "mrkdwn", "text": cut_text(f"{head}\n{body}", 2900)}},
-        {
-            "type": "context",
-            "elements": [
-                {"type": "mrkdwn", "text": f"remediation: {decision.code} · mode {decision.mode}"}
-            ],
-        },
-    )
-    return SlackMessage(text=cut_text(head.replace("`", ""), 300), blocks=blocks, color=color)
+    return SlackMessage(text=cut_text(text, 300), blocks=tuple(blocks), color=color, key=key)

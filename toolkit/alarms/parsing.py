@@ -96,21 +96,53 @@ def _dims_from_mapping(raw: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def _sns_metric(raw: Mapping[str, Any] | None) -> MetricRef | None:
+# SNS spells statistics in capitals (``"Statistic": "MAXIMUM"``); the APIs in CamelCase.
+_STATISTICS = {s.upper(): s for s in ("Maximum", "Minimum", "Average", "Sum", "SampleCount")}
+_STATISTICS["SAMPLE_COUNT"] = "SampleCount"
+_PERCENTILE = re.compile(r"p\d{1,2}(\.\d{1,2})?")
+
+
+def _stat(value: object) -> str | None:
+    """A statistic GetMetricData accepts (``Maximum``, ``p99``), else ``None``."""
+    if not isinstance(value, str):
+        return None
+    if value.upper() in _STATISTICS:
+        return _STATISTICS[value.upper()]
+    return value if _PERCENTILE.fullmatch(value) else None
+
+
+def _count(value: object) -> int | None:
+    """A positive whole number (periods, evaluation periods), else ``None``."""
+    number = _number(value)
+    if number is None or number != int(number) or not 0 < number <= 10**6:
+        return None
+    return int(number)
+
+
+def _sns_metric(
+    raw: Mapping[str, Any] | None, stat_of: Mapping[str, Any] | None = None
+) -> MetricRef | None:
     """SNS style (a ``Trigger`` or a ``MetricStat.Metric``): ``Namespace``, ``MetricName`` and
-    ``Dimensions`` pairs; ``None`` without a metric name."""
+    ``Dimensions`` pairs; ``None`` without a metric name. ``stat_of`` holds ``Period`` and
+    ``Statistic`` (the ``Trigger``) or ``Stat`` (a ``MetricStat``); ``raw`` itself by default."""
     name = _text(raw, "MetricName")
     if raw is None or name is None:
         return None
+    stats = raw if stat_of is None else stat_of
     return MetricRef(
         namespace=_text(raw, "Namespace") or "",
         name=name,
         dimensions=_dims_from_pairs(raw.get("Dimensions")),
+        period=_count(stats.get("Period")),
+        stat=_stat(stats.get("Statistic") or stats.get("ExtendedStatistic") or stats.get("Stat")),
     )
 
 
-def _alarm_data_metric(raw: Mapping[str, Any] | None) -> MetricRef | None:
-    """EventBridge / Lambda style ``metricStat.metric``: ``namespace``, ``name``, ``dimensions``."""
+def _alarm_data_metric(
+    raw: Mapping[str, Any] | None, stat: Mapping[str, Any] | None = None
+) -> MetricRef | None:
+    """EventBridge / Lambda style ``metricStat.metric``: ``namespace``, ``name``, ``dimensions``;
+    ``stat`` is the enclosing ``metricStat`` (``period``, ``stat``)."""
     name = _text(raw, "name")
     if raw is None or name is None:
         return None
@@ -118,6 +150,8 @@ def _alarm_data_metric(raw: Mapping[str, Any] | None) -> MetricRef | None:
         namespace=_text(raw, "namespace") or "",
         name=name,
         dimensions=_dims_from_mapping(raw.get("dimensions")),
+        period=_count(stat.get("period")) if stat else None,
+        stat=_stat(stat.get("stat")) if stat else None,
     )
 
 
@@ -181,7 +215,7 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
             for item in trigger["Metrics"]:
                 item_map = _map(item)
                 stat = _map(item_map.get("MetricStat")) if item_map else None
-                ref = _sns_metric(_map(stat.get("Metric")) if stat else None)
+                ref = _sns_metric(_map(stat.get("Metric")) if stat else None, stat)
                 if ref is not None:
                     found.append(ref)
             metric = _pick(found)
@@ -205,6 +239,8 @@ def _from_sns_message(message: Mapping[str, Any]) -> AlarmEvent:
         alarm_rule=_text(message, "AlarmRule"),
         inputs=inputs,
         comparison=_text(trigger, "ComparisonOperator"),
+        evaluation_periods=_count(trigger.get("EvaluationPeriods")) if trigger else None,
+        datapoints_to_alarm=_count(trigger.get("DatapointsToAlarm")) if trigger else None,
     )
 
 
@@ -239,7 +275,7 @@ def _from_alarm_data(
             if _text(item_map, "expression"):
                 has_expression = True
             stat = _map(item_map.get("metricStat"))
-            ref = _alarm_data_metric(_map(stat.get("metric")) if stat else None)
+            ref = _alarm_data_metric(_map(stat.get("metric")) if stat else None, stat)
             if ref is not None:
                 found.append(ref)
         if found or has_expression:

@@ -1,15 +1,22 @@
-"""What the alarm handler does with one event: parse, de-duplicate, alert, remediate, follow up.
+"""What the alarm handler does with one event: parse, scope, de-duplicate, remediate, alert,
+follow up.
 
-:class:`AlarmResponder` holds the injected pieces (Slack sender, remediator, state store, clock,
+:class:`AlarmResponder` holds the injected pieces (Slack poster, remediator, state store, clock,
 deadline); :func:`build_responder` makes them from
 :class:`~toolkit.alarms.settings.AlarmHandlerSettings` with boto3 and slack_sdk imported on first
 use, so importing this module stays cheap.
 
-**What is owed.** Each state change has a record (``outcome#<event>``) written as the work
-happens: ``alert`` (owed | posted | failed), ``remediation`` (pending | deploying | retry | done),
-``follow_up`` (none | owed | posted | failed), the Slack ``thread`` and the ``decision`` to report.
-Every delivery (the first, Lambda's retries, SNS duplicates, the other route) does only what the
-record still owes, so the ALARM alert is posted once, even when a deployment already happened.
+**Own environment only.** An alarm of another environment (:func:`toolkit.alarms.scope.foreign`)
+is logged (``foreign_alarm``) and ignored before anything else: no state, no Slack, no AWS.
+
+**Remediation first.** The remediation (evidence, guards, the ECS action) runs before the alert,
+so a slow or hanging Slack cannot starve it; the Slack calls get the time that is left, each
+request's timeout capped to it. The alert then carries the collector's "why" line.
+
+**What is owed.** Each state change has a record (:mod:`toolkit.alarms.record`) written as the
+work happens. Every delivery (the first, Lambda's retries, SNS duplicates, the other route) does
+only what the record still owes, so the ALARM alert is posted once, even when a deployment already
+happened; a message that may have landed (its answer lost) is never sent again.
 
 **Retry contract with Lambda** (async invocations are retried twice, SNS retries deliveries):
 
@@ -40,25 +47,35 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from toolkit.alarms.budget import REMEDIATION_SECONDS, Deadline, remaining_ms
+from toolkit.alarms.budget import MIN_REMEDIATION_SECONDS, Deadline, remaining_ms
+from toolkit.alarms.decision import Decision, Target, log_decision
 from toolkit.alarms.events import AlarmEvent
-from toolkit.alarms.guards import Decision, log_decision
+from toolkit.alarms.guards import RemediationPolicy, remediating_input
 from toolkit.alarms.parsing import parse_event
+from toolkit.alarms.posting import SlackFailure, SlackPoster
+from toolkit.alarms.record import (
+    MAX_ATTEMPTS,
+    OPEN,
+    RECORD_TTL,
+    decision_of,
+    new_record,
+    owed_parts,
+)
 from toolkit.alarms.remediator import Remediator
+from toolkit.alarms.scope import foreign
 from toolkit.alarms.settings import AlarmHandlerSettings
 from toolkit.alarms.state import StateStore
+from toolkit.alarms.why import VerdictReading, read_verdict, why_line
 from toolkit.errors import AlarmEventError, ToolkitError
 
-__all__ = ["AlarmHandlingFailed", "AlarmOutcome", "AlarmResponder"]
+__all__ = ["AlarmHandlingFailed", "AlarmOutcome", "AlarmResponder", "owed_parts"]
 
 log = logging.getLogger(__name__)
 
-RECORD_TTL = timedelta(days=1)  # how long a state change's record (and de-duplication) lasts
 DEFAULT_LEASE = timedelta(minutes=5)  # without a Lambda context
 LEASE_SLACK = timedelta(seconds=20)  # the lease outlives the invocation by this much
-THREAD_TTL = timedelta(days=14)
-MAX_ATTEMPTS = 3  # Lambda's first delivery and its two retries
-_OPEN = ("pending", "deploying", "retry")
+# An interrupted attempt's retry finds these, not a second chance to act.
+_ALREADY_ACTED = ("cooldown", "deployment-in-progress", "still-stuck")
 
 
 class AlarmHandlingFailed(ToolkitError):
@@ -75,6 +92,7 @@ class AlarmOutcome:
     decision: Decision | None
     slack_retryable: bool = False
     owed: tuple[str, ...] = ()
+    ignored: str | None = None  # why the alarm is not this environment's
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,42 +105,14 @@ class AlarmOutcome:
             "remediation": self.decision.action if self.decision else None,
             "reason": self.decision.reason if self.decision else None,
             "owed": list(self.owed),
+            **({"ignored": self.ignored} if self.ignored else {}),
         }
-
-
-@dataclass(frozen=True)
-class _SlackFailure:
-    message: str
-    retryable: bool
-
-    @classmethod
-    def of(cls, exc: Exception) -> _SlackFailure:
-        if isinstance(exc, ToolkitError):
-            return cls(str(exc), bool(getattr(exc, "retryable", False)))
-        return cls(type(exc).__name__, False)
 
 
 def _keys(event: object) -> object:
     if isinstance(event, dict):
         return sorted(str(k)[:40] for k in event)[:10]
     return type(event).__name__
-
-
-def _new_record() -> dict[str, Any]:
-    return {"alert": "owed", "remediation": "pending", "follow_up": "none", "thread": None,
-            "decision": None, "attempts": 0, "noted_retry": False}
-
-
-def owed_parts(record: dict[str, Any]) -> tuple[str, ...]:
-    """What the record still owes: ``alert``, ``remediation``, ``follow_up``."""
-    parts = []
-    if record.get("alert") == "owed":
-        parts.append("alert")
-    if record.get("remediation") in _OPEN:
-        parts.append("remediation")
-    if record.get("follow_up") == "owed":
-        parts.append("follow_up")
-    return tuple(parts)
 
 
 class AlarmResponder:
@@ -138,33 +128,30 @@ class AlarmResponder:
     ) -> None:
         self.settings = settings
         self.remediator = remediator
-        self.state = state
-        self._sender_factory = sender_factory
-        self._sender: Any = None
-        self._sender_error: _SlackFailure | None = None
         self.clock = clock
         self.deadline = deadline or Deadline()
+        self.slack = SlackPoster(settings, state, self.deadline, sender_factory)
+        self.state = state
 
-    # The sender is built on first use (it may need Secrets Manager).
+    @property
+    def state(self) -> StateStore:
+        return self._state
+
+    @state.setter
+    def state(self, store: StateStore) -> None:
+        self._state = store
+        self.slack.state = store
+
+    @property
+    def _sender(self) -> Any:  # the sender in use (tests replace it)
+        return self.slack._sender
+
+    @_sender.setter
+    def _sender(self, sender: Any) -> None:
+        self.slack._sender = sender
+
     def sender(self) -> Any:
-        if self._sender is None and self._sender_factory is not None:
-            try:
-                self._sender = self._sender_factory()
-            except Exception as exc:  # noqa: BLE001 - no Slack must not stop remediation
-                failure = _SlackFailure.of(exc)
-                self._sender_error = _SlackFailure(
-                    f"Slack sender unavailable: {failure.message}", failure.retryable
-                )
-                log.error(json.dumps({"event": "slack_unavailable", "error": failure.message,
-                                      "retryable": failure.retryable}))
-                return None
-            self._sender_error = None
-            if self._sender is None:
-                self._sender_factory = None  # nothing configured: log only
-                log.warning(json.dumps({"event": "slack_not_configured"}))
-            elif getattr(self._sender, "deadline", None) is not None:
-                self._sender.deadline = self.deadline
-        return self._sender
+        return self.slack.sender()
 
     def handle(self, event: object, context: object = None) -> dict[str, Any]:
         """Handle one Lambda event; ``context`` (the Lambda context) bounds the time spent."""
@@ -203,6 +190,13 @@ class AlarmResponder:
         return timedelta(seconds=left) + LEASE_SLACK
 
     def handle_alarm(self, alarm: AlarmEvent) -> AlarmOutcome:
+        elsewhere = foreign(alarm, self.settings.environment)
+        if elsewhere is not None:
+            log.info(json.dumps({"event": "foreign_alarm", "alarm": alarm.name[:200],
+                                 "state": alarm.state, "environment": self.settings.environment,
+                                 "why": elsewhere}))
+            return AlarmOutcome(alarm=alarm.name, state=alarm.state, duplicate=False,
+                                posted=False, slack_error=None, decision=None, ignored=elsewhere)
         now = self.clock()
         record = self._get_record(alarm)
         if record is not None and not owed_parts(record):
@@ -242,38 +236,42 @@ class AlarmResponder:
         self, alarm: AlarmEvent, record: dict[str, Any] | None, now: datetime
     ) -> AlarmOutcome:
         fresh = record is None
-        rec = _new_record() if record is None else {**_new_record(), **record}
+        rec = new_record() if record is None else {**new_record(), **record}
         alert_was_owed = rec["alert"] == "owed"
         rec["attempts"] = int(rec.get("attempts") or 0) + 1
         self._save(alarm, rec, now)
-        failures: list[_SlackFailure] = []
+        failures: list[SlackFailure] = []
         posted = False
-        # 1. the alert
-        if rec["alert"] == "owed":
-            ts, failure = self._post_alert(alarm, now)
-            if failure is None:
-                rec["alert"], rec["thread"] = "posted", ts
-                posted = self._sender is not None and not alarm.actions_suppressed_by
-            else:
-                failures.append(failure)
-                rec["alert"] = "owed" if failure.retryable else "failed"
-            self._save(alarm, rec, now)
-        # 2. the remediation
+        verdict = None
+        if rec["alert"] == "owed" or rec["remediation"] in OPEN:
+            verdict = self._verdict(alarm, now)
+        # 1. the remediation, first: Slack gets what time is left, never the other way round
         decision: Decision | None = None
-        if rec["remediation"] in _OPEN:
-            decision = self._remediate(alarm, rec, now)
+        if rec["remediation"] in OPEN:
+            decision = self._remediate(alarm, rec, now, verdict)
+        # 2. the alert, with the collector's "why"
+        if rec["alert"] == "owed":
+            why = why_line(verdict, now) if verdict is not None else None
+            sent = self.slack.alert(alarm, now, why=why, look_first=bool(rec.get("alert_look")))
+            rec["alert"], rec["alert_look"] = sent.state, sent.look_first
+            if sent.ts:
+                rec["thread"] = sent.ts
+            if sent.failure is not None:
+                failures.append(sent.failure)
+            posted = sent.state == "posted" and self.slack.configured and (
+                not alarm.actions_suppressed_by)
+            self._save(alarm, rec, now)
         # 3. the follow-up, under the alert
         if rec["follow_up"] == "owed" and rec["alert"] != "owed":
-            owed_decision = _decision(rec.get("decision"))
+            owed_decision = decision_of(rec.get("decision"))
             if rec["alert"] == "failed" or owed_decision is None:
                 rec["follow_up"] = "failed"
             else:
-                failure = self._post_follow_up(owed_decision, rec.get("thread"))
-                if failure is None:
-                    rec["follow_up"] = "posted"
-                else:
-                    failures.append(failure)
-                    rec["follow_up"] = "owed" if failure.retryable else "failed"
+                sent = self.slack.follow_up(alarm, owed_decision, rec.get("thread"),
+                                            look_first=bool(rec.get("follow_up_look")))
+                rec["follow_up"], rec["follow_up_look"] = sent.state, sent.look_first
+                if sent.failure is not None:
+                    failures.append(sent.failure)
             self._save(alarm, rec, now)
         owed = owed_parts(rec)
         failure = failures[-1] if failures else None
@@ -288,8 +286,19 @@ class AlarmResponder:
             owed=owed,
         )
 
-    def _remediate(self, alarm: AlarmEvent, rec: dict[str, Any], now: datetime) -> Decision:
-        if self.deadline.left() < REMEDIATION_SECONDS:
+    def _verdict(self, alarm: AlarmEvent, now: datetime) -> VerdictReading | None:
+        """The verdict record of a remediating alarm's service (its "why"), else ``None``."""
+        policy = RemediationPolicy.from_settings(self.settings)
+        services = alarm.named_services
+        if alarm.state != "ALARM" or len(services) != 1 or not remediating_input(alarm, policy):
+            return None
+        return read_verdict(self.state, Target(*services[0]), self.settings.environment, now)
+
+    def _remediate(
+        self, alarm: AlarmEvent, rec: dict[str, Any], now: datetime,
+        verdict: VerdictReading | None,
+    ) -> Decision:
+        if self.deadline.left() < MIN_REMEDIATION_SECONDS:
             decision = Decision(
                 "failed", "deadline",
                 "not started: too little time left in this invocation", alarm=alarm.name,
@@ -303,13 +312,20 @@ class AlarmResponder:
             rec["remediation"] = "deploying"
             self._save(alarm, rec, now)
 
-        decision = self.remediator.remediate_alarm(alarm, now, before_deploy=deploying)
-        if interrupted and not decision.performed and decision.code in (
-            "cooldown", "deployment-in-progress"
-        ):
-            decision = replace(decision, reason=(
-                "an earlier attempt was interrupted just as it forced a deployment; "
-                f"not deploying again ({decision.reason})"
+        try:
+            decision = self.remediator.remediate_alarm(
+                alarm, now, before_deploy=deploying, verdict=verdict
+            )
+        except Exception as exc:  # noqa: BLE001 - a bug must not cost the alert
+            log.exception(json.dumps({"event": "remediation_crashed", "alarm": alarm.name,
+                                      "error": type(exc).__name__}))
+            decision = Decision("failed", "ecs-error", (
+                f"unexpected {type(exc).__name__} during remediation (see the handler's log)"
+            ), alarm=alarm.name, mode=self.settings.remediation, at=now)
+        if interrupted and not decision.performed and decision.code in _ALREADY_ACTED:
+            decision = replace(decision, code="cooldown", details={}, reason=(
+                "an earlier attempt was interrupted just as it acted; "
+                f"not acting again ({decision.reason})"
             ))
         if decision.retryable and rec["attempts"] >= MAX_ATTEMPTS:
             decision = replace(decision, retryable=False, reason=(
@@ -329,65 +345,7 @@ class AlarmResponder:
         self._save(alarm, rec, now)
         return decision
 
-    # -- Slack --
-
-    def _post_alert(
-        self, alarm: AlarmEvent, now: datetime
-    ) -> tuple[str | None, _SlackFailure | None]:
-        from toolkit.alarms.messages import alarm_message
-
-        sender = self.sender()
-        if sender is None:
-            if self._sender_error is None:  # Slack not configured: nothing is owed
-                return None, None
-            return None, self._sender_error
-        if alarm.actions_suppressed_by:
-            log.info(json.dumps({"event": "actions_suppressed", "alarm": alarm.name,
-                                 "by": alarm.actions_suppressed_by}))
-            return None, None
-        thread = None
-        if alarm.state != "ALARM" and sender.threads:
-            thread = self._thread_of(alarm)
-        message = alarm_message(
-            alarm, grafana_url=self.settings.grafana_url, environment=self.settings.environment
-        )
-        try:
-            ts = sender.post(message, thread_ts=thread, broadcast=thread is not None)
-        except ToolkitError as exc:
-            failure = _SlackFailure.of(exc)
-            log.error(json.dumps({"event": "slack_failed", "alarm": alarm.name,
-                                  "error": failure.message, "retryable": failure.retryable}))
-            return None, failure
-        if ts and alarm.state == "ALARM":
-            try:
-                self.state.put_thread(alarm.alarm_key, ts, now, THREAD_TTL)
-            except ToolkitError as exc:
-                _state_unavailable(exc)
-        return ts, None
-
-    def _post_follow_up(self, decision: Decision, ts: str | None) -> _SlackFailure | None:
-        from toolkit.alarms.messages import decision_message
-
-        sender = self.sender()
-        if sender is None:
-            return self._sender_error
-        try:
-            sender.post(decision_message(decision), thread_ts=ts)
-        except ToolkitError as exc:
-            failure = _SlackFailure.of(exc)
-            log.error(json.dumps({"event": "slack_failed", "follow_up": True,
-                                  "error": failure.message, "retryable": failure.retryable}))
-            return failure
-        return None
-
     # -- state --
-
-    def _thread_of(self, alarm: AlarmEvent) -> str | None:
-        try:
-            return self.state.get_thread(alarm.alarm_key)
-        except ToolkitError as exc:
-            _state_unavailable(exc)
-            return None
 
     def _get_record(self, alarm: AlarmEvent) -> dict[str, Any] | None:
         try:
@@ -411,12 +369,3 @@ class AlarmResponder:
 
 def _state_unavailable(exc: Exception) -> None:
     log.error(json.dumps({"event": "state_unavailable", "error": str(exc)}))
-
-
-def _decision(raw: object) -> Decision | None:
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return Decision.from_log(raw)
-    except (TypeError, ValueError):
-        return None

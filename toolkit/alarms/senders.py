@@ -1,7 +1,4 @@
-"""Slack: Block Kit messages for alarms and remediation decisions, and the sender.
-
-Messages are built by pure functions (:func:`alarm_message`, :func:`decision_message`) returning a
-:class:`SlackMessage`; the senders post them with ``slack_sdk``:
+"""Slack senders: what posts a :class:`~toolkit.alarms.messages.SlackMessage`, with ``slack_sdk``:
 
 * :class:`WebhookSender` - an incoming webhook (``SLACK_WEBHOOK_URL``); no threads.
 * :class:`BotSender` - ``chat.postMessage`` with a bot token and channel; returns the message
@@ -14,142 +11,46 @@ in the invocation's :class:`~toolkit.alarms.budget.Deadline`) and 5xx answers, t
 ``channel_not_found``, webhook 403/404, an unreadable secret). A message whose blocks Slack
 refuses (``invalid_blocks``, a URL over its limit) is posted again as plain text.
 
-Secrets (webhook URL, token) are kept out of logs and error messages: slack_sdk logs to the
-``toolkit.slack.http`` logger, pinned at WARNING (slack_sdk logs
-``Going to retry the same request: POST <full URL>`` at INFO and URLs and headers at DEBUG), and a
-filter on that logger redacts URL paths and tokens from whatever still gets through, even if
-someone lowers its lev"""
+**A POST that may have landed is not sent again.** A failure before the request was sent
+(refused, unreachable, a connect timeout: urllib's ``URLError``) is retried; one after it (a read
+timeout, a reset while waiting for the answer) means Slack may have accepted the message. The
+webhook sender then raises :class:`SlackMaybePosted` (not retryable: nothing can tell). The bot
+sender tags every post with message metadata (``celery_ecs_message``, the message's ``key``) and
+looks for it (``conversations.history``, or ``conversations.replies`` in a thread) before posting
+again: found, its ``ts`` is returned; absent, it is posted again; the lookup failing leaves it
+"maybe posted" (:class:`SlackMaybePosted`, retryable when a later lookup may answer).
+
+Secrets (webhook URL, token) are kept out of logs and error messages
+(:mod:`toolkit.alarms.credentials`: where they come from, and the redaction).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from toolkit.alarms.budget import MIN_CALL_SECONDS, Deadline
+from toolkit.alarms.credentials import (
+    HTTP_LOG,
+    SlackCredentials,
+    clear_secret_cache,
+    redact,
+    resolve_credentials,
+)
 from toolkit.alarms.messages import SlackMessage, cut_text
 from toolkit.alarms.settings import AlarmHandlerSettings
-from toolkit.aws.clients import client as aws_client
-from toolkit.env import ENV_SLACK_SECRET_ARN
-from toolkit.errors import SlackError, aws_error_code, is_transient
+from toolkit.errors import SlackError
+
+__all__ = [
+    "BotSender", "SlackCredentials", "SlackMaybePosted", "SlackSender", "WebhookSender",
+    "build_sender", "clear_secret_cache", "redact", "resolve_credentials",
+]
 
 log = logging.getLogger(__name__)
-
-_REDACTIONS = (
-    # A webhook URL's path is the secret: keep the scheme and host, drop path and query.
-    (re.compile(r"(?i)\b(https?://[^/\s'\"<>]+)/[^\s'\"<>]*"), r"\1/[redacted]"),
-    (re.compile(r"xox[a-zA-Z]-[A-Za-z0-9-]+"), "xox?-[redacted]"),
-    (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1[redacted]"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with URL paths and Slack tokens replaced by ``[redacted]``."""
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-class _RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record must not escape unredacted
-            message = str(record.msg)
-        record.msg, record.args = redact(message), None
-        if record.exc_info or record.exc_text:
-            record.exc_info, record.exc_text = None, None  # tracebacks may hold the URL
-        return True
-
-
-# slack_sdk logs "Going to retry the same request: POST <full URL>" at INFO and URLs and headers at
-# DEBUG (a webhook URL and a bot token are secrets): WARNING only, and redacted whatever the level.
-_HTTP_LOG = logging.getLogger("toolkit.slack.http")
-_HTTP_LOG.setLevel(logging.WARNING)
-_HTTP_LOG.addFilter(_RedactingFilter())
-
-# --- credentials --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SlackCredentials:
-    webhook_url: str | None = field(default=None, repr=False)
-    bot_token: str | None = field(default=None, repr=False)
-    channel: str | None = None
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.webhook_url or (self.bot_token and self.channel))
-
-
-_SECRET_CACHE: dict[str, SlackCredentials] = {}
-
-
-def clear_secret_cache(arn: str | None = None) -> None:
-    """Forget the cached Slack secret ``arn`` (every secret when None): the next alarm reads it
-    again from Secrets Manager."""
-    if arn is None:
-        _SECRET_CACHE.clear()
-    else:
-        _SECRET_CACHE.pop(arn, None)
-
-
-def _pick(data: Mapping[str, Any], *keys: str) -> str | None:
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def resolve_credentials(
-    settings: AlarmHandlerSettings, *, secrets_client: Any = None, use_cache: bool = True
-) -> SlackCredentials:
-    """Credentials from ``SLACK_SECRET_ARN`` (fetched once per container) or the environment."""
-    env_creds = SlackCredentials(
-        settings.slack_webhook_url, settings.slack_bot_token, settings.slack_channel
-    )
-    arn = settings.slack_secret_arn
-    if not arn:
-        return env_creds
-    if use_cache and arn in _SECRET_CACHE:
-        return _SECRET_CACHE[arn]
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if secrets_client is None:
-        secrets_client = aws_client("secretsmanager", read_timeout=5)
-    try:
-        raw = secrets_client.get_secret_value(SecretId=arn)["SecretString"]
-    except ClientError as exc:
-        code = aws_error_code(exc) or "ClientError"
-        raise SlackError(
-            f"{ENV_SLACK_SECRET_ARN}: cannot read the Slack secret: {code}",
-            retryable=is_transient(exc),
-        ) from None
-    except (BotoCoreError, KeyError) as exc:
-        raise SlackError(
-            f"{ENV_SLACK_SECRET_ARN}: cannot read the Slack secret: {type(exc).__name__}",
-            retryable=is_transient(exc),
-        ) from None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise SlackError(f"{ENV_SLACK_SECRET_ARN}: the Slack secret is not a JSON object") from None
-    if not isinstance(data, dict):
-        raise SlackError(f"{ENV_SLACK_SECRET_ARN}: the Slack secret is not a JSON object")
-    creds = SlackCredentials(
-        webhook_url=_pick(data, "SLACK_WEBHOOK_URL", "webhook_url") or env_creds.webhook_url,
-        bot_token=_pick(data, "SLACK_BOT_TOKEN", "bot_token") or env_creds.bot_token,
-        channel=_pick(data, "SLACK_CHANNEL", "channel") or env_creds.channel,
-    )
-    _SECRET_CACHE[arn] = creds
-    return creds
-
 
 # --- senders ------------------------------------------------------------------------------------
 
@@ -163,19 +64,29 @@ class SlackSender(Protocol):
         """Post ``message``; return its ``ts`` when the transport tells it (bot token)."""
 
 
+class SlackMaybePosted(SlackError):
+    """The request was sent but its answer never came: Slack may show the message. Not sent
+    again; ``retryable`` when a later lookup (bot token) may still tell."""
+
+    maybe_posted = True
+
+
 class _AttemptFailed(SlackError):
     """One request failed; ``retry_after`` is Slack's ``Retry-After`` (429) when it sent one,
-    ``rich_refused`` says Slack refused the blocks themselves (plain text may still go)."""
+    ``rich_refused`` says Slack refused the blocks themselves (plain text may still go),
+    ``maybe_sent`` that the request had gone out when it failed (Slack may have accepted it)."""
 
     def __init__(
         self, message: str, *, retryable: bool, retry_after: float | None = None,
-        rich_refused: bool = False,
+        rich_refused: bool = False, maybe_sent: bool = False,
     ) -> None:
         super().__init__(message, retryable=retryable)
         self.retry_after = retry_after
         self.rich_refused = rich_refused
+        self.maybe_sent = maybe_sent
 
 
+METADATA_EVENT = "celery_ecs_message"  # the metadata event_type of the toolkit's posts
 # Slack's answers when it refuses the rich message itself: the same text without blocks goes.
 _RICH_REFUSALS = ("invalid_blocks", "invalid_attachments", "invalid_blocks_format", "msg_too_long")
 
@@ -194,9 +105,19 @@ def _retry_after(headers: object) -> float | None:
 
 
 def _transport_error(exc: BaseException) -> _AttemptFailed:
+    """urllib raises ``URLError`` for what fails before the request is sent (connect, TLS,
+    send); anything else (a read timeout, a reset or an unparsable answer while waiting) came
+    after it: the request may have been accepted."""
+    from urllib.error import URLError
+
     reason = getattr(exc, "reason", None)
     detail = f": {redact(str(reason))}" if isinstance(reason, str | OSError) else ""
-    return _AttemptFailed(f"Slack unreachable ({type(exc).__name__}{detail})", retryable=True)
+    if isinstance(exc, URLError):
+        return _AttemptFailed(f"Slack unreachable ({type(exc).__name__}{detail})", retryable=True)
+    return _AttemptFailed(
+        f"Slack did not answer after the request was sent ({type(exc).__name__}{detail})",
+        retryable=True, maybe_sent=True,
+    )
 
 
 def _retryable_status(status: object) -> bool:
@@ -234,6 +155,14 @@ class _RetryingSender:
     def _once(self, payload: dict[str, Any], timeout: float) -> str | None:
         raise NotImplementedError
 
+    def _landed(self, exc: _AttemptFailed, key: str | None, thread_ts: str | None) -> str | None:
+        """After a request that may have landed: its ``ts`` when it did, ``None`` when it did not
+        (post again), else :class:`SlackMaybePosted`. Without a way to look (a webhook), it is
+        never sent again."""
+        raise SlackMaybePosted(
+            f"{exc}: Slack may have accepted it, so it is not sent again", retryable=False
+        )
+
     def post(
         self, message: SlackMessage, *, thread_ts: str | None = None, broadcast: bool = False
     ) -> str | None:
@@ -243,14 +172,14 @@ class _RetryingSender:
             if broadcast:
                 extra["reply_broadcast"] = True
         try:
-            return self._retrying({**message.payload(), **extra})
+            return self._retrying({**message.payload(), **extra}, message.key)
         except _AttemptFailed as exc:
             if not exc.rich_refused:
                 raise
             log.warning(json.dumps({"event": "slack_plain_text_fallback", "error": str(exc)}))
-            return self._retrying({**message.fallback_payload(), **extra})
+            return self._retrying({**message.fallback_payload(), **extra}, message.key)
 
-    def _retrying(self, payload: dict[str, Any]) -> str | None:
+    def _retrying(self, payload: dict[str, Any], key: str | None = None) -> str | None:
         attempt = 0
         while True:
             left = self.deadline.left()
@@ -261,6 +190,11 @@ class _RetryingSender:
             try:
                 return self._once(payload, min(self.timeout, left))
             except _AttemptFailed as exc:
+                if exc.maybe_sent:
+                    log.warning(json.dumps({"event": "slack_maybe_posted", "error": str(exc)}))
+                    found = self._landed(exc, key, payload.get("thread_ts"))
+                    if found is not None:
+                        return found
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 wait = exc.retry_after
@@ -292,7 +226,7 @@ class WebhookSender(_RetryingSender):
         )
         # retry_handlers=[]: the loop above retries, within the deadline.
         self._client = WebhookClient(
-            url, timeout=int(max(1, timeout)), logger=_HTTP_LOG, retry_handlers=[]
+            url, timeout=int(max(1, timeout)), logger=HTTP_LOG, retry_handlers=[]
         )
 
     def _once(self, payload: dict[str, Any], timeout: float) -> str | None:
@@ -317,9 +251,16 @@ class WebhookSender(_RetryingSender):
 
 
 class BotSender(_RetryingSender):
-    """``chat.postMessage`` with a bot token; supports threaded replies."""
+    """``chat.postMessage`` with a bot token; supports threaded replies. Every post carries the
+    message's ``key`` as metadata, so that :meth:`find` can tell whether it landed."""
 
     threads = True
+
+    def _retrying(self, payload: dict[str, Any], key: str | None = None) -> str | None:
+        if key:
+            payload = {**payload, "metadata": {"event_type": METADATA_EVENT,
+                                               "event_payload": {"key": key}}}
+        return super()._retrying(payload, key)
 
     def __init__(
         self,
@@ -338,12 +279,61 @@ class BotSender(_RetryingSender):
             timeout=timeout, max_retries=max_retries, backoff=backoff, deadline=deadline
         )
         kwargs: dict[str, Any] = {
-            "timeout": int(max(1, timeout)), "logger": _HTTP_LOG, "retry_handlers": [],
+            "timeout": int(max(1, timeout)), "logger": HTTP_LOG, "retry_handlers": [],
         }
         if base_url:
             kwargs["base_url"] = base_url if base_url.endswith("/") else base_url + "/"
         self.channel = channel
         self._client = WebClient(token=token, **kwargs)
+
+    def _landed(self, exc: _AttemptFailed, key: str | None, thread_ts: str | None) -> str | None:
+        if not key:
+            return super()._landed(exc, key, thread_ts)
+        try:
+            return self.find(key, thread_ts)
+        except SlackError as failed:
+            raise SlackMaybePosted(
+                f"{exc}; looking for it failed ({failed}): not sent again until a lookup answers",
+                retryable=failed.retryable,
+            ) from None
+
+    def find(self, key: str, thread_ts: str | None = None) -> str | None:
+        """The ``ts`` of the message posted with ``key`` (its metadata), ``None`` if Slack has no
+        such message: ``conversations.history`` of the channel, or ``conversations.replies`` of
+        ``thread_ts``. Needs ``channels:history`` (``groups:history`` for a private channel)."""
+        from slack_sdk.errors import SlackApiError
+
+        left = self.deadline.left()
+        if left < MIN_CALL_SECONDS:
+            raise SlackError("no time left in this invocation to look in Slack", retryable=True)
+        self._client.timeout = max(1, int(min(self.timeout, left)))
+        try:
+            if thread_ts:
+                response = self._client.conversations_replies(
+                    channel=self.channel, ts=thread_ts, include_all_metadata=True, limit=200
+                )
+            else:
+                response = self._client.conversations_history(
+                    channel=self.channel, include_all_metadata=True, limit=100
+                )
+        except SlackApiError as exc:
+            status = getattr(exc.response, "status_code", "?")
+            error = exc.response.get("error") if exc.response is not None else None
+            raise SlackError(
+                f"conversations.{'replies' if thread_ts else 'history'} failed: HTTP {status}, "
+                f"{error or 'no error code'}",
+                retryable=_retryable_status(status) or error in _RETRYABLE_API_ERRORS,
+            ) from None
+        except Exception as exc:  # noqa: BLE001
+            raise SlackError(str(_transport_error(exc)), retryable=True) from None
+        messages = response.get("messages")
+        for found in messages if isinstance(messages, list) else []:
+            meta = found.get("metadata") if isinstance(found, dict) else None
+            payload = meta.get("event_payload") if isinstance(meta, dict) else None
+            if isinstance(payload, dict) and payload.get("key") == key:
+                ts = found.get("ts")
+                return ts if isinstance(ts, str) else None
+        return None
 
     def _once(self, payload: dict[str, Any], timeout: float) -> str | None:
         from slack_sdk.errors import SlackApiError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,18 +21,45 @@ from toolkit.env import (
     ENV_SLACK_API_URL,
     ENV_SLACK_BOT_TOKEN,
     ENV_SLACK_CHANNEL,
+    ENV_SLACK_ESCALATION_MENTION,
     ENV_SLACK_SECRET_ARN,
     ENV_SLACK_WEBHOOK_URL,
     ENV_STATE_TABLE,
     parse_int,
 )
 from toolkit.errors import ConfigError
-from toolkit.metricnames import WORKER_STUCK
+from toolkit.metricnames import WORKER_STUCK, WORKERS_STUCK
 
 RemediationMode = Literal["enabled", "dry-run", "off"]
 REMEDIATION_MODES: tuple[RemediationMode, ...] = ("enabled", "dry-run", "off")
 
 MIN_COOLDOWN_SECONDS = 60  # COOLDOWN_SECONDS below this is clamped up, with a warning
+DEFAULT_REMEDIATING_METRICS = (WORKER_STUCK, WORKERS_STUCK)
+# What SLACK_ESCALATION_MENTION may hold: Slack's own mention syntax, or a bare ID.
+_MENTION = re.compile(r"<(?:!subteam\^[A-Z0-9]+|@[UW][A-Z0-9]+|!here|!channel)(?:\|[^<>|]{1,80})?>")
+_BARE = {"S": "<!subteam^{}>", "U": "<@{}>", "W": "<@{}>"}
+_ID = re.compile(r"[SUW][A-Z0-9]{2,}")
+_WORDS = {"@here": "<!here>", "@channel": "<!channel>", "here": "<!here>", "channel": "<!channel>"}
+
+
+def slack_mentions(raw: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """``SLACK_ESCALATION_MENTION`` as mentions Slack notifies (``<!subteam^S0ONCALL>``,
+    ``<@U0123>``, ``<!here>``; bare IDs ``S0ONCALL`` / ``U0123`` and ``@here`` are converted),
+    and the tokens refused (anything else would be posted as text and notify nobody)."""
+    mentions: list[str] = []
+    refused: list[str] = []
+    for token in re.split(r"[\s,]+", (raw or "").strip()):
+        if not token:
+            continue
+        if _MENTION.fullmatch(token):
+            mentions.append(token)
+        elif token in _WORDS:
+            mentions.append(_WORDS[token])
+        elif _ID.fullmatch(token):
+            mentions.append(_BARE[token[0]].format(token))
+        else:
+            refused.append(token[:40])
+    return (" ".join(dict.fromkeys(mentions)) or None), tuple(refused)
 
 
 @dataclass(frozen=True)
@@ -48,10 +76,12 @@ class AlarmHandlerSettings:
     cooldown_seconds: int = 900
     max_remediations_per_hour: int = 3
     state_table: str | None = None
-    remediating_metrics: tuple[str, ...] = (WORKER_STUCK,)
+    remediating_metrics: tuple[str, ...] = DEFAULT_REMEDIATING_METRICS
     grafana_url: str | None = None
     # The namespace of the toolkit's own metrics: only WorkerStuck there is acted on.
     namespace: str = DEFAULT_NAMESPACE
+    # Who the "still stuck after a forced deployment" escalation mentions (Slack mention syntax).
+    escalation_mention: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlarmHandlerSettings:
@@ -62,8 +92,17 @@ class AlarmHandlerSettings:
                 f"{ENV_REMEDIATION} must be one of {', '.join(REMEDIATION_MODES)}, got {mode!r}"
             )
         metrics = tuple(
-            m.strip() for m in (env.get(ENV_REMEDIATING_METRICS) or WORKER_STUCK).split(",")
+            m.strip() for m in (env.get(ENV_REMEDIATING_METRICS) or ",".join(
+                DEFAULT_REMEDIATING_METRICS
+            )).split(",")
         )
+        mention, refused = slack_mentions(env.get(ENV_SLACK_ESCALATION_MENTION))
+        if refused:
+            # Not refused outright: a typo must not stop the handler from alerting.
+            logging.getLogger("toolkit.alarms.settings").warning(
+                "%s: ignoring %s (use <!subteam^ID>, <@USER>, a bare S.../U... ID or @here)",
+                ENV_SLACK_ESCALATION_MENTION, ", ".join(repr(t) for t in refused),
+            )
         cooldown = parse_int(env.get(ENV_COOLDOWN_SECONDS), ENV_COOLDOWN_SECONDS, 900)
         if cooldown < MIN_COOLDOWN_SECONDS:
             # Below a minute a stuck service could be redeployed in a loop before its new tasks
@@ -74,7 +113,7 @@ class AlarmHandlerSettings:
             )
             cooldown = MIN_COOLDOWN_SECONDS
         return cls(
-            environment=env.get(ENV_ENVIRONMENT, ""),
+            environment=env.get(ENV_ENVIRONMENT, "").strip(),
             slack_webhook_url=env.get(ENV_SLACK_WEBHOOK_URL) or None,
             slack_bot_token=env.get(ENV_SLACK_BOT_TOKEN) or None,
             slack_channel=env.get(ENV_SLACK_CHANNEL) or None,
@@ -89,4 +128,5 @@ class AlarmHandlerSettings:
             remediating_metrics=tuple(m for m in metrics if m),
             grafana_url=env.get(ENV_GRAFANA_URL) or None,
             namespace=(env.get(ENV_NAMESPACE) or "").strip() or DEFAULT_NAMESPACE,
+            escalation_mention=mention,
         )

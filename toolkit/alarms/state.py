@@ -12,8 +12,10 @@ Two backends implement the same small :class:`StateStore` protocol:
 
 Items (``pk``): ``claim#<event>`` (first delivery of a state change), ``outcome#<event>`` (what the
 first delivery left to do: a retryable remediation, a Slack follow-up owed), ``thread#<alarm>``
-(Slack ``ts``), ``remediate#<cluster>/<service>`` (per-service remediation lock, TTL = cooldown)
-and ``ledger#remediations``.
+(Slack ``ts``), ``remediate#<cluster>/<service>`` (per-service remediation lock, TTL = cooldown),
+``outcome#remedy#<cluster>/<service>`` (the last remedy: what was done and when, for the
+escalation) and ``ledger#remediations``. ``verdict#<cluster>/<service>`` is the collector's
+(:mod:`toolkit.verdictrecord`); the handler only reads it (:meth:`StateStore.get_item`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ class StateStore(Protocol):
     def put_record(
         self, key: str, data: Mapping[str, Any], now: datetime, ttl: timedelta
     ) -> None: ...
+
+    def get_item(self, pk: str) -> dict[str, Any] | None:
+        """The raw item ``pk`` that another part of the toolkit wrote (the collector's verdict
+        record, ``verdict#<cluster>/<service>``); ``None`` when absent or without a table."""
 
 
 class MemoryStateStore:
@@ -151,6 +157,9 @@ class MemoryStateStore:
             self._records[key] = (now + ttl, json.dumps(dict(data), default=str))
             if len(self._records) > 10_000:
                 self._records = {k: v for k, v in self._records.items() if v[0] > now}
+
+    def get_item(self, pk: str) -> dict[str, Any] | None:
+        return None  # nobody else writes into a container's memory
 
 
 def _epoch(when: datetime) -> int:
@@ -260,6 +269,9 @@ class DynamoStateStore:
             "data": {"S": json.dumps(dict(data), default=str)},
             "expires_at": {"N": str(_epoch(now + ttl))},
         })
+
+    def get_item(self, pk: str) -> dict[str, Any] | None:
+        return self._get_item(pk)
 
     def get_thread(self, alarm_key: str) -> str | None:
         ts = (self._get_item(f"thread#{alarm_key}") or {}).get("ts", {}).get("S")
