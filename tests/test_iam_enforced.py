@@ -4,10 +4,8 @@ on, signed as a principal holding exactly the policy the template gives that fun
 
 The cases are a table of (function, code path). With the full policy every call is allowed and
 the path does its job; with any one statement removed, at least one case of that function is
-denied. Cases marked ``pending`` stand in for code other branches are writing (they make the
-calls the contract in docs and toolkit/verdictrecord.py describes): replace each by the real
-code path when it lands. Enforcement: tests/iam_enforce.py (moto checks actions only; it adds
-resources and condition keys).
+denied. Enforcement: tests/iam_enforce.py (moto checks actions only; it adds resources and
+condition keys).
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ class World:
     env: str
     endpoint: str
     cluster: str
-    services: tuple[str, str]
+    services: tuple[str, ...]
     other_task: str  # a task ARN in another cluster
     broker_secret: str
     slack_secret: str
@@ -88,15 +86,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     kw: dict[str, Any] = dict(region_name=REGION, endpoint_url=endpoint,
                               aws_access_key_id="seed", aws_secret_access_key="seed")
     ecs = boto3.client("ecs", **kw)
-    services = (f"{env}-a", f"{env}-b")
+    services = (f"{env}-a", f"{env}-b", f"{env}-c")  # c: two tasks, one of them hung
     ecs.create_cluster(clusterName=cluster)
     ecs.create_cluster(clusterName=f"{env}-other")
     ecs.register_task_definition(family=f"{env}-td", containerDefinitions=[
         {"name": "worker", "image": "w", "memory": 256, "essential": True}])
+    cw = boto3.client("cloudwatch", **kw)
     for name in services:
+        two = name.endswith("-c")
+        running.setenv("MOTO_ECS_SERVICE_RUNNING", "2" if two else "1")  # read at create
         ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=f"{env}-td",
-                           desiredCount=1, tags=[{"key": "celery-ecs:remediate", "value": "true"}])
+                           desiredCount=2 if two else 1,
+                           tags=[{"key": "celery-ecs:remediate", "value": "true"}])
+        running.setenv("MOTO_ECS_SERVICE_RUNNING", "1")
         age_deployments(cluster, name, 3600)
+        # the live evidence the handler reads before any ECS call: WorkerStuck 1 lately (c:
+        # WorkersStuck 1, one hung task of two)
+        metric = "WorkersStuck" if name.endswith("-c") else "WorkerStuck"
+        cw.put_metric_data(Namespace="Celery", MetricData=[{
+            "MetricName": metric, "Value": 1.0, "Unit": "None",
+            "Timestamp": datetime.now(UTC) - timedelta(seconds=ago),
+            "Dimensions": [{"Name": "Environment", "Value": env},
+                           {"Name": "ClusterName", "Value": cluster},
+                           {"Name": "ServiceName", "Value": name}]} for ago in (0, 60, 120)])
     sm = boto3.client("secretsmanager", **kw)
     broker = sm.create_secret(Name=f"{env}/broker", SecretString=REDIS_URL)["ARN"]
     slack_secret = sm.create_secret(Name=f"{env}/slack", SecretString=json.dumps(
@@ -211,7 +223,7 @@ def collector_on_behalf(world: World) -> None:
 
 def _stuck_event(world: World, service: str) -> dict[str, Any]:
     text = json.dumps(load_event("eventbridge_worker_stuck_alarm"))
-    text = (text.replace("celery-prod-worker-emails", f"{world.env}-{service}")
+    text = (text.replace("prod-worker-emails", f"{world.env}-{service}")
             .replace('"prod-cluster"', f'"{world.cluster}"')
             .replace('"worker-emails"', f'"{service}"').replace('"prod"', f'"{world.env}"')
             .replace("2024-01-01T12:00:00", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")))
@@ -247,26 +259,38 @@ def handler_without_state_table(world: World, monkeypatch: pytest.MonkeyPatch) -
 
 
 def stop_tasks(world: World) -> None:
-    """pending (WorkersStuck: StopTask on exactly the recorded task ARNs, this cluster only)."""
-    ecs = world.client("ecs")
-    task = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{world.cluster}/{world.env}0task"
+    """lambdas/alarm_handler/handler.py: a WorkersStuck ALARM of a degraded service stops exactly
+    the task its verdict record names (DescribeTasks, then StopTask, this cluster only). The
+    task and the record are put in place through moto's backends: the handler's principal may
+    not run tasks or write records, and must not need to."""
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.ecs.models import ecs_backends
+    from moto.moto_api import state_manager
+
+    from toolkit.verdictrecord import VerdictRecord
+
+    service = world.services[2]
+    # moto advances a task's status on every DescribeTasks: keep it RUNNING, as on ECS
+    state_manager.set_transition(model_name="ecs::task",
+                                 transition={"progression": "manual", "times": 10**9})
+    ecs = ecs_backends[ACCOUNT][REGION]
+    hung, _ = (ecs.run_task(world.cluster, f"{world.env}-td", 1, None, "", None, "FARGATE",
+                            {"awsvpcConfiguration": {"subnets": [world.subnet]}},
+                            group=f"service:{service}")[0] for _ in range(2))
+    record = VerdictRecord(world.env, world.cluster, service, "degraded", time.time(), 60.0,
+                           ("1 of 2 workers dead or hung while 1 make progress",),
+                           (hung.task_arn,), (3, 4, 5))
+    dynamodb_backends[ACCOUNT][REGION].put_item(world.table, record.to_item())
+    event = _stuck_event(world, service)
+    text = json.dumps(event).replace("-WorkerStuck", "-WorkersStuck").replace(
+        '"WorkerStuck"', '"WorkersStuck"')
     try:
-        ecs.stop_task(cluster=world.cluster, task=task, reason="celery-ecs: hung")
-    except ClientError as exc:  # moto knows no such task; IAM let the call through
-        assert exc.response["Error"]["Code"] != "AccessDenied"
-
-
-def evidence_recheck(world: World) -> None:
-    """pending (the handler re-reads the live WorkerStuck datapoints before any ECS call)."""
-    now = datetime.now(UTC)
-    world.client("cloudwatch").get_metric_data(
-        MetricDataQueries=[{"Id": "stuck", "MetricStat": {"Metric": {
-            "Namespace": "Celery", "MetricName": "WorkerStuck", "Dimensions": [
-                {"Name": "Environment", "Value": world.env},
-                {"Name": "ClusterName", "Value": world.cluster},
-                {"Name": "ServiceName", "Value": world.services[0]}]},
-            "Period": 60, "Stat": "Maximum"}}],
-        StartTime=now - timedelta(minutes=5), EndTime=now)
+        result = _handle(world, json.loads(text))
+    finally:
+        state_manager.unset_transition(model_name="ecs::task")
+    assert result["alarms"][0]["remediation"] == "stopped", json.dumps(result["alarms"][0])
+    assert hung.desired_status == "STOPPED"
+    age_deployments(world.cluster, service, 3600)  # the next run is not in cooldown
 
 
 def handler_on_behalf(world: World) -> None:
@@ -289,8 +313,7 @@ CASES = [
     Path_("alarm_handler", "remediation", handler_remediation),
     Path_("alarm_handler", "remediation without a state table", handler_without_state_table,
           needs_monkeypatch=True),
-    Path_("alarm_handler", "StopTask", stop_tasks, pending=True),
-    Path_("alarm_handler", "evidence re-check", evidence_recheck, pending=True),
+    Path_("alarm_handler", "WorkersStuck: StopTask of the recorded task", stop_tasks),
     Path_("alarm_handler", "Lambda on its behalf (logs, dead letters, key)", handler_on_behalf),
 ]
 
@@ -358,7 +381,7 @@ EXPECTED_ACTIONS = {
     "alarm_handler": {
         "secretsmanager:GetSecretValue", "dynamodb:GetItem", "dynamodb:PutItem",
         "dynamodb:DeleteItem", "ecs:DescribeServices", "ecs:UpdateService", "ecs:TagResource",
-        "ecs:ListServices", "ecs:StopTask", "cloudwatch:GetMetricData",
+        "ecs:ListServices", "ecs:StopTask", "ecs:DescribeTasks", "cloudwatch:GetMetricData",
         "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage", "kms:Encrypt",
         "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"},
 }
