@@ -185,27 +185,6 @@ def test_without_environment_every_alarm_is_posted_and_none_acted_on(
 # --- the EventBridge rule of the monitoring template ---------------------------------------------
 
 
-def _matches(pattern: Any, value: Any) -> bool:
-    """EventBridge's matching as documented: a list of allowed values or filters (``prefix``)
-    matches a scalar, or any element of a list; a nested object matches the same key of the
-    event, and an array of objects when any of its objects matches."""
-    if isinstance(pattern, dict):
-        if isinstance(value, list):
-            return any(_matches(pattern, v) for v in value)
-        if not isinstance(value, dict):
-            return False
-        return all(k in value and _matches(p, value[k]) for k, p in pattern.items())
-    values = value if isinstance(value, list) else [value]
-    for allowed in pattern:
-        for v in values:
-            if isinstance(allowed, dict) and "prefix" in allowed:
-                if isinstance(v, str) and v.startswith(allowed["prefix"]):
-                    return True
-            elif allowed == v:
-                return True
-    return False
-
-
 def _rule_for(env: str) -> Any:
     template = load(ROOT / "infrastructure" / "monitoring.yaml")
     pattern = template["Resources"]["AlarmStateChangeRule"]["Properties"]["EventPattern"]
@@ -214,6 +193,8 @@ def _rule_for(env: str) -> Any:
         if isinstance(node, dict):
             if node == {"Ref": "EnvironmentName"}:
                 return env
+            if node == {"Ref": "ClusterName"}:
+                return f"{env}-cluster"
             if set(node) == {"Fn::Sub"}:
                 return node["Fn::Sub"].replace("${EnvironmentName}", env)
             return {k: resolve(v) for k, v in node.items()}
@@ -227,21 +208,23 @@ def _rule_for(env: str) -> Any:
 @pytest.mark.parametrize("rule_env", ENVIRONMENTS)
 @pytest.mark.parametrize("alarm_env", ENVIRONMENTS)
 def test_eventbridge_rule_matches_the_environment_exactly(rule_env: str, alarm_env: str) -> None:
+    from tests.test_templates_aws import matches
+
     event = event_of(alarm_env, "eventbridge")
-    assert _matches(_rule_for(rule_env), event) is (rule_env == alarm_env)
+    assert matches(_rule_for(rule_env), event) is (rule_env == alarm_env)
     # Before: the name prefix alone, which prod- shares with prod-eu-.
-    assert _matches({"detail": {"alarmName": [{"prefix": "prod-"}]}}, event_of("prod-eu",
-                                                                               "eventbridge"))
+    assert matches({"detail": {"alarmName": [{"prefix": "prod-"}]}}, event_of("prod-eu",
+                                                                              "eventbridge"))
 
 
 def test_the_handler_may_read_metrics_and_stop_only_its_clusters_tasks() -> None:
     template = load(ROOT / "infrastructure" / "monitoring.yaml")
     role = template["Resources"]["AlarmHandlerRole"]["Properties"]["Policies"][0]
     statements = {s["Sid"]: s for s in role["PolicyDocument"]["Statement"]}
-    stop = statements["StopStuckWorkerTasks"]
+    stop = statements["StopStuckTasks"]
     assert set(stop["Action"]) == {"ecs:DescribeTasks", "ecs:StopTask"}
     assert stop["Resource"]["Fn::Sub"].endswith(":task/${ClusterName}/*")
-    assert statements["ReadAlarmMetrics"]["Action"] == "cloudwatch:GetMetricData"
+    assert statements["CheckEvidence"]["Action"] == "cloudwatch:GetMetricData"
     env = template["Resources"]["AlarmHandlerFunction"]["Properties"]["Environment"]["Variables"]
     assert env["SLACK_ESCALATION_MENTION"] == {"Ref": "SlackEscalationMention"}
 
