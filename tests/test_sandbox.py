@@ -120,3 +120,22 @@ def test_a_long_legitimate_task_raises_nothing(tmp_path: Path) -> None:
     assert not {"alarm", "deployment", "judged-stuck", "frozen"} & set(names)
     busy = next(e for e in doc["timeline"] if e["event"] == "busy")
     assert "worker busy, not stuck" in busy["detail"]
+
+
+@pytest.mark.redis
+def test_one_frozen_task_of_two_is_stopped_alone(tmp_path: Path) -> None:
+    """worker-emails runs two tasks; one freezes. The verdict turns degraded, the WorkersStuck
+    alarm fires, the real handler stops exactly that task (moto StopTask), the sandbox plays ECS
+    replacing it, the service recovers, and nothing is redeployed."""
+    proc, doc, report = run_sandbox(tmp_path, "--scenario", "partial", "--broker", REAL_REDIS,
+                                    "--warmup", "3")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert doc["scenario"] == "partial" and doc["ok"] is True and doc["deployments"] == 0
+    names = events(doc)
+    order = [names.index(e) for e in ("frozen", "alarm", "task-stopped", "recovered",
+                                      "resolved")]
+    assert order == sorted(order), names
+    first = {e["event"]: e for e in reversed(doc["timeline"])}
+    assert first["alarm"]["detail"] == "sandbox-worker-emails-WorkersStuck"
+    assert names.count("task-stopped") == 1 and "deployment" not in names
+    assert "Stopped 1 stuck task(s) of sandbox-cluster/worker-emails" in proc.stdout

@@ -92,9 +92,10 @@ class Task:
         os.killpg(self.proc.pid, signal.SIGSTOP)
 
     def kill(self) -> None:
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+        # SIGKILL alone, as ECS does after its stop timeout: a stopped (frozen) process dies of
+        # it too, and never runs again (a SIGCONT first would let it beat once more)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 
@@ -125,6 +126,8 @@ class LocalEcs:
             {"name": "worker", "image": "celery-worker:sandbox", "memory": 512,
              "essential": True}])
         for service in self.services:
+            # moto reports this many tasks running (rollout completed) for the new service
+            os.environ["MOTO_ECS_SERVICE_RUNNING"] = str(self.desired[service])
             self.ecs.create_service(
                 cluster=self.cluster, serviceName=service, taskDefinition="sandbox-worker",
                 desiredCount=self.desired[service], launchType="FARGATE",
