@@ -138,4 +138,4 @@ def test_one_frozen_task_of_two_is_stopped_alone(tmp_path: Path) -> None:
     first = {e["event"]: e for e in reversed(doc["timeline"])}
     assert first["alarm"]["detail"] == "sandbox-worker-emails-WorkersStuck"
     assert names.count("task-stopped") == 1 and "deployment" not in names
-    assert "Stopped 1 stuck task(s) of sandbox-cluster/worker-emails" in proc.stdout
+    assert "Stopped 1 stuck task(s) of `sandbox-cluster/worker-emails`" in proc.stdout
