@@ -20,6 +20,9 @@ import redis
 
 CLI = str(Path(sys.executable).parent / "celery-ecs")
 REAL_REDIS = "redis://127.0.0.1:6379/3"
+#: db 11 belongs to the stuck run alone, so that it can check the sandbox leaves nothing behind
+#: while other sandbox tests run beside it (pytest-xdist) in db 3
+OWN_REDIS = "redis://127.0.0.1:6379/11"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
@@ -71,11 +74,11 @@ def assert_stuck_story(proc: subprocess.CompletedProcess[str], doc: dict[str, An
 
 @pytest.mark.redis
 def test_stuck_worker_is_redeployed_and_recovers_on_real_redis(tmp_path: Path) -> None:
-    proc, doc, report = run_sandbox(tmp_path, "--broker", REAL_REDIS)
+    proc, doc, report = run_sandbox(tmp_path, "--broker", OWN_REDIS)
     assert_stuck_story(proc, doc, report)
     assert "broker      --broker" in proc.stdout
     # nothing of the run is left in the user's Redis
-    assert list(redis.Redis.from_url(REAL_REDIS).scan_iter(match="sandbox-*")) == []
+    assert list(redis.Redis.from_url(OWN_REDIS).scan_iter(match="sandbox-*")) == []
 
 
 def test_stuck_scenario_on_the_fakeredis_fallback(tmp_path: Path) -> None:

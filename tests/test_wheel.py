@@ -29,7 +29,8 @@ import pytest
 import toolkit
 from toolkit.packaging import PROVIDED_BY_RUNTIME
 
-pytestmark = pytest.mark.e2e
+# one session builds and installs the wheel: under pytest-xdist every test here runs on one worker
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("wheel")]
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = toolkit.__version__

@@ -11,8 +11,9 @@ from toolkit.sandbox.scenario import Event, Timeline
 
 W, H, LEFT, RIGHT, TOP, BOTTOM = 1100, 400, 56, 24, 78, 56
 LINE_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea")
-MARKERS = {"frozen": "#a16207", "memory": "#a16207", "alarm": "#dc2626",
-           "deployment": "#1d4ed8", "recovered": "#15803d", "resolved": "#15803d"}
+MARKERS = {"frozen": "#a16207", "memory": "#a16207", "long-task": "#a16207",
+           "alarm": "#dc2626", "deployment": "#1d4ed8", "task-stopped": "#1d4ed8",
+           "busy": "#15803d", "recovered": "#15803d", "resolved": "#15803d"}
 
 
 def durations(timeline: Timeline) -> dict[str, float]:
