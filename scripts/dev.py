@@ -116,12 +116,55 @@ def demo(extra: list[str]) -> int:
     return run([str(BIN / "celery-ecs"), "sandbox", *extra])
 
 
+# The oldest versions pyproject.toml admits (its floors): `compat` runs the tests of what changes
+# between their minor versions (worker bootsteps and signals, kombu's Redis transport, boto3's
+# clients, slack_sdk) on them, in a venv of its own.
+COMPAT_VENV = ROOT / ".venv-compat"
+COMPAT_PINS = ("celery[redis]==5.3.6", "kombu==5.3.7", "redis==5.0.8", "boto3==1.34.0",
+               "slack-sdk==3.27.0")
+COMPAT_TOOLS = ("pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "hypothesis>=6.100",
+                "fakeredis[lua]>=2.26", "moto[server]>=5.0", "PyYAML>=6.0", "PyMySQL>=1.1")
+COMPAT_TESTS = ("tests/test_brokers_redis.py", "tests/test_heartbeat.py",
+                "tests/test_busy_vs_hung.py", "tests/test_verdicts.py",
+                "tests/test_service_checks.py", "tests/test_alarm_handler.py",
+                "tests/test_alarms.py", "tests/test_remediation.py", "tests/test_slack.py")
+
+
+def compat(extra: list[str]) -> int:
+    """The broker, worker/heartbeat, verdict and alarm-handler tests on the oldest supported
+    versions; prints the versions it ran."""
+    bindir = COMPAT_VENV / ("Scripts" if os.name == "nt" else "bin")
+    py = bindir / "python"
+    stamp = COMPAT_VENV / ".installed"
+    want = hashlib.sha256("\n".join((*COMPAT_PINS, *COMPAT_TOOLS)).encode()
+                          + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (stamp.exists() and stamp.read_text().strip() == want and py.exists()):
+        log(f"creating {COMPAT_VENV.name} with the oldest supported versions (first run only)")
+        venv.EnvBuilder(with_pip=True, clear=True).create(COMPAT_VENV)
+        pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+        # the project without its dependencies, so that nothing lifts the pins
+        for step in ([*pip, *COMPAT_PINS, *COMPAT_TOOLS], [*pip, "--no-deps", "-e", str(ROOT)]):
+            if subprocess.run(step, cwd=ROOT).returncode != 0:
+                sys.exit("[dev] failed to build the compat venv (see pip's output above)")
+        stamp.write_text(want)
+    versions = subprocess.run(
+        [str(py), "-c", "import importlib.metadata as m; print(', '.join(f'{d} ' + "
+         "m.version(d) for d in ('celery', 'kombu', 'redis', 'boto3', 'botocore', "
+         "'slack_sdk', 'billiard')))"], capture_output=True, text=True, cwd=ROOT)
+    log("compat versions: " + versions.stdout.strip())
+    rc = run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", *COMPAT_TESTS, *extra])
+    log(("compat passed on " if rc == 0 else "compat FAILED on ") + versions.stdout.strip())
+    return rc
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "setup"}:
-        print("usage: python3 scripts/dev.py demo|test|setup [args...]", file=sys.stderr)
+    if not argv or argv[0] not in {"demo", "test", "setup", "compat"}:
+        print("usage: python3 scripts/dev.py demo|test|setup|compat [args...]", file=sys.stderr)
         return 2
-    ensure_venv()
     command, extra = argv[0], argv[1:]
+    if command == "compat":
+        return compat(extra)
+    ensure_venv()
     if command == "setup":
         return 0
     return demo(extra) if command == "demo" else test(extra)

@@ -166,8 +166,11 @@ def task_view(consumer: Any = None, default_limit: float | None = None,
         contents = getattr(bucket, "contents", None) if bucket else None
         limited += len(contents) if contents is not None else 0
     active.sort(key=lambda t: t.started)
+    # scheduled_requests (ETA/countdown not due) exists from Celery 5.5; before it they are timer
+    # entries only, not counted (they never excuse a worker that takes no ready work anyway)
+    scheduled = getattr(state, "scheduled_requests", None)
     return TaskView(tuple(active), prefetched=prefetched,
-                    eta=len(_copy(state.scheduled_requests)), rate_limited=limited,
+                    eta=0 if scheduled is None else len(_copy(scheduled)), rate_limited=limited,
                     started=int(state.all_total_count[0]), slots=slots)
 
 
