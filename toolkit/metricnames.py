@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Unit = Literal["Count", "Seconds", "None", "Percent"]
+Unit = Literal["Count", "Seconds", "None", "Percent", "Bytes"]
 
 QUEUE_LENGTH = "QueueLength"
 QUEUE_AGE = "QueueAge"
@@ -22,6 +22,10 @@ WORKERS_ALIVE = "WorkersAlive"
 BACKLOG_PER_TASK = "BacklogPerTask"
 WORKER_STUCK = "WorkerStuck"
 WORKERS_STUCK = "WorkersStuck"
+BEAT_HEARTBEAT_AGE = "BeatHeartbeatAge"
+BROKER_MEMORY_BYTES = "BrokerMemoryBytes"
+BROKER_MEMORY_UTILIZATION = "BrokerMemoryUtilization"
+BROKER_EVICTED_KEYS = "BrokerEvictedKeys"
 COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
 COLLECTOR_ERRORS = "CollectorErrors"
 
@@ -66,6 +70,14 @@ METRICS: tuple[MetricSpec, ...] = (
                "1 while the service's verdict is 'stuck', else 0"),
     MetricSpec(WORKERS_STUCK, "Count", (SERVICE_DIMS,),
                "tasks of the service judged dead or hung (stuck or degraded verdict), else 0"),
+    MetricSpec(BEAT_HEARTBEAT_AGE, "Seconds", (ENV_DIMS,),
+               "since celery beat's newest scheduler tick (beat registry); none if never seen"),
+    MetricSpec(BROKER_MEMORY_BYTES, "Bytes", (ENV_DIMS,),
+               "broker memory in use: Redis used_memory (RabbitMQ: the node's mem_used)"),
+    MetricSpec(BROKER_MEMORY_UTILIZATION, "Percent", (ENV_DIMS,),
+               "of Redis maxmemory (RabbitMQ: mem_limit), only when a limit is set"),
+    MetricSpec(BROKER_EVICTED_KEYS, "Count", (ENV_DIMS,),
+               "keys Redis evicted since the last cycle: lost messages"),
     MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
                "1 for each completed collection cycle"),
     MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),
