@@ -29,6 +29,10 @@ BROKER_EVICTED_KEYS = "BrokerEvictedKeys"
 COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
 COLLECTOR_ERRORS = "CollectorErrors"
 
+#: percent of the broker's memory limit from which every verdict carries a warning line and the
+#: BrokerMemoryHigh alarm fires (its template default)
+BROKER_MEMORY_HIGH = 90.0
+
 ENVIRONMENT = "Environment"
 QUEUE = "Queue"
 CLUSTER_NAME = "ClusterName"

@@ -26,13 +26,10 @@ from toolkit.metricnames import (
     BEAT_HEARTBEAT_AGE,
     BROKER_EVICTED_KEYS,
     BROKER_MEMORY_BYTES,
+    BROKER_MEMORY_HIGH,
     BROKER_MEMORY_UTILIZATION,
     ENVIRONMENT,
 )
-
-#: percent of the broker's memory limit from which every verdict carries a warning (and the
-#: BrokerMemoryHigh alarm's default threshold)
-BROKER_MEMORY_HIGH = 90.0
 
 
 @dataclass
