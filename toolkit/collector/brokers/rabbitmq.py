@@ -99,20 +99,18 @@ class RabbitMQReader:
                              stats=stats)
 
     def _stats(self, timeout: float) -> BrokerStats | None:
-        """Node memory and alarms from the management API (one HTTP request). Unreachable at
-        the guessed default URL: the plugin is not enabled, so no broker metrics (one warning);
-        refused, or unreachable at a configured URL: an error line of the cycle."""
+        """Node memory and alarms from the management API (one HTTP request). Unreachable (the
+        plugin is not enabled): no broker metrics, one warning, as discovery does; refused
+        (a user without the monitoring tag) or not JSON: an error line of the cycle."""
         if self._target is None:
             return None
         try:
             return node_stats(self._target, timeout)
         except ManagementUnreachable as exc:
-            if self.settings.management_url is None:
-                if not self._warned_stats:
-                    self._warned_stats = True
-                    log.warning("%s; no broker memory metrics", exc)
-                return None
-            return BrokerStats(error=f"broker memory unreadable: {exc}")
+            if not self._warned_stats:
+                self._warned_stats = True
+                log.warning("%s; no broker memory metrics", exc)
+            return None
         except ManagementUnavailable as exc:
             return BrokerStats(error=f"broker memory unreadable: {exc}")
 
