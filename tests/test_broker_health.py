@@ -214,6 +214,10 @@ def test_evictions_counted_across_two_cycles_and_every_verdict_says_so(
         assert any(r.startswith("broker memory at ") and "of its 4 MiB limit" in r
                    for r in verdict.reasons), verdict.reasons
     assert len(second.services) == 2
+    from toolkit.collector.render import render_table
+
+    table = render_table(second, settings)
+    assert f" of 4 MiB ({share['Maximum']:.0f}%), evicted {seen}" in table, table
 
 
 @pytest.mark.redis
