@@ -217,7 +217,7 @@ def test_evictions_counted_across_two_cycles_and_every_verdict_says_so(
     from toolkit.collector.render import render_table
 
     table = render_table(second, settings)
-    assert f" of 4 MiB ({share['Maximum']:.0f}%), evicted {seen}" in table, table
+    assert f" of 4 MiB ({second.health.stats.utilization:.0f}%), evicted {seen}" in table, table
 
 
 @pytest.mark.redis
