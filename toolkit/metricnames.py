@@ -74,6 +74,11 @@ METRICS: tuple[MetricSpec, ...] = (
                "1 while the service's verdict is 'stuck', else 0"),
     MetricSpec(WORKERS_STUCK, "Count", (SERVICE_DIMS,),
                "tasks of the service judged dead or hung (stuck or degraded verdict), else 0"),
+    MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
+               "1 for each completed collection cycle"),
+    MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),
+               "failures in a cycle (broker unreachable, API errors)"),
+    # the two single points of failure every worker shares (issue 23)
     MetricSpec(BEAT_HEARTBEAT_AGE, "Seconds", (ENV_DIMS,),
                "since celery beat's newest scheduler tick (beat registry); none if never seen"),
     MetricSpec(BROKER_MEMORY_BYTES, "Bytes", (ENV_DIMS,),
@@ -82,10 +87,6 @@ METRICS: tuple[MetricSpec, ...] = (
                "of Redis maxmemory (RabbitMQ: mem_limit), only when a limit is set"),
     MetricSpec(BROKER_EVICTED_KEYS, "Count", (ENV_DIMS,),
                "keys Redis evicted since the last cycle: lost messages"),
-    MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
-               "1 for each completed collection cycle"),
-    MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),
-               "failures in a cycle (broker unreachable, API errors)"),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
