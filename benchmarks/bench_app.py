@@ -16,6 +16,7 @@ app = Celery("bench_app", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0
 app.conf.broker_connection_retry_on_startup = True
 if os.environ.get("BENCH_HEARTBEAT", "1") != "0":  # benchmarks/heartbeat.py compares both
     toolkit.heartbeat.install(app)
+    toolkit.heartbeat.install_beat(app)  # `celery beat` of this app ticks its beat file
 
 
 @app.task(name="bench.noop")

@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/healthcheck.py [--runs 10] [--broker redis://127.0.0.1:6379/2]
 
-Starts one real prefork worker (``benchmarks/bench_app.py``, heartbeat bootstep installed), then
-runs each probe ``--runs`` times, round-robin in the same run so load drifts hit all alike:
+Starts one real prefork worker and one ``celery beat`` (``benchmarks/bench_app.py``, heartbeat
+bootstep and beat heartbeat installed), then runs each probe ``--runs`` times, round-robin in the
+same run so load drifts hit all alike:
 
   (a)  celery -A benchmarks.bench_app inspect ping          what users run today (broadcast)
   (a') celery -A benchmarks.bench_app inspect ping -d NODE  the same, aimed at this node
@@ -11,6 +12,8 @@ runs each probe ``--runs`` times, round-robin in the same run so load drifts hit
   (b') celery-ecs healthcheck ping ... --heartbeat-file P   the combined mode (worker answers)
   (c)  celery-ecs healthcheck heartbeat                     file age, stdlib only
   (c') python -m toolkit.healthcheck heartbeat              the same without the console script
+  (d)  celery-ecs healthcheck beat                          beat's last tick (JSON file), stdlib
+  (d') python -m toolkit.healthcheck beat                   the same without the console script
 
 Wall time is measured around each process; peak RSS is the child's ``ru_maxrss`` from
 ``os.wait4`` (the largest resident set of that probe process, in MiB). Every probe must exit 0
@@ -76,6 +79,25 @@ def start_worker(node: str, queue: str, env: dict[str, str]) -> subprocess.Popen
     return proc
 
 
+def start_beat(env: dict[str, str], tmp: Path) -> subprocess.Popen[bytes]:
+    log_path = tmp / "beat.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "benchmarks.bench_app", "beat", "--max-interval", "1",
+             "-s", str(tmp / "beat-schedule"), "-l", "warning"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    beat_file = Path(env["CELERY_ECS_BEAT_FILE"])
+    deadline = time.monotonic() + 60
+    while not beat_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise SystemExit(f"beat did not tick; see {log_path}")
+        time.sleep(0.1)
+    return proc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -90,6 +112,7 @@ def main() -> int:
         "BENCH_BROKER": args.broker,
         "CELERY_ECS_HEARTBEAT_FILE": str(tmp / "heartbeat"),
         "CELERY_ECS_READY_FILE": str(tmp / "ready"),
+        "CELERY_ECS_BEAT_FILE": str(tmp / "beat"),
         "PYTHONWARNINGS": "ignore",
     }
     celery, cli = str(BIN / "celery"), str(BIN / "celery-ecs")
@@ -107,8 +130,11 @@ def main() -> int:
         ],
         "(c)  celery-ecs heartbeat": [cli, "healthcheck", "heartbeat"],
         "(c') python -m heartbeat": [sys.executable, "-m", "toolkit.healthcheck", "heartbeat"],
+        "(d)  celery-ecs beat": [cli, "healthcheck", "beat"],
+        "(d') python -m beat": [sys.executable, "-m", "toolkit.healthcheck", "beat"],
     }
     worker = start_worker(node, queue, env)
+    beat = start_beat(env, tmp)
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in probes}
     try:
         for argv in probes.values():  # warm the page cache once, not measured
@@ -122,7 +148,9 @@ def main() -> int:
         return 1
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
+        os.killpg(beat.pid, signal.SIGTERM)
         worker.wait(30)
+        beat.wait(30)
         if args.broker.startswith("redis"):  # drop the kombu bindings of the one-off queue
             import redis
 
@@ -130,6 +158,13 @@ def main() -> int:
             keys = list(client.scan_iter(match=f"*{token}*"))
             if keys:
                 client.delete(*keys)
+            import socket
+
+            from toolkit.beatregistry import beat_index_key, beat_key
+
+            instance = f"{socket.gethostname()}:{beat.pid}"  # this run's beat registry entry
+            client.delete(beat_key(instance))
+            client.zrem(beat_index_key(), instance)
             client.close()
 
     base = statistics.median(w for w, _, _ in results["(a)  celery inspect ping"])

@@ -88,7 +88,8 @@ def test_the_real_stacks_deploy_offline(
     slack = sm.create_secret(Name=f"{unique}/slack", SecretString="{}")["ARN"]
     broker = sm.create_secret(Name=f"{unique}/broker", SecretString="rediss://h:6379/0")["ARN"]
     given = {"WorkerImage": "img", "CeleryApp": "proj", "SlackSecretArn": slack,
-             "BrokerMode": "existing", "ExistingBrokerSecretArn": broker}
+             "BrokerMode": "existing", "ExistingBrokerSecretArn": broker,
+             "BeatService": "true", "BeatMaxInterval": "30"}
     lines: list[str] = []
 
     # 1. deploy: package, upload, change set, execute; moto fails the execution with an HTTP
@@ -99,7 +100,7 @@ def test_the_real_stacks_deploy_offline(
                sleep=lambda s: None, zips={"collector": _zip(), "alarm_handler": _zip()},
                poll=0.0)
     assert "500 Internal Server Error" in str(refused.value)
-    assert "change set (CREATE): 11 add" in lines
+    assert "change set (CREATE): 12 add" in lines  # moto: conditional stacks included
 
     # 2. the root's part: each nested stack from its packaged template, with the root's wiring
     settings = load_settings(EXAMPLE, environ={}, require_broker=False)
@@ -115,7 +116,7 @@ def test_the_real_stacks_deploy_offline(
         "AlarmHandlerCodeKey": code["alarm_handler"], "ApplyDesiredCount": "true"}
     outputs: dict[str, str] = {}
     skipped: dict[str, set[str]] = {}
-    order = ["VPC", "SecurityGroups", "ECS", "Monitoring", "WorkerDefaultService",
+    order = ["VPC", "SecurityGroups", "ECS", "Monitoring", "Beat", "WorkerDefaultService",
              "WorkerEmailsService", "DefaultQueueAlarms", "ReportsQueueAlarms",
              "EmailsQueueAlarms"]
     stacks = {k for k, v in root["Resources"].items()
@@ -124,6 +125,7 @@ def test_the_real_stacks_deploy_offline(
     for logical in order:
         resolver = Resolver(root, params, attrs=outputs)
         assert resolver.condition("CreateBroker") is False
+        assert resolver.condition("RunBeat") is True
         props = resolver.resource(logical)
         key = urlparse(props["TemplateURL"]).path.lstrip("/")
         assert key in keys  # the packaged copy deploy uploaded
@@ -152,6 +154,13 @@ def test_the_real_stacks_deploy_offline(
                                      include=["TAGS"])["services"]
     assert {s["serviceName"]: s["desiredCount"] for s in services} == {
         "worker-default": 2, "worker-emails": 2}  # ApplyDesiredCount on creation
+    beat = ecs.describe_services(cluster=cluster, services=["celery-beat"])["services"][0]
+    assert beat["desiredCount"] == 1
+    # (moto drops the deployment configuration; "never two beats" is checked on the template)
+    family = ecs.describe_task_definition(taskDefinition=beat["taskDefinition"])
+    container = family["taskDefinition"]["containerDefinitions"][0]
+    assert container["healthCheck"]["command"] == ["CMD", "celery-ecs", "healthcheck", "beat"]
+    assert container["command"][3:6] == ["beat", "--max-interval", "30"]
     # (moto's CloudFormation drops the service's Tags; the opt-in tag is checked on the
     # template in tests/test_cloudformation.py and end to end in the sandbox)
     functions = boto3.client("lambda", region_name=REGION)

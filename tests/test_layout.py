@@ -18,7 +18,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 
 CORE = {"errors", "env", "urls", "metricnames"}
-CONTRACTS = {"config", "serviceconfig", "registry", "stamp", "celeryapp", "aws", "verdictrecord"}
+CONTRACTS = {
+    "config", "serviceconfig", "registry", "beatregistry", "stamp", "celeryapp", "aws",
+    "verdictrecord",
+}
 FEATURES = {"collector", "worker", "alarms", "tasks"}
 TOOLING = {"sandbox", "packaging", "dashboards", "deploy", "assets"}
 ADAPTERS = {"commands", "cli"}
@@ -125,6 +128,8 @@ PUBLIC = [
     ("toolkit.checkpoints", "checkpointed"),
     ("toolkit.heartbeat", "install"),
     ("toolkit.heartbeat", "read_registry"),
+    ("toolkit.heartbeat", "install_beat"),
+    ("toolkit.heartbeat", "BeatHeartbeatMixin"),
     ("toolkit.beat", "register_collector"),
     ("toolkit.healthcheck", "main"),
     ("toolkit.config", "load_settings"),

@@ -17,6 +17,7 @@ MONITORING = load(ROOT / "infrastructure" / "monitoring.yaml")
 SERVICE = load(ROOT / "services" / "celery-worker" / "service.yaml")
 CLUSTER = load(ROOT / "infrastructure" / "ecs-cluster.yaml")
 REDIS = load(ROOT / "infrastructure" / "redis.yaml")
+BEAT = load(ROOT / "services" / "celery-beat" / "service.yaml")
 
 MONITORING_PARAMS = {
     "EnvironmentName": "prod", "ClusterName": "prod-cluster", "Subnets": ["subnet-1"],
@@ -127,6 +128,7 @@ def test_kombu_verifies_the_elasticache_certificate() -> None:
     (MONITORING, "CollectorLogGroup", "Retain"),
     (MONITORING, "AlarmHandlerLogGroup", "Retain"),
     (SERVICE, "LogGroup", "Retain"),
+    (BEAT, "LogGroup", "Retain"),
 ])
 def test_deletion_and_replacement_keep_data(template: dict[str, Any], logical: str,
                                             policy: str) -> None:
@@ -141,7 +143,7 @@ def test_every_data_holding_resource_is_in_the_table_above() -> None:
     found = sorted(
         (path.name, name) for path in ROOT.rglob("*.yaml")
         for name, res in load(path).get("Resources", {}).items() if res["Type"] in kinds)
-    assert len(found) == 8
+    assert len(found) == 9
     for _, name in found:
         assert name in {"ReplicationGroup", "AuthTokenSecret", "BrokerUrlSecret", "StateTable",
                         "MonitoringKey", "CollectorLogGroup", "AlarmHandlerLogGroup", "LogGroup"}
@@ -215,6 +217,10 @@ def _alarm_event(name: str, **dimensions: str) -> dict[str, Any]:
     (_alarm_event("prod-worker-a-WorkersStuck", Environment="prod"), True),
     (_alarm_event("prod-CollectorHeartbeat", Environment="prod"), True),
     (_alarm_event("prod-emails-QueueAge", Environment="prod", Queue="emails"), True),
+    (_alarm_event("prod-BeatStale", Environment="prod"), True),
+    (_alarm_event("prod-BrokerMemoryHigh", Environment="prod"), True),
+    (_alarm_event("prod-BrokerEvictions", Environment="prod"), True),
+    (_alarm_event("prod-eu-BeatStale", Environment="prod-eu"), False),
     (_alarm_event("prod-w-MemoryHigh", ClusterName="prod-cluster", ServiceName="w"), True),
     # another environment whose name starts with "prod-": the prefix used to take these
     (_alarm_event("prod-eu-worker-a-WorkerStuck", Environment="prod-eu"), False),
@@ -255,3 +261,56 @@ def test_lambda_environments() -> None:
     assert collector["STATE_TABLE"] == handler["STATE_TABLE"] == "prod-celery-ecs-state"
     assert handler["SLACK_ESCALATION_MENTION"] == "<!here>"
     assert MONITORING["Parameters"]["SlackEscalationMention"]["Default"] == ""
+
+
+# ---- issue 23: celery beat and the broker, alert only ----
+
+def test_beat_stale_alarm_counts_beat_intervals_and_treats_missing_data_as_breaching() -> None:
+    assert monitoring().condition("WatchBeat") is False  # no beat watched by default
+    assert "BeatStaleAlarm" in MONITORING["Resources"]
+    assert MONITORING["Resources"]["BeatStaleAlarm"]["Condition"] == "WatchBeat"
+    r = monitoring(BeatMaxInterval=30)
+    assert r.condition("WatchBeat") is True
+    alarm = r.resource("BeatStaleAlarm")
+    assert alarm["AlarmName"] == "prod-BeatStale"
+    (expression,) = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert expression["Expression"] == "age / 30" and expression["ReturnData"] is True
+    (age,) = [m for m in alarm["Metrics"] if "MetricStat" in m]
+    assert age["MetricStat"]["Metric"]["MetricName"] == "BeatHeartbeatAge"
+    assert age["MetricStat"]["Stat"] == "Maximum" and age["ReturnData"] is False
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["TreatMissingData"]) == (
+        3, "GreaterThanThreshold", "breaching")
+    assert alarm["AlarmActions"] == alarm["OKActions"] == ["AlarmTopic"]
+
+
+def test_broker_alarms_fire_on_the_limit_and_on_any_eviction() -> None:
+    r = monitoring()
+    high = r.resource("BrokerMemoryHighAlarm")
+    assert (high["MetricName"], high["Statistic"], high["Threshold"],
+            high["ComparisonOperator"], high["TreatMissingData"]) == (
+        "BrokerMemoryUtilization", "Maximum", 90, "GreaterThanOrEqualToThreshold", "notBreaching")
+    evictions = r.resource("BrokerEvictionsAlarm")
+    assert (evictions["MetricName"], evictions["Statistic"], evictions["Threshold"],
+            evictions["ComparisonOperator"], evictions["EvaluationPeriods"]) == (
+        "BrokerEvictedKeys", "Sum", 0, "GreaterThanThreshold", 1)
+    for alarm in (high, evictions):
+        assert alarm["Dimensions"] == [{"Name": "Environment", "Value": "prod"}]
+
+
+def test_beat_service_is_one_task_never_two_with_the_beat_health_check() -> None:
+    params = {"EnvironmentName": "prod", "ClusterName": "prod-cluster", "CapacityProvider": "F",
+              "Subnets": ["s"], "SecurityGroup": "sg", "WorkerImage": "img", "CeleryApp": "proj",
+              "BrokerSecretArn": "arn:b", "LogsKmsKeyArn": "arn:k"}
+    r = Resolver(BEAT, params, refs={"TaskDefinition": "td", "LogGroup": "lg"},
+                 attrs={"ExecutionRole.Arn": "e", "TaskRole.Arn": "t", "LogGroup.Arn": "lga"})
+    service = r.resource("Service")
+    assert service["DesiredCount"] == 1
+    assert (service["DeploymentConfiguration"]["MinimumHealthyPercent"],
+            service["DeploymentConfiguration"]["MaximumPercent"]) == (0, 100)
+    (container,) = r.resource("TaskDefinition")["ContainerDefinitions"]
+    assert container["HealthCheck"]["Command"] == ["CMD", "celery-ecs", "healthcheck", "beat"]
+    assert [str(a) for a in container["Command"]] == [
+        "celery", "-A", "proj", "beat", "--max-interval", "30", "--schedule",
+        "/tmp/celerybeat-schedule", "--loglevel", "INFO"]
+    assert container["ReadonlyRootFilesystem"] is True
+    assert container["MountPoints"][0]["ContainerPath"] == "/tmp"

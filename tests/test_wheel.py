@@ -62,6 +62,7 @@ SMOKES = [
     Smoke(("sandbox", "--scenario", "healthy", "--warmup", "1", "--healthy-for", "3"),
           "OK: no alarm, no deployment"),
     Smoke(("healthcheck", "--help"), "usage: celery-ecs healthcheck"),
+    Smoke(("healthcheck", "beat", "--help"), "beat file (default"),
     Smoke(("deploy", "--help"), "--dry-run", needs="deploy"),
     Smoke(("dashboard", "--config", "{config}", "--format", "grafana"), '"panels"',
           needs="dashboard"),

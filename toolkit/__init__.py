@@ -13,7 +13,9 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "install"]
 
 
-def install(app: Any, *, stamp: bool = True, heartbeat: bool = True) -> None:
+def install(
+    app: Any, *, stamp: bool = True, heartbeat: bool = True, beat: bool = True
+) -> None:
     """Wire the toolkit into a Celery app in one line: ``toolkit.install(app)``.
 
     - ``stamp``: every task published from this process carries its enqueue time, which the
@@ -22,6 +24,10 @@ def install(app: Any, *, stamp: bool = True, heartbeat: bool = True) -> None:
       the Redis registry behind ``QueueConsumers``), configured from the ``CELERY_ECS_HEARTBEAT_*``
       environment variables (:mod:`toolkit.heartbeat`). It does nothing in processes that only
       publish tasks.
+    - ``beat``: ``celery beat`` processes of ``app`` write a heartbeat at every scheduler tick
+      (the ``CELERY_ECS_BEAT_FILE`` file for ``celery-ecs healthcheck beat``, and the beat
+      registry behind ``BeatHeartbeatAge``), whatever their scheduler class
+      (:mod:`toolkit.worker.beatbeat`). It does nothing in other processes.
 
     Idempotent: calling it twice installs nothing twice.
     """
@@ -33,3 +39,7 @@ def install(app: Any, *, stamp: bool = True, heartbeat: bool = True) -> None:
         from toolkit.worker.bootstep import install as install_heartbeat
 
         install_heartbeat(app)
+    if beat:
+        from toolkit.worker.beatbeat import install as install_beat
+
+        install_beat(app)

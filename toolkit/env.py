@@ -8,7 +8,8 @@ module only names what they read, so the names exist once.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 
 from toolkit.errors import ConfigError
 
@@ -43,6 +44,8 @@ ENV_ECS_METADATA_URI = "ECS_CONTAINER_METADATA_URI_V4"
 ENV_HEARTBEAT_REGISTRY = "CELERY_ECS_HEARTBEAT_REGISTRY"  # Redis URL, or "off"; default: broker
 ENV_HEARTBEAT_TTL = "CELERY_ECS_HEARTBEAT_TTL"
 ENV_HEARTBEAT_MAX_BUSY = "CELERY_ECS_HEARTBEAT_MAX_BUSY"  # solo pool: longest task kept alive
+# celery beat's tick heartbeat (toolkit.install(app) in the beat process) and its probe
+ENV_BEAT_FILE = "CELERY_ECS_BEAT_FILE"
 # the sandbox's worker app (toolkit/sandbox/app.py): kombu global_keyprefix on a shared Redis
 ENV_SANDBOX_KEYPREFIX = "CELERY_ECS_SANDBOX_KEYPREFIX"
 
@@ -54,8 +57,21 @@ DEFAULT_SEPARATOR = "\x06\x16"
 DEFAULT_INTERVAL = 60.0
 DEFAULT_HEARTBEAT_FILE = "/tmp/celery-ecs-heartbeat"
 DEFAULT_READY_FILE = "/tmp/celery-ecs-ready"
+BEAT_FILE_NAME = "celery-ecs-beat"  # in the temp folder: see default_beat_file()
 
 MIN_INTERVAL = 1.0  # CloudWatch's finest resolution; anything shorter only burns API calls
+
+
+def default_beat_file(environ: Mapping[str, str] | None = None) -> str:
+    """``$CELERY_ECS_BEAT_FILE``, else ``celery-ecs-beat`` in the temp folder: ``$TMPDIR``
+    (then ``$TEMP``, ``$TMP``), else ``/tmp``. Beat and its probe run in one container with one
+    environment, so both sides find the same path without importing :mod:`tempfile`."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(ENV_BEAT_FILE)
+    if explicit:
+        return explicit
+    folder = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
+    return os.path.join(folder, BEAT_FILE_NAME)
 
 
 # --- value parsers: one short ConfigError naming the setting ----------------------------------

@@ -16,12 +16,15 @@ from toolkit.registry import (
     workers_per_service,
     write_heartbeat,
 )
+from toolkit.worker.beatbeat import BeatHeartbeatMixin
+from toolkit.worker.beatbeat import install as install_beat
 from toolkit.worker.beater import Beater, TaskOutcomes, TaskView
 from toolkit.worker.bootstep import install
 from toolkit.worker.metadata import EcsMetadata, fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
 
 __all__ = [
+    "BeatHeartbeatMixin",
     "Beater",
     "EcsMetadata",
     "HeartbeatSettings",
@@ -34,6 +37,7 @@ __all__ = [
     "fresh",
     "index_key",
     "install",
+    "install_beat",
     "read_registry",
     "registry_key",
     "remove_heartbeat",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Unit = Literal["Count", "Seconds", "None", "Percent"]
+Unit = Literal["Count", "Seconds", "None", "Percent", "Bytes"]
 
 QUEUE_LENGTH = "QueueLength"
 QUEUE_AGE = "QueueAge"
@@ -22,8 +22,16 @@ WORKERS_ALIVE = "WorkersAlive"
 BACKLOG_PER_TASK = "BacklogPerTask"
 WORKER_STUCK = "WorkerStuck"
 WORKERS_STUCK = "WorkersStuck"
+BEAT_HEARTBEAT_AGE = "BeatHeartbeatAge"
+BROKER_MEMORY_BYTES = "BrokerMemoryBytes"
+BROKER_MEMORY_UTILIZATION = "BrokerMemoryUtilization"
+BROKER_EVICTED_KEYS = "BrokerEvictedKeys"
 COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
 COLLECTOR_ERRORS = "CollectorErrors"
+
+#: percent of the broker's memory limit from which every verdict carries a warning line and the
+#: BrokerMemoryHigh alarm fires (its template default)
+BROKER_MEMORY_HIGH = 90.0
 
 ENVIRONMENT = "Environment"
 QUEUE = "Queue"
@@ -70,6 +78,15 @@ METRICS: tuple[MetricSpec, ...] = (
                "1 for each completed collection cycle"),
     MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),
                "failures in a cycle (broker unreachable, API errors)"),
+    # the two single points of failure every worker shares (issue 23)
+    MetricSpec(BEAT_HEARTBEAT_AGE, "Seconds", (ENV_DIMS,),
+               "since celery beat's newest scheduler tick (beat registry); none if never seen"),
+    MetricSpec(BROKER_MEMORY_BYTES, "Bytes", (ENV_DIMS,),
+               "broker memory in use: Redis used_memory (RabbitMQ: the node's mem_used)"),
+    MetricSpec(BROKER_MEMORY_UTILIZATION, "Percent", (ENV_DIMS,),
+               "of Redis maxmemory (RabbitMQ: mem_limit), only when a limit is set"),
+    MetricSpec(BROKER_EVICTED_KEYS, "Count", (ENV_DIMS,),
+               "keys Redis evicted since the last cycle: lost messages"),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

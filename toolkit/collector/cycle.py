@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from toolkit.collector.brokers.base import BrokerReader, BrokerReading
+from toolkit.collector.health import EvictionCounter, Health, assess, health_samples
 from toolkit.collector.publisher import PublishReport, Sample
 from toolkit.collector.records import VerdictRecords
 from toolkit.collector.services import (
@@ -70,6 +71,7 @@ class CycleResult:
     round_trips: int = 0
     duration: float = 0.0
     services: tuple[ServiceVerdict, ...] = ()
+    health: Health | None = None  # broker memory, evictions, beat's newest tick
 
     @property
     def ok(self) -> bool:
@@ -167,6 +169,7 @@ class QueueSource:
         self._cached_at = 0.0
         self._services = services
         self._registry = registry
+        self.evictions = EvictionCounter()  # BrokerEvictedKeys: the total of the last cycle
 
     def service_checker(self) -> ServiceChecker | None:
         if self._services is None and self.settings.services:
@@ -213,6 +216,7 @@ def run_cycle(
     src = source or QueueSource(settings)
     reading = None
     broker_error = None
+    health = None
     try:
         names = src.queues(reader, now)
         reading = reader.read(names)
@@ -225,6 +229,9 @@ def run_cycle(
         errors.extend(f"queue {q.queue!r}: {q.reasons[0]}" for q in statuses if q.state == "error")
         samples = queue_samples(env, statuses, unacked)
         samples.extend(running_samples(env, statuses, reading.workers))
+        health = assess(reading, src.evictions, now)
+        samples.extend(health_samples(env, health))
+        errors.extend(health.errors)
         samples.append(collector_sample(env, COLLECTOR_HEARTBEAT, 1))
     except ToolkitError as exc:
         errors.append(broker_error := str(exc))
@@ -235,7 +242,8 @@ def run_cycle(
     checker = src.service_checker()
     if checker is not None:
         try:
-            checked = checker.check(reading, now, broker_error=broker_error)
+            checked = checker.check(reading, now, broker_error=broker_error,
+                                    warnings=() if health is None else health.warnings)
             verdicts = checked.verdicts
             errors.extend(checked.errors)
             samples.extend(service_samples(env, verdicts))
@@ -263,6 +271,7 @@ def run_cycle(
         round_trips=round_trips,
         duration=time.perf_counter() - started,
         services=verdicts,
+        health=health,
     )
 
 

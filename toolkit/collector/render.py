@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolkit.collector.cycle import CycleResult
+from toolkit.collector.health import Health
 from toolkit.collector.publisher import dimension_value
 from toolkit.collector.verdicts import ServiceVerdict
 from toolkit.config import Settings
@@ -39,6 +40,8 @@ def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = Fal
         lines.append("(no queues found: none of the queues read exist on the broker)")
     if result.services:
         lines.extend(["", *service_rows(result.services)])
+    if result.health is not None and (summary := health_line(result.health)):
+        lines.append(summary)
     footer = [f"environment {settings.environment}"]
     if result.unacked is not None:
         footer.append(f"unacked {result.unacked}")
@@ -50,6 +53,26 @@ def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = Fal
     footer.append(f"{result.duration * 1000:.0f} ms")
     lines.append(" | ".join(footer))
     return "\n".join(lines)
+
+
+def health_line(health: Health) -> str:
+    """``broker 3 MiB of 4 MiB (76%), evicted 0 | beat ticked 2s ago``: what was read."""
+    parts = []
+    s = health.stats
+    if s is not None and s.used_memory is not None:
+        used = f"broker {s.used_memory / 1048576:.1f} MiB"
+        if s.max_memory and s.utilization is not None:
+            used += f" of {s.max_memory / 1048576:.0f} MiB ({s.utilization:.0f}%)"
+        else:
+            used += " (no memory limit)"
+        if health.evicted is not None:
+            used += f", evicted {health.evicted}"
+        parts.append(used)
+    if s is not None and s.alarms:
+        parts.append("alarms: " + ", ".join(s.alarms))
+    if health.beat_age is not None:
+        parts.append(f"beat ticked {_age(health.beat_age)} ago")
+    return " | ".join(parts)
 
 
 def service_rows(verdicts: Sequence[ServiceVerdict], width: int = 100) -> list[str]:

@@ -33,6 +33,7 @@ from toolkit.aws.ecs import (
     short_name,
 )
 from toolkit.aws.metrics import UtilizationRead, read_utilization
+from toolkit.beatregistry import read_ticks
 from toolkit.collector.brokers.base import BrokerReading
 from toolkit.collector.publisher import Sample
 from toolkit.collector.records import VerdictRecords
@@ -185,10 +186,11 @@ class ServiceChecker:
     # -- one check ---------------------------------------------------------------------------
     def check(
         self, reading: BrokerReading | None, now: float | None = None,
-        broker_error: str | None = None,
+        broker_error: str | None = None, warnings: Sequence[str] = (),
     ) -> ServiceCheck:
         """Judge every configured service. ``reading`` is None when the broker failed
-        (``broker_error`` says why); its ``workers`` are the registry (:func:`with_registry`)."""
+        (``broker_error`` says why); its ``workers`` are the registry (:func:`with_registry`).
+        ``warnings`` (the broker's memory or evictions) become a reason of every verdict."""
         at = time.time() if now is None else now
         errors: list[str] = []
         # a ConfigError here (no AWS region) is not a per-service failure: let it stop the check
@@ -250,6 +252,7 @@ class ServiceChecker:
                 unreadable_tasks=tuple(sorted(unreadable)),
                 tasks_error=next(iter(unreadable.values()), None),
                 task_status=tuple(sorted(self.stopped.items())),
+                broker_warnings=tuple(warnings),
             )
             if backlog is not None:
                 self.previous_backlog[key] = backlog
@@ -355,19 +358,20 @@ def with_registry(
     """``reading`` with the workers (and, where the broker could not tell, the per-queue
     consumers) of a registry kept outside the broker. Returns (reading, error or None)."""
     try:
+        beats, beats_clock = read_ticks(registry)  # celery beat ticks where the workers beat
         if not registry_exists(registry):
-            return replace(reading, workers=None), None
+            return replace(reading, workers=None, beats=beats, clock=beats_clock), None
         read = read_registry_at(registry, include_dead=True)
     except Exception as exc:  # noqa: BLE001 - redis errors vary; their text may hold the URL
         error = f"heartbeat registry unreadable ({type(exc).__name__})"
-        return replace(reading, workers=None), error
+        return replace(reading, workers=None, beats=None), error
     workers = read.beats
     counts = consumers_per_queue(w for w in workers if w.alive(read.now))
     queues = tuple(
         q if q.consumers is not None or q.error else replace(q, consumers=counts.get(q.queue, 0))
         for q in reading.queues
     )
-    return replace(reading, queues=queues, workers=workers, clock=read.now), None
+    return replace(reading, queues=queues, workers=workers, clock=read.now, beats=beats), None
 
 
 def _cluster_of_arn(task_arn: str) -> str:

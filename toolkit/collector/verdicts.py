@@ -125,6 +125,8 @@ class ServiceObservation:
     # tasks whose ECS status could not be read this cycle (DescribeTasks failed), and why
     unreadable_tasks: tuple[str, ...] = ()
     tasks_error: str | None = None
+    # the broker near its memory limit or evicting keys: a reason line, never a verdict
+    broker_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -400,7 +402,7 @@ def judge(obs: ServiceObservation, thresholds: VerdictThresholds, now: float) ->
         cluster=obs.cluster,
         service=obs.service,
         verdict=verdict,
-        reasons=tuple(headline + _facts(obs, w, thresholds)),
+        reasons=tuple(headline + _facts(obs, w, thresholds)) + obs.broker_warnings,
         backlog=obs.backlog or 0,
         workers_alive=None if w is None else len(w.alive),
         running=None if ecs is None else ecs.running,

@@ -24,6 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from toolkit.collector.brokers import open_reader
+    from toolkit.collector.health import EvictionCounter, assess
     from toolkit.collector.render import render_verdicts, verdicts_json
     from toolkit.collector.services import ServiceChecker, open_registry, with_registry
     from toolkit.config import load_settings
@@ -48,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if registry is not None and reading is not None:
         reading, registry_error = with_registry(reading, registry, now)
         errors.extend([registry_error] if registry_error else [])
-    checked = ServiceChecker(settings).check(reading, now, broker_error=broker_error)
+    # one look: the broker's memory and alarms (evictions need two cycles: `collect` counts them)
+    health = None if reading is None else assess(reading, EvictionCounter(), now)
+    if health is not None:
+        errors.extend(health.errors)
+    checked = ServiceChecker(settings).check(reading, now, broker_error=broker_error,
+                                             warnings=() if health is None else health.warnings)
     errors.extend(checked.errors)
     if args.json:
         print(verdicts_json(checked.verdicts, settings.environment))

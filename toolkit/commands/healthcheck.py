@@ -1,17 +1,21 @@
-"""``celery-ecs healthcheck ping|heartbeat``: the ECS container probe.
+"""``celery-ecs healthcheck ping|heartbeat|beat``: the ECS container probe.
 
 Kept import-light: the heartbeat mode imports only :mod:`toolkit.worker.healthcheck` (standard
-library and core), and the ping mode imports kombu lazily. See ``docs/healthcheck.md`` for
+library and core), the beat mode :mod:`toolkit.worker.beatcheck` too, and the ping mode imports
+kombu lazily. See ``docs/healthcheck.md`` for
 which mode to choose.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import NoReturn
 
 from toolkit.env import (
+    BEAT_FILE_NAME,
     DEFAULT_HEARTBEAT_FILE,
+    ENV_BEAT_FILE,
     ENV_BROKER_URL,
     ENV_BROKER_URL_FALLBACK,
     ENV_HEARTBEAT_FILE,
@@ -26,6 +30,8 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
     return value
 
 
@@ -109,10 +115,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _add_max_age(beat)
 
+    sched = modes.add_parser(
+        "beat",
+        help="check that celery beat still ticks (its beat file, written by toolkit.install)",
+        description="Check the last scheduler tick celery beat wrote to its beat file "
+        "(stdlib only). Default limit: 3 x the interval beat announced, at least 30 s.",
+    )
+    _one_line_errors(sched)
+    sched.add_argument(
+        "--file",
+        metavar="PATH",
+        help=f"beat file (default: ${ENV_BEAT_FILE}, then {BEAT_FILE_NAME} in the temp folder)",
+    )
+    sched.add_argument(
+        "--max-age",
+        metavar="S",
+        type=_positive_float,
+        default=None,
+        help="oldest acceptable tick in seconds (default: 3 x the interval beat announced at "
+        "its last tick, at least 30)",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     if args.mode == "heartbeat":
         result = healthcheck.check_heartbeat(args.file, args.max_age)
+    elif args.mode == "beat":
+        from toolkit.worker.beatcheck import check_beat
+
+        result = check_beat(args.file, args.max_age)
     else:
         broker = args.broker or healthcheck.default_broker_url()
         if args.heartbeat_file:

@@ -23,7 +23,7 @@ from toolkit.dashboards.panels import sections
 
 SCHEMA_VERSION = 39
 DATASOURCE: dict[str, str] = {"type": "cloudwatch", "uid": "${datasource}"}
-UNITS = {"none": "short", "s": "s", "percent": "percent"}
+UNITS = {"none": "short", "s": "s", "percent": "percent", "bytes": "bytes"}
 # the Grafana variable of each dimension a query ranges over
 VARIABLE_OF = {mn.ENVIRONMENT: "environment", mn.QUEUE: "queue", mn.CLUSTER_NAME: "cluster",
                mn.SERVICE_NAME: "service"}

@@ -20,7 +20,7 @@ from toolkit.config import ServiceSettings
 Scope = Literal["environment", "queues", "services"] | str | ServiceSettings
 
 Kind = Literal["lines", "stacked", "state"]
-Unit = Literal["none", "s", "percent"]
+Unit = Literal["none", "s", "percent", "bytes"]
 Stat = Literal["Maximum", "Minimum", "Average", "Sum"]
 
 

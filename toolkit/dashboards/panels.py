@@ -171,6 +171,36 @@ def ecs_utilization(settings: Settings) -> Section:
     return Section("ECS memory and CPU", tuple(panels))
 
 
+def broker_and_beat(settings: Settings) -> Section:
+    """The two single points of failure every worker shares: the broker's memory and beat."""
+    memory = Panel(
+        "Broker memory",
+        "Redis used_memory as a share of maxmemory (RabbitMQ: the node's mem_used of mem_limit); "
+        "none without a limit. At the limit Redis evicts keys (lost messages) or refuses writes; "
+        "the BrokerMemoryHigh alarm is the line.",
+        (_q(settings, mn.BROKER_MEMORY_UTILIZATION, "environment", "Maximum", "m1", "used"),),
+        unit="percent", thresholds=(Threshold(mn.BROKER_MEMORY_HIGH, "BrokerMemoryHigh"),), width=8)
+    used = Panel(
+        "Broker memory used",
+        "Bytes in use on the broker. Growing with flat queues: pidbox replies, unacked or "
+        "results without expiry (docs/runbook.md).",
+        (_q(settings, mn.BROKER_MEMORY_BYTES, "environment", "Maximum", "m1", "bytes"),),
+        unit="bytes", width=8)
+    evicted = Panel(
+        "Keys evicted",
+        "Keys Redis evicted per minute: each can be a lost message. Any at all fires the "
+        "BrokerEvictions alarm; a broker wants maxmemory-policy noeviction.",
+        (_q(settings, mn.BROKER_EVICTED_KEYS, "environment", "Sum", "m1", "evicted"),),
+        thresholds=(Threshold(1, "BrokerEvictions"),), width=8)
+    beat = Panel(
+        "celery beat: seconds since its last tick",
+        "From the beat registry. Beat sleeps up to beat_max_loop_interval between ticks; the "
+        "BeatStale alarm fires at 3 of those. No data: no beat ticked (or no registry).",
+        (_q(settings, mn.BEAT_HEARTBEAT_AGE, "environment", "Maximum", "m1", "beat"),),
+        unit="s", width=24, height=6)
+    return Section("Broker and beat", (memory, used, evicted, beat))
+
+
 def collector(settings: Settings) -> Section:
     panel = Panel(
         "Collector",
@@ -195,6 +225,10 @@ PANEL_FOR: dict[str, Builder] = {
     mn.WORKERS_ALIVE: workers,
     mn.WORKER_STUCK: worker_stuck,
     mn.WORKERS_STUCK: worker_stuck,
+    mn.BROKER_MEMORY_UTILIZATION: broker_and_beat,
+    mn.BROKER_MEMORY_BYTES: broker_and_beat,
+    mn.BROKER_EVICTED_KEYS: broker_and_beat,
+    mn.BEAT_HEARTBEAT_AGE: broker_and_beat,
     mn.COLLECTOR_HEARTBEAT: collector,
     mn.COLLECTOR_ERRORS: collector,
 }

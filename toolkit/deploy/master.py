@@ -40,7 +40,8 @@ Description: >
   celery-ecs-toolkit root stack, rendered from <<source>> by celery-ecs deploy
   (toolkit/deploy/master.py). It only wires nested stacks together through their outputs:
   network, security groups, ECS cluster, Redis broker (optional), monitoring (collector, alarm
-  handler, alarm topic), one stack per worker service and one alarm stack per queue. The blocks
+  handler, alarm topic), celery beat (optional), one stack per worker service and one alarm
+  stack per queue. The blocks
   under "Worker services" and "Queues" are generated, one per [[services]] entry and one per
   queue, and differ only in names and parameter values.
 
@@ -119,9 +120,20 @@ _FIXED = """Parameters:
     Description: Slack mention for escalations (SLACK_ESCALATION_MENTION, e.g. <!here>); empty for none.
     Type: String
     Default: ""
+  BeatService:
+    Description: '"true" runs celery beat as its own ECS service (one task, WorkerImage, the celery-ecs beat health check); needs BeatMaxInterval. "false" (the default) runs none: set BeatMaxInterval anyway if you run beat elsewhere.'
+    Type: String
+    AllowedValues: ["true", "false"]
+    Default: "false"
+  BeatMaxInterval:
+    Description: Longest sleep of celery beat between two ticks in seconds (beat_max_loop_interval, or celery beat --max-interval; the beat service uses it). The BeatStale alarm fires after 3 of them without a tick; 0 (the default) means no beat is watched.
+    Type: Number
+    MinValue: 0
+    Default: 0
 
 Conditions:
   CreateBroker: !Equals [!Ref BrokerMode, create]
+  RunBeat: !Equals [!Ref BeatService, "true"]
 
 Rules:
   ExistingBrokerNeedsSecret:
@@ -129,6 +141,11 @@ Rules:
     Assertions:
       - Assert: !Not [!Equals [!Ref ExistingBrokerSecretArn, ""]]
         AssertDescription: BrokerMode existing needs ExistingBrokerSecretArn.
+  BeatServiceNeedsInterval:
+    RuleCondition: !Equals [!Ref BeatService, "true"]
+    Assertions:
+      - Assert: !Not [!Equals [!Ref BeatMaxInterval, 0]]
+        AssertDescription: BeatService "true" needs BeatMaxInterval (for example 30).
 
 Resources:
   VPC:
@@ -188,6 +205,24 @@ Resources:
         CollectorReservedConcurrency: !Ref CollectorReservedConcurrency
         AlarmHandlerReservedConcurrency: !Ref AlarmHandlerReservedConcurrency
         SlackEscalationMention: !Ref SlackEscalationMention
+        BeatMaxInterval: !Ref BeatMaxInterval
+
+  Beat:
+    Type: AWS::CloudFormation::Stack
+    Condition: RunBeat
+    Properties:
+      TemplateURL: !Sub ${TemplateURLPrefix}/services/celery-beat/service.yaml
+      Parameters:
+        EnvironmentName: !Ref EnvironmentName
+        ClusterName: !GetAtt ECS.Outputs.Cluster
+        CapacityProvider: !GetAtt ECS.Outputs.CapacityProvider
+        Subnets: !GetAtt VPC.Outputs.PrivateSubnets
+        SecurityGroup: !GetAtt SecurityGroups.Outputs.WorkerSecurityGroup
+        WorkerImage: !Ref WorkerImage
+        CeleryApp: !Ref CeleryApp
+        MaxInterval: !Ref BeatMaxInterval
+        BrokerSecretArn: !If [CreateBroker, !GetAtt Redis.Outputs.BrokerUrlSecretArn, !Ref ExistingBrokerSecretArn]
+        LogsKmsKeyArn: !GetAtt Monitoring.Outputs.MonitoringKeyArn
 
 """
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from toolkit.errors import BrokerError
 
 if TYPE_CHECKING:
+    from toolkit.beatregistry import BeatTick
     from toolkit.registry import WorkerHeartbeat
 
 
@@ -33,6 +34,30 @@ class QueueReading:
 
 
 @dataclass(frozen=True)
+class BrokerStats:
+    """The broker's own health, read with the queues: memory, its limit, evictions, alarms.
+
+    Redis: ``INFO memory`` ``used_memory`` / ``maxmemory`` (0: no limit) / ``maxmemory_policy``
+    and ``INFO stats`` ``evicted_keys`` (a counter since the server started). RabbitMQ: the
+    management API's node ``mem_used`` / ``mem_limit`` and its resource alarms (no evictions).
+    ``error`` says why nothing could be read (e.g. ``INFO`` refused by an ACL)."""
+
+    used_memory: int | None = None
+    max_memory: int | None = None  # None or 0: no limit set
+    evicted_keys: int | None = None  # total since the broker started
+    policy: str | None = None  # Redis maxmemory-policy
+    alarms: tuple[str, ...] = ()  # RabbitMQ resource alarms in force, e.g. "memory on rabbit@a"
+    error: str | None = None
+
+    @property
+    def utilization(self) -> float | None:
+        """Percent of the memory limit in use; None when no limit is set."""
+        if self.used_memory is None or not self.max_memory:
+            return None
+        return 100.0 * self.used_memory / self.max_memory
+
+
+@dataclass(frozen=True)
 class BrokerReading:
     """The result of one read: every queue asked for, in order, plus broker-wide figures."""
 
@@ -44,6 +69,10 @@ class BrokerReading:
     workers: tuple[WorkerHeartbeat, ...] | None = None
     # the registry's clock (Redis TIME) when it was read: the "now" of the entries' beat_at
     clock: float | None = None
+    # the broker's memory and evictions (None: not read for this broker)
+    stats: BrokerStats | None = None
+    # celery beat's ticks from the beat registry, newest first (None: no registry read)
+    beats: tuple[BeatTick, ...] | None = None
 
 
 class BrokerReader(Protocol):

@@ -1,4 +1,4 @@
-"""RabbitMQ's management HTTP API, for the one thing AMQP cannot do: list the queues.
+"""RabbitMQ's management HTTP API, for what AMQP cannot do: list the queues, read node memory.
 
 ``GET {management_url}/api/queues/{vhost}?columns=name,exclusive`` answers every queue of the
 broker URL's virtual host. Only the names are used: lengths still come from a passive declare,
@@ -8,6 +8,10 @@ collection interval (5 s by default).
 The URL defaults to the broker's host on the management plugin's port (``http://host:15672``
 for ``amqp://``, ``https://host`` for ``amqps://``, as Amazon MQ serves it); the credentials
 default to the broker URL's. Standard library only (``urllib``): no new dependency.
+
+``GET {management_url}/api/nodes?columns=name,mem_used,mem_limit,mem_alarm,disk_free_alarm``
+gives each node's memory, its high watermark and the resource alarms that block publishers
+(:func:`node_stats`); it needs a user with the ``monitoring`` tag (or administrator).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
+from toolkit.collector.brokers.base import BrokerStats
 from toolkit.errors import BrokerError
 from toolkit.urls import redact_url
 
@@ -29,6 +34,10 @@ INTERNAL_PREFIXES = ("celeryev.", "amq.gen-")
 
 class ManagementUnavailable(BrokerError):
     """The management API could not be asked (not enabled, unreachable, refused, not JSON)."""
+
+
+class ManagementUnreachable(ManagementUnavailable):
+    """Nothing answered at the management URL (plugin not enabled, port closed, no route)."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,8 @@ def is_internal(name: str, exclusive: bool) -> bool:
     return exclusive or name.endswith(INTERNAL_SUFFIXES) or name.startswith(INTERNAL_PREFIXES)
 
 
-def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
-    """The vhost's queues, Celery's internal and exclusive ones left out, sorted."""
-    url = f"{target.url}/api/queues/{quote(target.vhost, safe='')}?columns=name,exclusive"
+def _get_json(target: ManagementTarget, path: str, timeout: float) -> object:
+    url = f"{target.url}{path}"
     token = base64.b64encode(f"{target.user}:{target.password}".encode()).decode("ascii")
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
     where = f"the RabbitMQ management API at {target.safe_url}"
@@ -84,9 +92,17 @@ def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
         raise ManagementUnavailable(f"{where} {reason}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         why = getattr(exc, "reason", None) or exc
-        raise ManagementUnavailable(f"{where} is not reachable ({why})") from None
+        raise ManagementUnreachable(f"{where} is not reachable ({why})") from None
     except ValueError:
         raise ManagementUnavailable(f"{where} did not answer JSON") from None
+    return body
+
+
+def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
+    """The vhost's queues, Celery's internal and exclusive ones left out, sorted."""
+    path = f"/api/queues/{quote(target.vhost, safe='')}?columns=name,exclusive"
+    body = _get_json(target, path, timeout)
+    where = f"the RabbitMQ management API at {target.safe_url}"
     if not isinstance(body, list):
         raise ManagementUnavailable(f"{where} did not answer a list of queues")
     names = {
@@ -95,3 +111,33 @@ def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
                                                                      bool(q.get("exclusive")))
     }
     return sorted(names)
+
+
+def node_stats(target: ManagementTarget, timeout: float) -> BrokerStats:
+    """The node closest to its memory high watermark (``mem_used`` / ``mem_limit``), and every
+    resource alarm in force on any node (``memory on rabbit@a``, ``disk on rabbit@b``)."""
+    path = "/api/nodes?columns=name,mem_used,mem_limit,mem_alarm,disk_free_alarm"
+    body = _get_json(target, path, timeout)
+    nodes = [n for n in body if isinstance(n, dict)] if isinstance(body, list) else []
+    if not nodes:
+        raise ManagementUnavailable(
+            f"the RabbitMQ management API at {target.safe_url} listed no nodes")
+    alarms: list[str] = []
+    worst: tuple[float, int, int | None] | None = None
+    for node in nodes:
+        name = str(node.get("name", "?"))
+        if node.get("mem_alarm"):
+            alarms.append(f"memory on {name}")
+        if node.get("disk_free_alarm"):
+            alarms.append(f"disk on {name}")
+        used, limit = node.get("mem_used"), node.get("mem_limit")
+        if not isinstance(used, int) or isinstance(used, bool):
+            continue  # a node that is down reports no memory
+        cap = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 \
+            else None
+        share = used / cap if cap else 0.0
+        if worst is None or share > worst[0]:
+            worst = (share, used, cap)
+    if worst is None:
+        return BrokerStats(alarms=tuple(alarms))
+    return BrokerStats(used_memory=worst[1], max_memory=worst[2], alarms=tuple(alarms))

@@ -20,12 +20,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
+from toolkit.collector.brokers.base import (
+    BrokerReading,
+    BrokerStats,
+    ErrorTranslator,
+    QueueReading,
+)
 from toolkit.collector.brokers.base import first_line as _first_line
 from toolkit.collector.brokers.management import (
     ManagementUnavailable,
+    ManagementUnreachable,
     list_queues,
     management_target,
+    node_stats,
 )
 from toolkit.config import BrokerSettings
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
@@ -44,6 +51,7 @@ class RabbitMQReader:
         self._reported_missing: set[str] = set()
         self._target = management_target(settings.url, settings.management_url)
         self._unavailable: str | None = None  # why the last discovery fell back
+        self._warned_stats = False
 
     def read(self, queues: Sequence[str]) -> BrokerReading:
         from amqp.exceptions import ChannelError, NotFound
@@ -85,7 +93,26 @@ class RabbitMQReader:
                 conn.release()
             except Exception:  # noqa: BLE001 - closing a dead connection must not mask the error
                 log.debug("error while closing the AMQP connection", exc_info=True)
-        return BrokerReading(queues=tuple(readings), unacked=None, round_trips=len(queues) + 1)
+        stats = self._stats(timeout)
+        trips = len(queues) + 1 + (self._target is not None)
+        return BrokerReading(queues=tuple(readings), unacked=None, round_trips=trips,
+                             stats=stats)
+
+    def _stats(self, timeout: float) -> BrokerStats | None:
+        """Node memory and alarms from the management API (one HTTP request). Unreachable (the
+        plugin is not enabled): no broker metrics, one warning, as discovery does; refused
+        (a user without the monitoring tag) or not JSON: an error line of the cycle."""
+        if self._target is None:
+            return None
+        try:
+            return node_stats(self._target, timeout)
+        except ManagementUnreachable as exc:
+            if not self._warned_stats:
+                self._warned_stats = True
+                log.warning("%s; no broker memory metrics", exc)
+            return None
+        except ManagementUnavailable as exc:
+            return BrokerStats(error=f"broker memory unreadable: {exc}")
 
     def discover_queues(self) -> list[str]:
         if self._target is None:

@@ -10,6 +10,9 @@ the list is not empty, the publish stamp of its last element, extracted server-s
 message bodies never cross the network. Where scripting is disabled (some managed Redis
 offerings), the reader falls back to one pipeline of LLEN + LINDEX per list: still one round
 trip, but it transfers the oldest message of each list.
+
+The broker's own health (``INFO`` memory and evictions) and celery beat's ticks travel in the
+same round trip: a second script in the same pipeline (:mod:`~toolkit.collector.brokers.redisinfo`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
+from toolkit.beatregistry import BeatTick
+from toolkit.collector.brokers import redisinfo
+from toolkit.collector.brokers.base import (
+    BrokerReading,
+    BrokerStats,
+    ErrorTranslator,
+    QueueReading,
+)
 from toolkit.collector.brokers.base import first_line as _first_line
 from toolkit.collector.brokers.bindings import mismatch_message, scan_bindings
 from toolkit.config import BrokerSettings
@@ -52,6 +62,8 @@ class RawRead(NamedTuple):
     workers: tuple[WorkerHeartbeat, ...] | None  # None: no registry on this broker
     round_trips: int
     clock: float | None = None  # the broker's TIME when the registry was read
+    stats: BrokerStats | None = None  # INFO memory/stats (None: not read or not offered)
+    beats: tuple[BeatTick, ...] | None = None  # the beat registry's ticks (None: not read)
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +179,7 @@ class RedisReader:
         use_script: bool = True,
         read_age: bool = True,
         read_workers: bool = True,
+        read_stats: bool = True,
         safe_url: str = "redis",
     ) -> None:
         self.client = client
@@ -176,6 +189,7 @@ class RedisReader:
         self.use_script = use_script
         self.read_age = read_age
         self.read_workers = read_workers
+        self.read_stats = read_stats
         self.safe_url = safe_url
         self._warned_separator = False
 
@@ -225,7 +239,7 @@ class RedisReader:
                     self.use_script = False
             if not self.use_script:
                 raw = self._read_pipeline(queues)
-        lengths, stamps, errors, unacked, workers, trips, clock = raw
+        lengths, stamps, errors, unacked, workers, trips, clock = raw[:7]
         now = time.time() if clock is None else clock
         consumers = None if workers is None else consumers_per_queue(
             w for w in workers if w.alive(now))
@@ -237,7 +251,7 @@ class RedisReader:
             for q, n, stamp, err in zip(queues, lengths, stamps, errors, strict=True)
         )
         return BrokerReading(queues=readings, unacked=unacked, round_trips=trips, workers=workers,
-                             clock=clock)
+                             clock=clock, stats=raw.stats, beats=raw.beats)
 
     def _lookback(self) -> str:
         """Index members older than this (seconds) cannot have an entry: skipped server-side."""
@@ -250,7 +264,16 @@ class RedisReader:
             self._lookback(), str(len(self.steps)), *(str(s) for s in self.steps),
             *(_raw(q) for q in queues),
         ]
-        reply = _text(self.client.eval(READ_SCRIPT, 0, *args))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.eval(READ_SCRIPT, 0, *args)
+        if self.read_stats:  # same pipeline, same round trip
+            pipe.eval(redisinfo.HEALTH_SCRIPT, 0,
+                      *redisinfo.health_args(_raw(self.prefix), self.read_workers))
+        replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        reply = _text(replies[0])
+        health = _health(replies[1:], self.read_workers)
         lines = reply.split("\n")
         if len(lines) < len(queues) + 1:
             raise BrokerError(f"unexpected reply from the read script ({len(lines)} lines)")
@@ -276,12 +299,13 @@ class RedisReader:
             clock = float(at)
             if exists != "0":
                 workers = _scored_entries(line.partition(" ") for line in rest[1:])
-        return RawRead(lengths, stamps, errors, unacked, workers, 1, clock)
+        return RawRead(lengths, stamps, errors, unacked, workers, 1, clock, *health)
 
     def _read_pipeline(self, queues: Sequence[str]) -> RawRead:
         """The no-scripting fallback: one pipeline (a second one for registry entries)."""
         keys = [_raw(key) for queue in queues for key in self.list_keys(queue)]
         pipe = self.client.pipeline(transaction=False)
+        front = self._queue_health(pipe)  # first, so the tail below stays as it was
         for key in keys:
             pipe.llen(key)
             if self.read_age:
@@ -293,6 +317,8 @@ class RedisReader:
             pipe.exists(index, _raw(self.prefix + MARKER_KEY))
             pipe.zrangebyscore(index, "-inf", "+inf", withscores=True)
         raw = pipe.execute(raise_on_error=False)
+        head, raw = raw[:front], raw[front:]
+        stats = redisinfo.stats_from_info(head[0], head[1]) if self.read_stats else None
         for item in raw[len(raw) - (4 if self.read_workers else 1):]:
             if isinstance(item, Exception):  # unacked / registry: not per queue
                 raise item
@@ -312,6 +338,11 @@ class RedisReader:
                     trips += 1
                 workers = _scored_entries(
                     (str(sc), "", e) for (_, sc), e in zip(members, entries, strict=True))
+        beats = None
+        if self.read_workers and clock is not None:
+            entry_prefix = _raw(redisinfo.beat_keys(self.prefix)[1])
+            beats, extra = self._pipeline_beats(head[-1], clock, entry_prefix)
+            trips += extra
         width = 2 if self.read_age else 1
         per_list_len = raw[0:-1:width]
         per_list_stamp = (
@@ -329,7 +360,32 @@ class RedisReader:
             lengths.append(0 if failed else sum(int(v) for v in chunk))
             found = [s for s in per_list_stamp[i * n:(i + 1) * n] if s is not None]
             stamps.append(min(found) if found else None)
-        return RawRead(lengths, stamps, errors, int(raw[-1]), workers, trips, clock)
+        return RawRead(lengths, stamps, errors, int(raw[-1]), workers, trips, clock, stats, beats)
+
+    def _queue_health(self, pipe: Any) -> int:
+        """Queue INFO memory/stats and the beat index on ``pipe``; returns how many replies."""
+        front = 0
+        if self.read_stats:
+            pipe.info("memory")
+            pipe.info("stats")
+            front += 2
+        if self.read_workers:
+            pipe.zrevrangebyscore(_raw(redisinfo.beat_keys(self.prefix)[0]), "+inf", "-inf",
+                                  start=0, num=redisinfo.MAX_BEATS_READ, withscores=True)
+            front += 1
+        return front
+
+    def _pipeline_beats(
+        self, members: Any, clock: float, entry_prefix: bytes
+    ) -> tuple[tuple[BeatTick, ...], int]:
+        """The beat index read by the fallback pipeline -> its ticks, and the MGET it took."""
+        if isinstance(members, Exception):
+            raise members
+        kept = [(n, sc) for n, sc in members if float(sc) >= clock - redisinfo.BEAT_RETENTION]
+        if not kept:
+            return (), 0
+        entries = self.client.mget([entry_prefix + n for n, _ in kept])
+        return redisinfo.ticks_from_rows(kept, entries), 1
 
     # -- discovery -------------------------------------------------------------------------
     def discover_queues(self) -> list[str]:
@@ -405,6 +461,19 @@ def _is_script_refusal(exc: Exception) -> bool:
         or "not allowed" in text
         or ("eval" in text and ("disabled" in text or "no permissions" in text))
     )
+
+
+def _health(
+    replies: list[Any], read_beats: bool
+) -> tuple[BrokerStats | None, tuple[BeatTick, ...] | None]:
+    """The health script's reply (absent when not asked) -> (stats, beat ticks)."""
+    if not replies:
+        return None, None
+    reply = replies[0]
+    if isinstance(reply, Exception):
+        return BrokerStats(error=f"broker memory unreadable: {_first_line(reply)}"), None
+    stats, beats, _ = redisinfo.parse_health(_text(reply), read_beats)
+    return stats, beats
 
 
 def _scored_entries(rows: Any) -> tuple[WorkerHeartbeat, ...]:
