@@ -22,6 +22,7 @@ STAMP = VENV / ".celery-ecs-installed"
 # checkov pins an older boto3 than the project: it gets a venv of its own, made on first use.
 CHECKOV_VENV = ROOT / ".venv-checkov"
 CHECKOV_VERSION = "3.3.30"
+PYTEST_WORKERS = os.environ.get("CELERY_ECS_TEST_WORKERS", "3")
 
 
 def log(msg: str) -> None:
@@ -100,7 +101,10 @@ def test(extra: list[str]) -> int:
     for name, cmd in steps:
         if run(cmd) != 0:
             failed.append(name)
-    rc = run([str(PY), "-m", "pytest", *extra])
+    # Most tests wait on real processes and servers (workers, moto, the sandbox): three xdist
+    # workers on two cores; a test group that shares one fixture (the wheel) stays on one.
+    rc = run([str(PY), "-m", "pytest", "-n", PYTEST_WORKERS, "--dist", "loadgroup",
+              "--durations", "15", *extra])
     if rc == 5:
         log("pytest collected no tests: that is a failure")
     if rc != 0:
