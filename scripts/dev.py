@@ -102,9 +102,8 @@ def test(extra: list[str]) -> int:
         if run(cmd) != 0:
             failed.append(name)
     # Most tests wait on real processes and servers (workers, moto, the sandbox): three xdist
-    # workers on two cores; a test group that shares one fixture (the wheel) stays on one.
-    rc = run([str(PY), "-m", "pytest", "-n", PYTEST_WORKERS, "--dist", "loadgroup",
-              "--durations", "15", *extra])
+    # workers on two cores (the wheel is built once and shared, see tests/test_wheel.py).
+    rc = run([str(PY), "-m", "pytest", "-n", PYTEST_WORKERS, "--durations", "15", *extra])
     if rc == 5:
         log("pytest collected no tests: that is a failure")
     if rc != 0:

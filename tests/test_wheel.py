@@ -12,6 +12,7 @@ this checkout yet is skipped, and runs as soon as it lands.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata as metadata
 import json
 import os
@@ -29,8 +30,7 @@ import pytest
 import toolkit
 from toolkit.packaging import PROVIDED_BY_RUNTIME
 
-# one session builds and installs the wheel: under pytest-xdist every test here runs on one worker
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("wheel")]
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = toolkit.__version__
@@ -93,7 +93,24 @@ def _clean_env(bindir: Path, home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    tmp = tmp_path_factory.mktemp("wheel")
+    """Built and installed once per run: under pytest-xdist the first worker to get here builds
+    (two builds of one checkout at once would share setuptools' release tree) and the others
+    wait for it, then reuse the wheel and its venv; each worker runs commands in a folder of its
+    own."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with (shared / "wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "wheel" / "installed.json"
+        if not done.exists():
+            _build_and_install(shared / "wheel", done)
+        paths = {k: Path(v) for k, v in json.loads(done.read_text()).items()}
+    workdir = tmp_path_factory.mktemp("elsewhere")
+    return Installed(paths["sdist"], paths["wheel"], paths["bin"], paths["site"], workdir)
+
+
+def _build_and_install(tmp: Path, done: Path) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
     pip_env = {k: v for k, v in os.environ.items()
                if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
     _run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp / "dist"), str(ROOT)],
@@ -108,9 +125,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     _run([str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
           "--no-compile", f"{wheel}[sandbox]"], cwd=tmp, env=pip_env, timeout=600)
     (site,) = (tmp / "venv" / "lib").glob("python3*/site-packages")
-    workdir = tmp / "elsewhere"
-    workdir.mkdir()
-    return Installed(sdist, wheel, bindir, site, workdir)
+    done.write_text(json.dumps({"sdist": str(sdist), "wheel": str(wheel), "bin": str(bindir),
+                                "site": str(site)}))
 
 
 def test_sdist_carries_tests_docs_templates_and_lambdas(installed: Installed) -> None:
