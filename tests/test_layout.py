@@ -18,7 +18,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 
 CORE = {"errors", "env", "urls", "metricnames"}
-CONTRACTS = {"config", "serviceconfig", "registry", "stamp", "celeryapp", "aws", "verdictrecord"}
+CONTRACTS = {"config", "serviceconfig", "registry", "stamp", "celeryapp", "aws", "verdictrecord",
+             "taskcounts"}
 FEATURES = {"collector", "worker", "alarms", "tasks"}
 TOOLING = {"sandbox", "packaging", "dashboards", "deploy", "assets"}
 ADAPTERS = {"commands", "cli"}

@@ -46,12 +46,15 @@ from toolkit.registry import (
 )
 from toolkit.urls import redact_url
 from toolkit.worker.beater import REGISTRY_SOCKET_TIMEOUT, Beater, TaskView
+from toolkit.worker.counting import TaskCounter, TaskFlusher, TaskTable
 from toolkit.worker.metadata import fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
 
 logger = logging.getLogger("toolkit.heartbeat")  # the public path: operators filter on it
 
 SOLO_POOL_MODULE = "celery.concurrency.solo"
+#: pool processes counted per task in a slot of their own (more share slots, wrapped)
+MAX_POOL_SLOTS = 64
 
 # --- celery wiring ----------------------------------------------------------------------------
 
@@ -79,16 +82,30 @@ def _task_time_limit(task: Any) -> float | None:
     return None
 
 
-def on_task_prerun(task: Any = None, **_: Any) -> None:
+def on_task_prerun(task: Any = None, task_id: str | None = None, **_: Any) -> None:
     beater = _ACTIVE
-    if beater is not None and beater.solo and os.getpid() == beater.main_pid:
+    if beater is None:
+        return
+    if beater.counter is not None and task_id:
+        beater.counter.started(task_id)
+    if beater.solo and os.getpid() == beater.main_pid:
         beater.task_started_here(_task_time_limit(task))
 
 
-def on_task_postrun(**_: Any) -> None:
+def on_task_postrun(task: Any = None, task_id: str | None = None, state: str | None = None,
+                    **_: Any) -> None:
     beater = _ACTIVE
-    if beater is not None and os.getpid() == beater.main_pid:
+    if beater is None:
+        return
+    if beater.counter is not None and task_id:
+        beater.counter.finished(task_id, _task_name(task), str(state))
+    if os.getpid() == beater.main_pid:
         beater.task_finished_here()
+
+
+def _task_name(task: Any) -> str:
+    name = getattr(task, "name", None)
+    return name if isinstance(name, str) else "(unnamed)"
 
 
 def _outcome(failed: bool) -> None:
@@ -107,8 +124,20 @@ def on_task_success(**_: Any) -> None:
     _outcome(False)
 
 
-def on_task_failure(**_: Any) -> None:
+def on_task_failure(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     _outcome(True)
+    beater = _ACTIVE
+    if beater is not None and beater.counter is not None and task_id:
+        beater.counter.failed_elsewhere(task_id, _task_name(sender))
+
+
+def on_worker_shutdown(**_: Any) -> None:
+    """After the pool has stopped: the counts of the tasks that finished during a warm
+    shutdown are flushed too."""
+    beater = _ACTIVE
+    if beater is not None and os.getpid() == beater.main_pid:
+        with beater._lock:
+            beater.flush_tasks()
 
 
 def _copy(items: Any) -> list[Any]:
@@ -220,8 +249,11 @@ def _step_class(settings: HeartbeatSettings) -> type:
         def __init__(self, c: Any, **kwargs: Any) -> None:
             global _ACTIVE
             super().__init__(c, **kwargs)
-            # Runs in the main process before the pool forks: the outcome slots are shared.
+            # Runs in the main process before the pool forks: the outcome slots and the
+            # per-task table are shared memory, one slot per pool process.
             self.beater = Beater(settings=settings, busy_limit=_busy_limit(c.app, settings))
+            self.beater.counter = TaskCounter(TaskTable(1 + min(max(pool_slots(c, False), 1),
+                                                                MAX_POOL_SLOTS)))
             self.entries: list[Any] = []
             self.started_once = False
             _ACTIVE = self.beater
@@ -231,6 +263,8 @@ def _step_class(settings: HeartbeatSettings) -> type:
             if not self.started_once:
                 self.started_once = True
                 b.node = c.hostname
+                if b.counter is not None:
+                    b.flusher = TaskFlusher(b.counter.table, b.node)
                 module = type(c.pool).__module__ if c.pool else ""
                 b.pool = module.rsplit(".", 1)[-1]
                 b.solo = module == SOLO_POOL_MODULE
@@ -368,3 +402,5 @@ def install(app: Any, settings: HeartbeatSettings | None = None) -> None:
     signals.task_postrun.connect(on_task_postrun, weak=False, dispatch_uid="celery-ecs-hb-postrun")
     signals.task_success.connect(on_task_success, weak=False, dispatch_uid="celery-ecs-hb-success")
     signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="celery-ecs-hb-failure")
+    signals.worker_shutdown.connect(on_worker_shutdown, weak=False,
+                                    dispatch_uid="celery-ecs-hb-shutdown")
