@@ -22,6 +22,10 @@ WORKERS_ALIVE = "WorkersAlive"
 BACKLOG_PER_TASK = "BacklogPerTask"
 WORKER_STUCK = "WorkerStuck"
 WORKERS_STUCK = "WorkersStuck"
+TASKS_SUCCEEDED = "TasksSucceeded"
+TASKS_FAILED = "TasksFailed"
+TASKS_RETRIED = "TasksRetried"
+TASK_RUNTIME = "TaskRuntime"
 COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
 COLLECTOR_ERRORS = "CollectorErrors"
 
@@ -29,10 +33,12 @@ ENVIRONMENT = "Environment"
 QUEUE = "Queue"
 CLUSTER_NAME = "ClusterName"
 SERVICE_NAME = "ServiceName"
+TASK = "Task"
 
 ENV_DIMS: tuple[str, ...] = (ENVIRONMENT,)
 QUEUE_DIMS: tuple[str, ...] = (ENVIRONMENT, QUEUE)
 SERVICE_DIMS: tuple[str, ...] = (ENVIRONMENT, CLUSTER_NAME, SERVICE_NAME)
+TASK_DIMS: tuple[str, ...] = (ENVIRONMENT, TASK)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,17 @@ METRICS: tuple[MetricSpec, ...] = (
                "1 while the service's verdict is 'stuck', else 0"),
     MetricSpec(WORKERS_STUCK, "Count", (SERVICE_DIMS,),
                "tasks of the service judged dead or hung (stuck or degraded verdict), else 0"),
+    # per Celery task name (the top N and [tasks] include, the rest as Task=other), and summed
+    # over every task (the TaskFailureRate alarm's inputs)
+    MetricSpec(TASKS_SUCCEEDED, "Count", (TASK_DIMS, ENV_DIMS),
+               "tasks that succeeded, per task name, in the minute of the timestamp"),
+    MetricSpec(TASKS_FAILED, "Count", (TASK_DIMS, ENV_DIMS),
+               "tasks that failed (raised, hard time limit, process lost), per task name"),
+    MetricSpec(TASKS_RETRIED, "Count", (TASK_DIMS, ENV_DIMS),
+               "task runs that ended in a retry, per task name"),
+    MetricSpec(TASK_RUNTIME, "Seconds", (TASK_DIMS,),
+               "runtimes of the runs that finished, as Values/Counts (SampleCount, Sum, "
+               "percentiles)"),
     MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
                "1 for each completed collection cycle"),
     MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),

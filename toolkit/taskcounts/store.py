@@ -195,7 +195,9 @@ for i = 3, #ARGV do
   redis.call('ZREM', base .. 'claimed', ARGV[i])
 end
 if holder and holder ~= ARGV[2] then return 'taken' end
-if holder and redis.call('ZCARD', base .. 'claimed') == 0 then redis.call('DEL', base .. 'lease') end
+if holder and redis.call('ZCARD', base .. 'claimed') == 0 then
+  redis.call('DEL', base .. 'lease')
+end
 if not holder then return 'expired' end
 return 'ok'
 """

@@ -100,7 +100,7 @@ class TaskTable:
         predecessor's), else added; past the slot's capacity, the ``other`` entry."""
         label = task_dimension(name)
         first = slot * self.names
-        used = self._used[slot]
+        used = int(self._used[slot])
         for entry in range(first, first + used):
             if self.name_at(entry) == label:
                 self._index[(slot, name)] = entry

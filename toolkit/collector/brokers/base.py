@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from toolkit.errors import BrokerError
 
 if TYPE_CHECKING:
     from toolkit.registry import WorkerHeartbeat
+    from toolkit.taskcounts import TaskClaim, TaskRequest
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class BrokerReading:
     workers: tuple[WorkerHeartbeat, ...] | None = None
     # the registry's clock (Redis TIME) when it was read: the "now" of the entries' beat_at
     clock: float | None = None
+    # the workers' per-task counts claimed for publishing (or peeked at), when asked for
+    tasks: TaskClaim | None = None
 
 
 class BrokerReader(Protocol):
@@ -64,6 +67,18 @@ class BrokerReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TaskCountReader(Protocol):
+    """A reader that also claims the workers' per-task counts in its read (Redis)."""
+
+    def read_with_tasks(self, queues: Sequence[str], tasks: TaskRequest | None) -> BrokerReading:
+        ...
+
+    def commit_tasks(self, collector: str, minutes: Sequence[int]) -> str:
+        """Delete the claimed minutes once published; returns the commit's status."""
+        ...
 
 
 class ErrorTranslator:
