@@ -152,7 +152,9 @@ class TaskCounter:
     def __init__(self, table: TaskTable, main_pid: int | None = None) -> None:
         self.table = table
         self.main_pid = os.getpid() if main_pid is None else main_pid
-        self._starts: dict[str, float] = {}
+        # (task id, thread) -> start: a retry can start, with the same id, in another thread
+        # of the threads pool before the run that asked for it has ended
+        self._starts: dict[tuple[str, int], float] = {}
         self._slot: tuple[int, int] = (-1, 0)  # (pid, slot) of this process
 
     def slot(self) -> int:
@@ -167,10 +169,10 @@ class TaskCounter:
         return self._slot[1]
 
     def started(self, task_id: str) -> None:
-        self._starts[task_id] = time.perf_counter()
+        self._starts[(task_id, threading.get_ident())] = time.perf_counter()
 
     def finished(self, task_id: str, name: str, state: str) -> None:
-        start = self._starts.pop(task_id, None)
+        start = self._starts.pop((task_id, threading.get_ident()), None)
         outcome = _STATE_OUTCOME.get(state)
         if outcome is not None:
             runtime = None if start is None else time.perf_counter() - start
@@ -179,7 +181,7 @@ class TaskCounter:
     def failed_elsewhere(self, task_id: str, name: str) -> None:
         """``task_failure``: counted here only when the task did not run in this process
         (a run here is counted by :meth:`finished`)."""
-        if task_id not in self._starts:
+        if (task_id, threading.get_ident()) not in self._starts:
             self.table.record(self.slot(), name, "failed", None)
 
 
