@@ -137,8 +137,8 @@ class TaskTotals:
             if runs <= 0:
                 continue
             low, high = bucket_bounds(index)
-            mean = min(max(total / runs, low), high if math.isfinite(high) else total / runs)
-            values.append(round(mean, 6))
+            mean = min(max(total / runs, low), high)  # inside its bucket, whatever was torn
+            values.append(mean)
             counts.append(float(int(runs)))
         return tuple(values), tuple(counts)
 
