@@ -27,8 +27,10 @@ from toolkit.collector.brokers.management import (
     list_queues,
     management_target,
 )
+from toolkit.collector.brokers.peek_rabbitmq import peek_rabbitmq
+from toolkit.collector.composition import QueueComposition
 from toolkit.config import BrokerSettings
-from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
+from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable, UnsupportedBroker
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,22 @@ class RabbitMQReader:
             except Exception:  # noqa: BLE001 - closing a dead connection must not mask the error
                 log.debug("error while closing the AMQP connection", exc_info=True)
         return BrokerReading(queues=tuple(readings), unacked=None, round_trips=len(queues) + 1)
+
+    def peek(self, queue: str, limit: int) -> QueueComposition:
+        """What waits in ``queue`` by task name (``inspect-queue``), through the management
+        API's get with requeue (the messages read are marked redelivered; said in the
+        result's notes). Without the management API this is not supported."""
+        if self._target is None:
+            raise UnsupportedBroker(
+                "inspect-queue on RabbitMQ is not supported without the management API "
+                "(AMQP cannot read a message without taking it; [broker] management_url "
+                "is turned off)")
+        try:
+            return peek_rabbitmq(self._target, queue, limit=limit,
+                                 timeout=max(self.settings.connect_timeout, 10.0))
+        except ManagementUnavailable as exc:
+            raise BrokerError(f"{exc}: inspect-queue on RabbitMQ is not supported without it "
+                              "(AMQP cannot read a message without taking it)") from None
 
     def discover_queues(self) -> list[str]:
         if self._target is None:

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple, Protocol
 from toolkit.collector.brokers.base import BrokerReading, ErrorTranslator, QueueReading
 from toolkit.collector.brokers.base import first_line as _first_line
 from toolkit.collector.brokers.bindings import mismatch_message, scan_bindings
+from toolkit.collector.brokers.peek_redis import peek_redis
+from toolkit.collector.composition import QueueComposition
 from toolkit.config import BrokerSettings
 from toolkit.env import DEFAULT_SEPARATOR
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
@@ -257,6 +259,12 @@ class RedisReader:
         )
         return BrokerReading(queues=readings, unacked=unacked, round_trips=trips, workers=workers,
                              clock=clock, tasks=claim)
+
+    def peek(self, queue: str, limit: int) -> QueueComposition:
+        """What waits in ``queue`` by task name (``inspect-queue``), read in place."""
+        with self._errors():
+            return peek_redis(self.client, queue, limit=limit, prefix=self.prefix,
+                              separator=self.sep, steps=self.steps)
 
     def commit_tasks(self, collector: str, minutes: Sequence[int]) -> str:
         """The claimed minutes are published: delete them (see :func:`commit_claim`)."""
