@@ -8,8 +8,9 @@ out a consumer cannot have them. The command says so after every RabbitMQ read. 
 management API (``management_url = ""``, or the plugin is off) there is no way to peek: the
 command says it is not supported rather than consuming anything.
 
-The queue's total is ``messages_ready`` from the same API (it lags by the statistics interval,
-5 s by default); a queue the broker does not have has total 0.
+The queue's total is what the reader's passive declare answered just before (exact, unlike the
+API's statistics, which lag by their interval); a queue the broker does not have has total 0
+and is not asked about.
 """
 
 from __future__ import annotations
@@ -33,19 +34,18 @@ REDELIVERED = ("RabbitMQ: the {n:,} message(s) read were taken and requeued thro
 
 
 def peek_rabbitmq(
-    target: ManagementTarget, queue: str, *, limit: int, timeout: float = 10.0,
+    target: ManagementTarget, queue: str, *, limit: int, total: int, timeout: float = 10.0,
 ) -> QueueComposition:
-    path = f"queues/{vhost_path(target)}/{quote(queue, safe='')}"
-    try:
-        info = request_json(target, f"{path}?columns=messages_ready", timeout)
-    except ManagementNotFound:
-        return QueueComposition(queue, 0, 0)
-    total = int(info.get("messages_ready") or 0) if isinstance(info, dict) else 0
+    """At most ``limit`` of the ``total`` ready messages of ``queue``, from its head."""
+    path = f"queues/{vhost_path(target)}/{quote(queue, safe='')}/get"
     tally = Tally()
     if total:
-        got = request_json(target, f"{path}/get", timeout, {
-            "count": min(limit, total), "ackmode": "ack_requeue_true", "encoding": "auto",
-            "truncate": TRUNCATE})
+        try:
+            got = request_json(target, path, timeout, {
+                "count": min(limit, total), "ackmode": "ack_requeue_true", "encoding": "auto",
+                "truncate": TRUNCATE})
+        except ManagementNotFound:  # deleted since it was declared
+            return QueueComposition(queue, 0, 0)
         if not isinstance(got, list):
             raise ManagementUnavailable(
                 f"the RabbitMQ management API at {target.safe_url} did not answer a list")
@@ -63,4 +63,7 @@ def _envelope(message: Any) -> dict[str, Any]:
     props = message.get("properties")
     headers = props.get("headers") if isinstance(props, dict) else None
     body = message.get("payload") if message.get("payload_encoding") == "string" else None
-    return {"headers": headers if isinstance(headers, dict) else {}, "body": body}
+    # the API shows AMQP's void (Celery's None: no eta) as "undefined"
+    cleaned = {k: None if v == "undefined" else v
+               for k, v in (headers.items() if isinstance(headers, dict) else ())}
+    return {"headers": cleaned, "body": body}

@@ -98,8 +98,13 @@ class RabbitMQReader:
                 "inspect-queue on RabbitMQ is not supported without the management API "
                 "(AMQP cannot read a message without taking it; [broker] management_url "
                 "is turned off)")
+        (read,) = self.read([queue]).queues  # the exact count, by passive declare
+        if read.error is not None:
+            raise BrokerError(f"queue {queue!r} on {self.settings.safe_url}: {read.error}")
+        if not read.exists:
+            return QueueComposition(queue, 0, 0)
         try:
-            return peek_rabbitmq(self._target, queue, limit=limit,
+            return peek_rabbitmq(self._target, queue, limit=limit, total=read.length,
                                  timeout=max(self.settings.connect_timeout, 10.0))
         except ManagementUnavailable as exc:
             raise BrokerError(f"{exc}: inspect-queue on RabbitMQ is not supported without it "
