@@ -49,7 +49,7 @@ def totals(s: int = 0, f: int = 0, r: int = 0, runs: tuple[float, ...] = ()) -> 
     t = TaskTotals(s, f, r)
     for seconds in runs:
         t.add(f"c{bucket_of(seconds)}", 1)
-        t.add(f"t{bucket_of(seconds)}", seconds)
+        t.add(f"t{bucket_of(seconds)}", seconds * 1e6)
     return t
 
 
@@ -229,7 +229,7 @@ def test_a_collector_down_for_three_cycles_publishes_each_minute_once_at_its_tim
     for i, minute in enumerate(minutes):  # three cycles' worth of tasks, no collector
         flush_counts(client, prefix, "w:1", i + 1,
                      [("s:app.report", str(i + 1)), ("f:app.report", "1"),
-                      (f"c{EIGHTH}:app.report", "1"), (f"t{EIGHTH}:app.report", "0.125"),
+                      (f"c{EIGHTH}:app.report", "1"), (f"t{EIGHTH}:app.report", "125000"),
                       ("s:bad\\x00name", "1")], at=minute + 5.0)
     env = f"down-{unique}"
     with mock_aws():

@@ -68,7 +68,7 @@ def test_the_histogram_is_exact_in_count_and_sum() -> None:
     for r in runs:
         b = bucket_of(r)
         totals.add(f"c{b}", 1)
-        totals.add(f"t{b}", r)
+        totals.add(f"t{b}", r * 1e6)  # stored in microseconds
     values, counts = totals.histogram()
     assert sum(counts) == len(runs)
     assert sum(v * c for v, c in zip(values, counts, strict=True)) == pytest.approx(sum(runs))
@@ -239,6 +239,6 @@ def test_the_ranking_is_by_volume_today_and_yesterday(client: redis.Redis, prefi
 
 def test_the_standalone_claim_works_on_fakeredis_too() -> None:
     fake = fakeredis.FakeRedis()
-    flush_counts(fake, "", "w:1", 1, [("s:a", "1"), ("t4:a", "0.25"), ("c4:a", "1")], at=60.0)
+    flush_counts(fake, "", "w:1", 1, [("s:a", "1"), ("t4:a", "250000"), ("c4:a", "1")], at=60.0)
     claim = claim_counts(fake, "", TaskRequest("A"))
     assert claim.owned == (60,) and claim.minutes[0].tasks["a"].buckets == {4: [1.0, 0.25]}

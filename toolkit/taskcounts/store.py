@@ -58,7 +58,7 @@ def tasks_key(prefix: str, suffix: str) -> str:
 
 
 # ARGV: prefix, incarnation, sequence number, retention (ms), minute override ("" = Redis TIME),
-# then field, increment pairs. Fields "t..." (summed seconds) are floats, the others integers.
+# then field, increment pairs (integers: runtimes are summed in microseconds).
 FLUSH_SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
 local base = ARGV[1] .. 'celery-ecs:tasks:'
@@ -73,13 +73,7 @@ if ARGV[5] ~= '' then now = tonumber(ARGV[5]) else
 end
 local minute = string.format('%d', math.floor(now / 60) * 60)
 local key = base .. 'm:' .. minute
-for i = 6, #ARGV, 2 do
-  if string.byte(ARGV[i], 1) == 116 then
-    redis.call('HINCRBYFLOAT', key, ARGV[i], ARGV[i + 1])
-  else
-    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
-  end
-end
+for i = 6, #ARGV, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
 local keep = tonumber(ARGV[4])
 redis.call('PEXPIRE', key, keep)
 local index = base .. 'minutes'
@@ -139,13 +133,7 @@ local function celery_ecs_tasks(prefix, spec, out)
           end
           redis.call('PEXPIRE', volume, '""" + str(VOLUME_RETENTION_MS) + """')
           if redis.call('EXISTS', dst) == 1 then
-            for i = 1, #fields, 2 do
-              if string.byte(fields[i], 1) == 116 then
-                redis.call('HINCRBYFLOAT', dst, fields[i], fields[i + 1])
-              else
-                redis.call('HINCRBY', dst, fields[i], fields[i + 1])
-              end
-            end
+            for i = 1, #fields, 2 do redis.call('HINCRBY', dst, fields[i], fields[i + 1]) end
             redis.call('DEL', src)
           else
             redis.call('RENAME', src, dst)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 import uuid
@@ -32,6 +33,7 @@ from typing import Any
 
 from toolkit.taskcounts.model import (
     BUCKETS,
+    MICROS,
     OTHER,
     Outcome,
     bucket_of,
@@ -49,6 +51,8 @@ FIELDS = 3 + 2 * BUCKETS
 _OUTCOME_AT: dict[Outcome, int] = {"succeeded": 0, "failed": 1, "retried": 2}
 _KIND_AT = ("s", "f", "r")
 _DOUBLE = array("d").itemsize
+_ZEROS = bytes(FIELDS * _DOUBLE)
+_unpack = struct.Struct("d").unpack_from
 
 
 class TaskTable:
@@ -225,32 +229,35 @@ class TaskFlusher:
         return True
 
     def _growth(self) -> tuple[list[tuple[str, str]], dict[int, bytes]]:
-        totals: dict[str, list[float]] = {}
+        """Increments per (field, name) since the acknowledged counts, and the entries' raw
+        counts they bring Redis to. Only changed 8-byte fields are decoded (found by XOR of
+        the raw bytes), so a beat costs little more than the fields that moved."""
+        totals: dict[str, dict[int, float]] = {}
         target: dict[int, bytes] = {}
         table = self.table
+        word = (1 << 64) - 1
         for entry in table.entries():
             now = table.raw(entry)
-            before = self._acked.get(entry)
+            before = self._acked.get(entry, _ZEROS)
             if now == before:
                 continue
             target[entry] = now
-            grown = array("d", now)
-            if before is not None:
-                old = array("d", before)
-                grown = array("d", (a - b for a, b in zip(grown, old, strict=True)))
-            sums = totals.setdefault(table.name_at(entry), [0.0] * FIELDS)
-            for i, value in enumerate(grown):
-                if value:
-                    sums[i] += value
+            sums = totals.setdefault(table.name_at(entry), {})
+            changed = int.from_bytes(now, "little") ^ int.from_bytes(before, "little")
+            while changed:
+                field = ((changed & -changed).bit_length() - 1) >> 6
+                changed &= ~(word << (field << 6))
+                grown = _unpack(now, field * _DOUBLE)[0] - _unpack(before, field * _DOUBLE)[0]
+                sums[field] = sums.get(field, 0.0) + grown
         increments: list[tuple[str, str]] = []
         for name, sums in sorted(totals.items()):
-            for i in range(3):
-                if sums[i]:
-                    increments.append((f"{_KIND_AT[i]}:{name}", str(int(round(sums[i])))))
-            for b in range(BUCKETS):
-                runs, seconds = sums[3 + 2 * b], sums[4 + 2 * b]
-                if runs:
-                    increments.append((f"c{b}:{name}", str(int(round(runs)))))
-                if seconds:
-                    increments.append((f"t{b}:{name}", repr(seconds)))
+            for field, value in sorted(sums.items()):
+                if field < 3:
+                    kind, number = _KIND_AT[field], round(value)
+                elif field % 2 == 1:  # 3 + 2b: runs in bucket b
+                    kind, number = f"c{(field - 3) // 2}", round(value)
+                else:  # 4 + 2b: their seconds, sent as microseconds
+                    kind, number = f"t{(field - 4) // 2}", round(value * MICROS)
+                if number:
+                    increments.append((f"{kind}:{name}", str(number)))
         return increments, target
