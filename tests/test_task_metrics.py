@@ -8,6 +8,7 @@ restart.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -23,6 +24,7 @@ from moto import mock_aws
 
 from tests.helpers_workers import REDIS_BROKER, Worker, WorkerPool, send_task, wait_for
 from tests.moto_metrics import total
+from tests.test_cli_collect import cli, moto_endpoint  # noqa: F401 - the fixture
 from toolkit.collector.brokers.redis import RedisReader
 from toolkit.collector.cycle import CycleResult, QueueSource, run_cycle
 from toolkit.collector.publisher import CloudWatchPublisher
@@ -211,5 +213,42 @@ def test_a_restarted_worker_continues_without_counting_twice(
         wait_counts(db, prefix, {"tm.fail": (0, 2, 0, 2), "tm.ok": (4, 0, 0, 4)}, second)
         seqs = sorted(k.decode() for k in db.scan_iter(match=f"{prefix}celery-ecs:tasks:seq:*"))
         assert len(seqs) == 2  # two incarnations, each applied once
+    finally:
+        pool.close()
+
+
+def test_the_issues_workload_through_collect_once_against_a_moto_server(
+    tmp_path: Path, unique: str, db: redis.Redis, moto_endpoint: str,  # noqa: F811
+) -> None:
+    """What the issue tried: a real worker runs 20 succeeding, 5 failing and 3 retrying
+    tasks, then ``celery-ecs collect --once``. A dry run first shows them and takes nothing."""
+    prefix = f"tm{unique}:"
+    env = f"once-{unique}"
+    pool = WorkerPool(tmp_path, unique)
+    try:
+        worker = start(pool, prefix, pool="prefork", concurrency=2, interval=0.3)
+        workload(worker, prefix)
+        want = {"tm.fail": (0, 5, 0, 5), "tm.flaky": (3, 0, 3, 6), "tm.ok": (20, 0, 0, 20)}
+        wait_counts(db, prefix, want, worker)
+        config = tmp_path / "celery-ecs.toml"
+        config.write_text(f'environment = "{env}"\n[broker]\nurl = "{REDIS_BROKER}"\n'
+                          f'global_keyprefix = "{prefix}"\n')
+        common = ["collect", "--once", "--config", str(config), "--queue", worker.queue]
+        dry = cli(*common, "--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        doc = json.loads(dry.stdout)
+        assert doc["tasks"]["state"] == "peeked"
+        assert doc["tasks"]["by_task"]["tm.flaky"] == {"succeeded": 3, "failed": 0,
+                                                       "retried": 3, "runs": 6}
+        assert counts(pending(db, prefix)) == want  # a dry run takes nothing
+        run = cli(*common, env={"AWS_ENDPOINT_URL": moto_endpoint})
+        assert run.returncode == 0, run.stderr
+        assert "tasks: 31 finished, 3 name(s)" in run.stdout
+        cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_endpoint)
+        assert sums(cw, env, "tm.ok") == (20, 0, 0)
+        assert sums(cw, env, "tm.fail") == (0, 5, 0)
+        assert sums(cw, env, "tm.flaky") == (3, 0, 3)
+        assert stats(cw, "TaskRuntime", env, "tm.ok")["SampleCount"] == 20
+        assert pending(db, prefix) == {}
     finally:
         pool.close()
