@@ -11,7 +11,14 @@ every ``interval`` seconds:
 
 * touches the heartbeat file (``celery-ecs healthcheck heartbeat`` checks its age);
 * writes the ready file at its first beat, i.e. once the loop runs and the queues are consumed;
-* writes this node's entry in the Redis registry, with a TTL.
+* writes this node's entry in the Redis registry, with a TTL;
+* flushes the per-task counts (:mod:`toolkit.worker.counting`) that the pool processes added
+  since the last beat, in one round trip (none when nothing finished).
+
+Every task is counted by name where it ran (``task_prerun`` / ``task_postrun``: succeeded,
+failed or retried, and its runtime), and failures only the main process sees (hard time limit,
+a lost child: ``task_failure``) there; the counts live in shared memory created before the pool
+forks, one slot per pool process.
 
 It beats only while the consumer's broker connection is up (Celery stops the step while it
 reconnects). On shutdown it removes both files and its registry entry. A path it cannot write is
