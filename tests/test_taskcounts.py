@@ -126,6 +126,7 @@ def test_states_other_than_success_failure_retry_are_not_counted() -> None:
         counter.started("x")
         counter.finished("x", "t", state)
     counter.failed_elsewhere("lost", "t")  # ran elsewhere (a lost child): failed, no runtime
+    counter.failed_elsewhere("lost", "t")  # a hard time limit is reported twice: once
     counter.started("here")
     counter.failed_elsewhere("here", "t")  # runs here: finished() counts it, not this
     row = array("d", table.raw(table.entries()[0]))
@@ -242,3 +243,20 @@ def test_the_standalone_claim_works_on_fakeredis_too() -> None:
     flush_counts(fake, "", "w:1", 1, [("s:a", "1"), ("t4:a", "250000"), ("c4:a", "1")], at=60.0)
     claim = claim_counts(fake, "", TaskRequest("A"))
     assert claim.owned == (60,) and claim.minutes[0].tasks["a"].buckets == {4: [1.0, 0.25]}
+
+
+def test_a_name_not_yet_fully_visible_is_flushed_at_the_next_beat() -> None:
+    """Another process's name write may show its length before its bytes (weakly ordered
+    CPUs): the length carries a checksum, and such an entry waits for the next flush."""
+    table = TaskTable(slots=1)
+    table.record(0, "app.visible", "succeeded", None)
+    entry = table.entries()[0]
+    tag = table._name_len[entry]
+    at = entry * 255
+    table._name_bytes[at:at + 3] = b"xxx"  # as if the bytes were not there yet
+    flusher = TaskFlusher(table, "n")
+    assert table.name_at(entry) is None and flusher.pending() is None
+    table._name_bytes[at:at + 3] = b"app"
+    assert table._name_len[entry] == tag and table.name_at(entry) == "app.visible"
+    pending = flusher.pending()
+    assert pending is not None and dict(pending[1]) == {"s:app.visible": "1"}

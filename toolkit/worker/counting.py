@@ -28,6 +28,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from array import array
 from typing import Any
 
@@ -53,6 +54,11 @@ _KIND_AT = ("s", "f", "r")
 _DOUBLE = array("d").itemsize
 _ZEROS = bytes(FIELDS * _DOUBLE)
 _unpack = struct.Struct("d").unpack_from
+
+
+def _name_tag(raw: bytes) -> int:
+    """A name's length (low 8 bits) with 16 bits of its CRC-32 above them."""
+    return len(raw) | (zlib.crc32(raw) & 0xFFFF) << 8
 
 
 class TaskTable:
@@ -117,14 +123,19 @@ class TaskTable:
         raw = label.encode("ascii")[:NAME_BYTES]
         at = entry * NAME_BYTES
         self._name_bytes[at:at + len(raw)] = raw
-        self._name_len[entry] = len(raw)  # the name is complete before it is counted
+        self._name_len[entry] = _name_tag(raw)  # the name is complete before it is counted
         self._used[slot] = used + 1
         self._index[(slot, name)] = entry
         return entry
 
-    def name_at(self, entry: int) -> str:
+    def name_at(self, entry: int) -> str | None:
+        """The entry's task name; None while another process's write of it is not fully
+        visible here (its length carries a checksum: CPUs such as ARM may show the length
+        before the bytes)."""
+        tag = int(self._name_len[entry])
         at = entry * NAME_BYTES
-        return bytes(self._name_bytes[at:at + self._name_len[entry]]).decode("ascii")
+        raw = bytes(self._name_bytes[at:at + (tag & 0xFF)])
+        return raw.decode("ascii") if tag and _name_tag(raw) == tag else None
 
     def entries(self) -> list[int]:
         """Every entry in use, slot by slot."""
@@ -140,6 +151,8 @@ class TaskTable:
         return bytes(self._view[at:at + FIELDS * _DOUBLE])
 
 
+#: one failure reported twice for one task id within this many seconds is counted once
+SAME_FAILURE = 30.0
 #: Celery's task states (celery.states) at task_postrun -> what is counted
 _STATE_OUTCOME: dict[str, Outcome] = {"SUCCESS": "succeeded", "FAILURE": "failed",
                                       "RETRY": "retried"}
@@ -160,6 +173,7 @@ class TaskCounter:
         # of the threads pool before the run that asked for it has ended
         self._starts: dict[tuple[str, int], float] = {}
         self._slot: tuple[int, int] = (-1, 0)  # (pid, slot) of this process
+        self._failed: dict[str, float] = {}  # task id -> when its failure was counted here
 
     def slot(self) -> int:
         pid = os.getpid()
@@ -184,9 +198,18 @@ class TaskCounter:
 
     def failed_elsewhere(self, task_id: str, name: str) -> None:
         """``task_failure``: counted here only when the task did not run in this process
-        (a run here is counted by :meth:`finished`)."""
-        if (task_id, threading.get_ident()) not in self._starts:
-            self.table.record(self.slot(), name, "failed", None)
+        (a run here is counted by :meth:`finished`), and once per task id within
+        :data:`SAME_FAILURE` seconds: Celery reports a hard time limit twice (the timeout,
+        then the pool process it killed)."""
+        if (task_id, threading.get_ident()) in self._starts:
+            return
+        now = time.monotonic()
+        if now - self._failed.get(task_id, -SAME_FAILURE) < SAME_FAILURE:
+            return
+        self._failed[task_id] = now
+        if len(self._failed) > 1024:
+            self._failed = {k: t for k, t in self._failed.items() if now - t < SAME_FAILURE}
+        self.table.record(self.slot(), name, "failed", None)
 
 
 class TaskFlusher:
@@ -239,10 +262,11 @@ class TaskFlusher:
         for entry in table.entries():
             now = table.raw(entry)
             before = self._acked.get(entry, _ZEROS)
-            if now == before:
+            name = table.name_at(entry)
+            if now == before or name is None:  # a name not yet visible: at the next beat
                 continue
             target[entry] = now
-            sums = totals.setdefault(table.name_at(entry), {})
+            sums = totals.setdefault(name, {})
             changed = int.from_bytes(now, "little") ^ int.from_bytes(before, "little")
             while changed:
                 field = ((changed & -changed).bit_length() - 1) >> 6
