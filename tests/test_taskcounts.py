@@ -260,3 +260,35 @@ def test_a_name_not_yet_fully_visible_is_flushed_at_the_next_beat() -> None:
     assert table._name_len[entry] == tag and table.name_at(entry) == "app.visible"
     pending = flusher.pending()
     assert pending is not None and dict(pending[1]) == {"s:app.visible": "1"}
+
+
+@pytest.mark.parametrize("options,slots", [
+    ({"concurrency": 3, "pool": "prefork"}, 4),  # the main process and one per child
+    ({"autoscale": (8, 2), "pool": "prefork"}, 9),  # the autoscaler's maximum
+    ({"concurrency": 4, "pool": "threads"}, 1),  # threads count in the main process
+    ({"pool": "solo"}, 1),
+])
+def test_the_table_has_a_slot_per_pool_process(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], slots: int,
+) -> None:
+    import importlib
+
+    from celery.worker import WorkController
+
+    from toolkit.worker import bootstep
+
+    import warnings
+
+    monkeypatch.setenv("HC_BROKER", "redis://127.0.0.1:6379/2")
+    monkeypatch.setenv("C_FORCE_ROOT", "1")  # the suite may run as root; nothing is started
+    app = importlib.import_module("tests.task_app").app
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the bare WorkController (not app.Worker): built, not started, no logging set up
+            WorkController(app=app, **options, without_mingle=True, without_gossip=True,
+                           hostname="slots@probe")
+        assert bootstep._ACTIVE is not None and bootstep._ACTIVE.counter is not None
+        assert bootstep._ACTIVE.counter.table.slots == slots
+    finally:
+        bootstep._ACTIVE = None

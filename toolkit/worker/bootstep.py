@@ -223,6 +223,17 @@ def pool_slots(c: Any, solo: bool) -> int:
     return 0
 
 
+def _table_slots(c: Any) -> int:
+    """Slots of the per-task table: the main process, plus one per pool process when the pool
+    forks them (prefork; up to :data:`MAX_POOL_SLOTS`); threads, solo and green pools count in
+    the main process only."""
+    module = type(getattr(c, "pool", None)).__module__
+    if module in (SOLO_POOL_MODULE, "celery.concurrency.thread", "celery.concurrency.eventlet",
+                  "celery.concurrency.gevent"):
+        return 1
+    return 1 + min(max(pool_slots(c, False), 1), MAX_POOL_SLOTS)
+
+
 def _registry_for(app: Any, settings: HeartbeatSettings) -> tuple[RedisLike | None, str]:
     target = settings.registry
     prefix = ""
@@ -259,8 +270,7 @@ def _step_class(settings: HeartbeatSettings) -> type:
             # Runs in the main process before the pool forks: the outcome slots and the
             # per-task table are shared memory, one slot per pool process.
             self.beater = Beater(settings=settings, busy_limit=_busy_limit(c.app, settings))
-            self.beater.counter = TaskCounter(TaskTable(1 + min(max(pool_slots(c, False), 1),
-                                                                MAX_POOL_SLOTS)))
+            self.beater.counter = TaskCounter(TaskTable(_table_slots(c)))
             self.entries: list[Any] = []
             self.started_once = False
             _ACTIVE = self.beater
