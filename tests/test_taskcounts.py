@@ -272,12 +272,11 @@ def test_the_table_has_a_slot_per_pool_process(
     monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], slots: int,
 ) -> None:
     import importlib
+    import warnings
 
     from celery.worker import WorkController
 
     from toolkit.worker import bootstep
-
-    import warnings
 
     monkeypatch.setenv("HC_BROKER", "redis://127.0.0.1:6379/2")
     monkeypatch.setenv("C_FORCE_ROOT", "1")  # the suite may run as root; nothing is started
