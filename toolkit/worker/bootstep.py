@@ -53,15 +53,13 @@ from toolkit.registry import (
 )
 from toolkit.urls import redact_url
 from toolkit.worker.beater import REGISTRY_SOCKET_TIMEOUT, Beater, TaskView
-from toolkit.worker.counting import TaskCounter, TaskFlusher, TaskTable
+from toolkit.worker.counting import TaskCounter, TaskFlusher, TaskTable, table_slots, task_name
 from toolkit.worker.metadata import fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
 
 logger = logging.getLogger("toolkit.heartbeat")  # the public path: operators filter on it
 
 SOLO_POOL_MODULE = "celery.concurrency.solo"
-#: pool processes counted per task in a slot of their own (more share slots, wrapped)
-MAX_POOL_SLOTS = 64
 
 # --- celery wiring ----------------------------------------------------------------------------
 
@@ -105,14 +103,9 @@ def on_task_postrun(task: Any = None, task_id: str | None = None, state: str | N
     if beater is None:
         return
     if beater.counter is not None and task_id:
-        beater.counter.finished(task_id, _task_name(task), str(state))
+        beater.counter.finished(task_id, task_name(task), str(state))
     if os.getpid() == beater.main_pid:
         beater.task_finished_here()
-
-
-def _task_name(task: Any) -> str:
-    name = getattr(task, "name", None)
-    return name if isinstance(name, str) else "(unnamed)"
 
 
 def _outcome(failed: bool) -> None:
@@ -135,7 +128,7 @@ def on_task_failure(sender: Any = None, task_id: str | None = None, **_: Any) ->
     _outcome(True)
     beater = _ACTIVE
     if beater is not None and beater.counter is not None and task_id:
-        beater.counter.failed_elsewhere(task_id, _task_name(sender))
+        beater.counter.failed_elsewhere(task_id, task_name(sender))
 
 
 def on_worker_shutdown(**_: Any) -> None:
@@ -223,17 +216,6 @@ def pool_slots(c: Any, solo: bool) -> int:
     return 0
 
 
-def _table_slots(c: Any) -> int:
-    """Slots of the per-task table: the main process, plus one per pool process when the pool
-    forks them (prefork; up to :data:`MAX_POOL_SLOTS`); threads, solo and green pools count in
-    the main process only."""
-    module = type(getattr(c, "pool", None)).__module__
-    if module in (SOLO_POOL_MODULE, "celery.concurrency.thread", "celery.concurrency.eventlet",
-                  "celery.concurrency.gevent"):
-        return 1
-    return 1 + min(max(pool_slots(c, False), 1), MAX_POOL_SLOTS)
-
-
 def _registry_for(app: Any, settings: HeartbeatSettings) -> tuple[RedisLike | None, str]:
     target = settings.registry
     prefix = ""
@@ -270,7 +252,8 @@ def _step_class(settings: HeartbeatSettings) -> type:
             # Runs in the main process before the pool forks: the outcome slots and the
             # per-task table are shared memory, one slot per pool process.
             self.beater = Beater(settings=settings, busy_limit=_busy_limit(c.app, settings))
-            self.beater.counter = TaskCounter(TaskTable(_table_slots(c)))
+            pool = type(getattr(c, "pool", None)).__module__
+            self.beater.counter = TaskCounter(TaskTable(table_slots(pool, pool_slots(c, False))))
             self.entries: list[Any] = []
             self.started_once = False
             _ACTIVE = self.beater

@@ -44,6 +44,11 @@ from toolkit.taskcounts.store import flush_counts
 
 logger = logging.getLogger("toolkit.heartbeat")
 
+#: pool processes counted in a slot of their own (more share slots, wrapped)
+MAX_POOL_SLOTS = 64
+#: pools whose tasks run in the worker's main process (one slot is enough)
+IN_PROCESS_POOLS = frozenset({"celery.concurrency.solo", "celery.concurrency.thread",
+                              "celery.concurrency.eventlet", "celery.concurrency.gevent"})
 #: distinct task names one pool process counts by name (the rest: "other")
 NAMES_PER_SLOT = 64
 NAME_BYTES = 255  # task_dimension() names are at most 255 ASCII characters
@@ -54,6 +59,19 @@ _KIND_AT = ("s", "f", "r")
 _DOUBLE = array("d").itemsize
 _ZEROS = bytes(FIELDS * _DOUBLE)
 _unpack = struct.Struct("d").unpack_from
+
+
+def table_slots(pool_module: str, processes: int) -> int:
+    """Slots of the table: the main process, plus one per pool process of a pool that forks
+    them (prefork: ``processes``, the concurrency or the autoscaler's maximum)."""
+    if pool_module in IN_PROCESS_POOLS:
+        return 1
+    return 1 + min(max(processes, 1), MAX_POOL_SLOTS)
+
+
+def task_name(task: Any) -> str:
+    name = getattr(task, "name", None)
+    return name if isinstance(name, str) else "(unnamed)"
 
 
 def _name_tag(raw: bytes) -> int:
