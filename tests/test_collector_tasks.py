@@ -273,3 +273,29 @@ def test_without_scripting_there_are_no_task_metrics(
     with caplog.at_level(logging.WARNING):
         reading = reader.read_with_tasks(["q"], TaskRequest("x"))
     assert reading.tasks is None and "need Redis scripting" in caplog.text
+
+
+def test_names_cloudwatch_refuses_are_sanitised_from_the_worker_to_cloudwatch(
+    client: redis.Redis, prefix: str, unique: str,
+) -> None:
+    from toolkit.worker.counting import TaskFlusher, TaskTable
+
+    raw = {"ctl": "bad\x00name\n", "long": "n" * 300, "long2": "n" * 299 + "m",
+           "unicode": "tâche.été", "blank": "   "}
+    table = TaskTable(slots=1)
+    for name in raw.values():
+        table.record(0, name, "failed", 0.5)
+    assert TaskFlusher(table, "w").flush(client, prefix)
+    env = f"names-{unique}"
+    with mock_aws():
+        cw = boto3.client("cloudwatch", region_name=REGION)
+        result = run_cycle(RedisReader(client, global_keyprefix=prefix), settings(env),
+                           CloudWatchPublisher("Celery", client=cw),
+                           source=QueueSource(settings(env)))
+        assert result.ok, result.errors  # CloudWatch (moto) took every dimension value
+        names = {d["Value"] for m in cw.list_metrics(Namespace="Celery")["Metrics"]
+                 for d in m["Dimensions"] if d["Name"] == "Task"}
+    assert names == {task_dimension(n) for n in raw.values()}
+    assert "bad\\x00name\\n" in names and "t\\xe2che.\\xe9t\\xe9" in names
+    assert all(len(n) <= 255 and n.isascii() and n.isprintable() for n in names)
+    assert len({n for n in names if n.startswith("n" * 200)}) == 2  # still two names
