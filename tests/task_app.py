@@ -49,6 +49,14 @@ def flaky(self: Any, seconds: float = 0.0) -> int:
     return int(self.request.retries)
 
 
+@app.task(name="tm.mark")
+def mark(path: str, seconds: float) -> None:
+    """Writes ``path`` as it starts (the test knows it runs), then sleeps."""
+    with open(path, "w"):
+        pass
+    time.sleep(seconds)
+
+
 @app.task(name="tm.die")
 def die() -> None:
     """Kills its own pool process (SIGKILL): the worker reports it lost (WorkerLostError)."""

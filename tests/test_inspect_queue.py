@@ -33,34 +33,34 @@ def producer(prefix: str) -> Celery:
 def fill(prefix: str, queue: str) -> None:
     """12 app.report (3 with a countdown, 2 at priority 9), 5 app.email at priority 3, 2 of
     another producer's (no stamp), and 3 malformed messages."""
-    from toolkit.stamp import stamp_headers
+    from celery.signals import before_task_publish
+
+    age = {"seconds": 0.0}
+
+    def stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        # after toolkit.install's own receiver, if another test connected it: ours is older
+        if headers is not None:
+            headers[HEADER] = round(time.time() - age["seconds"], 3)
 
     app = producer(prefix)
-    with app.producer_or_acquire() as prod:
-        for i in range(7):
-            app.send_task("app.report", args=[i], queue=queue, producer=prod,
-                          headers=_stamped(stamp_headers, 100.0))
-        for _ in range(3):
-            app.send_task("app.report", queue=queue, countdown=600, producer=prod,
-                          headers=_stamped(stamp_headers, 50.0))
-        for _ in range(2):
-            app.send_task("app.report", queue=queue, priority=9, producer=prod,
-                          headers=_stamped(stamp_headers, 10.0))
-        for _ in range(5):
-            app.send_task("app.email", queue=queue, priority=3, producer=prod,
-                          headers=_stamped(stamp_headers, 5.0))
-    app.close()
+    before_task_publish.connect(stamp, weak=False, dispatch_uid=f"inspect-{prefix}")
+    try:
+        with app.producer_or_acquire() as prod:
+            for seconds, task, n, options in (
+                (100.0, "app.report", 7, {}), (50.0, "app.report", 3, {"countdown": 600}),
+                (10.0, "app.report", 2, {"priority": 9}), (5.0, "app.email", 5, {"priority": 3}),
+            ):
+                age["seconds"] = seconds
+                for _ in range(n):
+                    app.send_task(task, queue=queue, producer=prod, **options)
+    finally:
+        before_task_publish.disconnect(dispatch_uid=f"inspect-{prefix}")
+        app.close()
     client = redis.Redis.from_url(QUEUES_REDIS_URL)
     other = json.dumps({"body": "e30=", "headers": {"task": "other.prod", "eta": None}})
     client.lpush(prefix + queue, other, other)  # another producer's: no publish stamp
     client.lpush(prefix + queue, b"\xff not json", b"[1, 2]", b'{"headers": {"lang": "py"}}')
     client.close()
-
-
-def _stamped(stamp: Any, age: float) -> dict[str, Any]:
-    headers: dict[str, Any] = {}
-    stamp(headers, now=lambda: time.time() - age)
-    return headers
 
 
 def inspect(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -205,15 +205,17 @@ def test_a_restarted_worker_continues_without_counting_twice(
         first = start(pool, prefix, pool="prefork", concurrency=1, interval=5.0)
         for _ in range(3):
             send_task(first.broker, first.queue, "tm.ok", 0.0, keyprefix=prefix)
-        send_task(first.broker, first.queue, "tm.ok", 1.0, keyprefix=prefix)
-        assert wait_for(lambda: first.log().count("succeeded in") == 3, timeout=20)
-        assert first.terminate() == 0  # while the 1 s task runs; no beat since (interval 5 s)
-        assert counts(pending(db, prefix)) == {"tm.ok": (4, 0, 0, 4)}
+        started = tmp_path / "started"
+        send_task(first.broker, first.queue, "tm.mark", str(started), 1.0, keyprefix=prefix)
+        assert wait_for(started.exists, timeout=20), first.log()[-2000:]
+        assert first.terminate() == 0  # while tm.mark runs; no beat since (interval 5 s)
+        assert counts(pending(db, prefix)) == {"tm.mark": (1, 0, 0, 1), "tm.ok": (3, 0, 0, 3)}
         second = start(pool, prefix, pool="prefork", concurrency=1, interval=0.3,
                        queue=first.queue)
         for _ in range(2):
             send_task(second.broker, second.queue, "tm.fail", 0.0, keyprefix=prefix)
-        wait_counts(db, prefix, {"tm.fail": (0, 2, 0, 2), "tm.ok": (4, 0, 0, 4)}, second)
+        wait_counts(db, prefix, {"tm.fail": (0, 2, 0, 2), "tm.mark": (1, 0, 0, 1),
+                                 "tm.ok": (3, 0, 0, 3)}, second)
         seqs = sorted(k.decode() for k in db.scan_iter(match=f"{prefix}celery-ecs:tasks:seq:*"))
         assert len(seqs) == 2  # two incarnations, each applied once
     finally:
