@@ -28,7 +28,7 @@ from toolkit.dashboards import (
     grafana_dashboard,
     sections,
 )
-from toolkit.dashboards.model import MetricQuery
+from toolkit.dashboards.model import MetricQuery, SearchQuery
 from toolkit.dashboards.panels import ECS_DIMS, ECS_NAMESPACE, INSIGHTS_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,33 @@ def _published(namespace: str, metric: str, dims: set[str], settings: Settings) 
     return set(AWS_METRICS.get(namespace, {}).get(metric, ("?",))) == dims
 
 
+_SEARCH = re.compile(r"""(?:SORT\()?SEARCH\('\{"(?P<ns>[^"]+)",(?P<dims>[A-Za-z,]+)\} """
+                     r"""MetricName="(?P<metric>\w+)" Environment="(?P<env>[^"]+)"', """
+                     r"""'(?P<stat>Sum|SampleCount|p\d\d)', (?P<period>\d+)\)"""
+                     r"""(?:, SUM, DESC, \d+\))?""")
+
+
+def _searched(expression: str) -> str | None:
+    """The metric a SEARCH expression graphs, None for other expressions."""
+    match = _SEARCH.fullmatch(expression)
+    return match["metric"] if match else None
+
+
+def _check_expression(expression: str, ids: set[str], env: str, settings: Settings) -> None:
+    """An expression is an anomaly band, a SEARCH of a published metric with exactly its
+    dimensions in this environment, or arithmetic over ids of the same panel."""
+    if re.fullmatch(r"ANOMALY_DETECTION_BAND\(m1, 3\)", expression):
+        return
+    match = _SEARCH.fullmatch(expression)
+    if match:
+        assert match["ns"] == settings.namespace and match["env"] == env, expression
+        assert _published(match["ns"], match["metric"], set(match["dims"].split(",")),
+                          settings), expression
+        return
+    names = set(re.findall(r"[A-Za-z_]\w*", expression))
+    assert names and names <= ids, (expression, ids)
+
+
 # ---- every metric has a panel ---------------------------------------------------------------
 
 
@@ -63,12 +90,14 @@ def test_every_published_metric_has_a_panel(spec: mn.MetricSpec, example: Settin
         f"metric {spec.name} (toolkit/metricnames.py) has no dashboard panel: add its builder "
         "to PANEL_FOR in toolkit/dashboards/panels.py")
     section = PANEL_FOR[spec.name](example)
-    graphed = {q.metric for p in section.panels for q in p.queries if isinstance(q, MetricQuery)}
+    graphed = {q.metric for p in section.panels for q in p.queries
+               if isinstance(q, MetricQuery | SearchQuery)}
     assert spec.name in graphed
-    grafana = {t.get("metricName") for p in grafana_dashboard(example)["panels"]
-               for t in p.get("targets", [])}
-    cloudwatch = {row[1] for w in cloudwatch_dashboard(example, REGION)["widgets"]
-                  for row in w["properties"]["metrics"] if isinstance(row[0], str)}
+    grafana = {t.get("metricName") or _searched(t.get("expression", ""))
+               for p in grafana_dashboard(example)["panels"] for t in p.get("targets", [])}
+    cloudwatch = {row[1] if isinstance(row[0], str) else _searched(row[0]["expression"])
+                  for w in cloudwatch_dashboard(example, REGION)["widgets"]
+                  for row in w["properties"]["metrics"]}
     assert spec.name in grafana and spec.name in cloudwatch
 
 
@@ -87,17 +116,24 @@ def test_grafana_queries_name_published_metrics_and_dimensions(example: Settings
     for t in metric_targets:
         assert _published(t["namespace"], t["metricName"], set(t["dimensions"]), example), t
         assert t["datasource"] == {"type": "cloudwatch", "uid": "${datasource}"}
-    for t in targets:  # math expressions refer only to ids defined in the same panel
-        if t["metricEditorMode"] == 1:
-            assert re.fullmatch(r"ANOMALY_DETECTION_BAND\(m1, 3\)", t["expression"])
+    for p in dash["panels"]:  # math expressions refer only to ids defined in the same panel
+        ids = {t["id"] for t in p.get("targets", [])}
+        for t in p.get("targets", []):
+            if t["metricEditorMode"] == 1:
+                _check_expression(t["expression"], ids, "$environment", example)
 
 
 def test_cloudwatch_rows_name_published_metrics_and_dimensions(example: Settings) -> None:
     body = cloudwatch_dashboard(example, REGION)
+    for w in body["widgets"]:
+        metrics = w["properties"]["metrics"]
+        ids = {r[0]["id"] if isinstance(r[0], dict) else r[-1].get("id") for r in metrics}
+        for row in metrics:
+            if isinstance(row[0], dict):
+                _check_expression(row[0]["expression"], ids - {None}, "production", example)
     rows = [r for w in body["widgets"] for r in w["properties"]["metrics"]]
     for row in rows:
         if isinstance(row[0], dict):
-            assert row[0]["expression"].startswith("ANOMALY_DETECTION_BAND(")
             continue
         namespace, metric, *rest = row
         pairs = rest[:-1] if isinstance(rest[-1], dict) else rest
@@ -245,7 +281,10 @@ def test_the_rendered_root_stack_carries_the_same_body_inline(example: Settings)
     body = compact(cloudwatch_dashboard(example, "${AWS::Region}"))
     assert len(body.encode()) > 4096
     line = next(x for x in render_master(example).splitlines() if "DashboardBody: !Sub" in x)
-    assert json.loads(line.split("!Sub ", 1)[1]) == body
+    text = json.loads(line.split("!Sub ", 1)[1])
+    # Fn::Sub leaves "${!X}" as "${X}": the dynamic labels of the per-task panels
+    assert "${PROP(" not in text and "${!PROP('Dim.Task')}" in text
+    assert text.replace("${!", "${") == body
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -286,3 +325,63 @@ def test_golden(fmt: str, example: Settings) -> None:
     assert path.read_text() == text, (
         f"{path.name} differs from the generated dashboard: if the change is on purpose, "
         "regenerate with UPDATE_GOLDEN=1 (see this module's docstring)")
+
+
+# ---- per-task panels --------------------------------------------------------------------------
+
+
+TASK_PANELS = ["Task failure rate, all tasks", "Failures by task", "Retries by task",
+               "p95 runtime by task", "Top 10 tasks by volume"]
+
+
+def test_per_task_panels_in_both_formats_search_every_task_name(example: Settings) -> None:
+    grafana = {p["title"]: p for p in grafana_dashboard(example)["panels"]}
+    cloudwatch = {w["properties"]["title"]: w for w in cloudwatch_dashboard(example, REGION)[
+        "widgets"]}
+    assert set(TASK_PANELS) <= set(grafana) and set(TASK_PANELS) <= set(cloudwatch)
+    searched = {
+        "Failures by task": ("TasksFailed", "Sum"), "Retries by task": ("TasksRetried", "Sum"),
+        "p95 runtime by task": ("TaskRuntime", "p95"),
+        "Top 10 tasks by volume": ("TaskRuntime", "SampleCount")}
+    for title, (metric, stat) in searched.items():
+        (target,) = grafana[title]["targets"]
+        (row,) = cloudwatch[title]["properties"]["metrics"]
+        for expression, env in ((target["expression"], "$environment"),
+                                (row[0]["expression"], "production")):
+            match = _SEARCH.fullmatch(expression)
+            assert match and (match["metric"], match["stat"], match["env"]) == (metric, stat, env)
+            assert match["dims"] == "Environment,Task"  # exactly the per-task dimension set
+        assert target["label"] == row[0]["label"] == "${PROP('Dim.Task')}"  # a line per task
+    assert cloudwatch["Top 10 tasks by volume"]["properties"]["metrics"][0][0][
+        "expression"].startswith("SORT(")
+    assert grafana["p95 runtime by task"]["fieldConfig"]["defaults"]["unit"] == "s"
+
+
+def test_the_failure_rate_panel_shows_the_alarm_threshold(example: Settings) -> None:
+    cloudwatch = {w["properties"]["title"]: w["properties"]
+                  for w in cloudwatch_dashboard(example, REGION)["widgets"]}
+    rate = cloudwatch["Task failure rate, all tasks"]
+    assert rate["annotations"]["horizontal"] == [{"label": "TaskFailureRate alarm", "value": 10.0}]
+    inputs = [r for r in rate["metrics"] if isinstance(r[0], str)]
+    assert [(r[1], r[-1]["visible"]) for r in inputs] == [("TasksFailed", False),
+                                                          ("TasksSucceeded", False)]
+    assert [r[2:4] for r in inputs] == [["Environment", "production"]] * 2  # the sums
+    grafana = {p["title"]: p for p in grafana_dashboard(example)["panels"]}
+    panel = grafana["Task failure rate, all tasks"]
+    assert [t.get("hide", False) for t in panel["targets"]] == [True, True, False]
+    assert panel["fieldConfig"]["overrides"] == []  # a line, not a grey band
+    memory = next(p for t, p in grafana.items() if t.startswith("Memory:"))
+    assert memory["fieldConfig"]["overrides"][0]["matcher"]["options"] == "B"  # the band
+
+
+def test_per_task_panels_follow_the_tasks_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('environment = "dev"\nqueues = ["a"]\n')
+    plain = {p.title: p for s in sections(load_settings(cfg, require_broker=False, environ={}))
+             for p in s.panels}
+    assert set(TASK_PANELS) <= set(plain)
+    assert plain["Task failure rate, all tasks"].thresholds == ()  # no alarm configured
+    cfg.write_text('environment = "dev"\nqueues = ["a"]\n[tasks]\nenabled = false\n')
+    off = {p.title for s in sections(load_settings(cfg, require_broker=False, environ={}))
+           for p in s.panels}
+    assert not set(TASK_PANELS) & off

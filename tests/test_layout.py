@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 CORE = {"errors", "env", "urls", "metricnames"}
 CONTRACTS = {
     "config", "serviceconfig", "registry", "beatregistry", "stamp", "celeryapp", "aws",
-    "verdictrecord",
+    "verdictrecord", "taskcounts",
 }
 FEATURES = {"collector", "worker", "alarms", "tasks"}
 TOOLING = {"sandbox", "packaging", "dashboards", "deploy", "assets"}

@@ -66,6 +66,8 @@ SMOKES = [
     Smoke(("deploy", "--help"), "--dry-run", needs="deploy"),
     Smoke(("dashboard", "--config", "{config}", "--format", "grafana"), '"panels"',
           needs="dashboard"),
+    Smoke(("inspect-queue", "celery-ecs-smoke-no-such-queue", "--broker",
+           "redis://127.0.0.1:6379/1", "--json"), '"total": 0', needs="inspect_queue"),
 ]
 
 

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("toolkit.commands.check", "print each worker service's verdict with its reasons"),
     "healthcheck": ("toolkit.commands.healthcheck", "container probe for ECS health checks"),
     "remediate": ("toolkit.commands.remediate", "guarded force-new-deployment of one service"),
+    "inspect-queue": ("toolkit.commands.inspect_queue",
+                      "what waits in one queue, by task name, without taking it"),
     "dashboard": ("toolkit.commands.dashboard", "print a Grafana or CloudWatch dashboard JSON"),
     "package": ("toolkit.commands.package", "build the Lambda zip reproducibly"),
     "deploy": ("toolkit.commands.deploy", "package the Lambdas and deploy the stack"),

@@ -40,6 +40,10 @@ A config file looks like this (every key is optional except where noted)::
 
     state_table = "prod-celery-ecs-state"   # or STATE_TABLE: write each cycle's verdicts there
 
+    [tasks]                             # per-task metrics (toolkit.taskcounts.settings)
+    include = ["billing.charge"]        # always their own Task dimension
+    top = 20                            # plus the 20 busiest names; the rest are Task=other
+
 The heartbeat registry is read from ``[broker] registry_url``, else
 ``$CELERY_ECS_HEARTBEAT_REGISTRY`` (what the workers write to), else the broker itself.
 """
@@ -84,12 +88,14 @@ from toolkit.serviceconfig import (
     parse_services,
     parse_verdict_table,
 )
+from toolkit.taskcounts.settings import TaskMetricSettings, parse_task_table
 
 __all__ = [
     "BrokerSettings",
     "ServiceDeployment",
     "ServiceSettings",
     "Settings",
+    "TaskMetricSettings",
     "Thresholds",
     "VerdictSettings",
     "load_settings",
@@ -147,6 +153,7 @@ class Settings:
     services: tuple[ServiceSettings, ...] = ()
     # DynamoDB table (the alarm handler's STATE_TABLE) the collector writes verdict records to
     state_table: str | None = None
+    tasks: TaskMetricSettings = field(default_factory=TaskMetricSettings)
 
     def thresholds_for(self, queue: str) -> Thresholds:
         return self.queue_thresholds.get(queue, self.thresholds)
@@ -252,7 +259,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 _TOP_KEYS = {
     "environment", "namespace", "high_resolution", "interval", "queues", "broker", "thresholds",
-    "services", "verdicts", "state_table",
+    "services", "verdicts", "state_table", "tasks",
 }
 
 
@@ -329,6 +336,7 @@ def load_settings(
             parse_str(data["state_table"], "state_table") if "state_table" in data
             else env.get(ENV_STATE_TABLE)
         ) or None,
+        tasks=parse_task_table(data.get("tasks")),
     )
 
 

@@ -49,7 +49,12 @@ class BrokerAuthError(BrokerError):
 
 
 class PublishError(ToolkitError):
-    """CloudWatch did not accept the metrics."""
+    """CloudWatch did not accept the metrics. ``sent_groups``: the sample groups (minutes of
+    task counts) whose requests were accepted before the failure."""
+
+    def __init__(self, message: str, sent_groups: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.sent_groups = sent_groups
 
 
 class AwsError(ToolkitError):

@@ -26,6 +26,10 @@ BEAT_HEARTBEAT_AGE = "BeatHeartbeatAge"
 BROKER_MEMORY_BYTES = "BrokerMemoryBytes"
 BROKER_MEMORY_UTILIZATION = "BrokerMemoryUtilization"
 BROKER_EVICTED_KEYS = "BrokerEvictedKeys"
+TASKS_SUCCEEDED = "TasksSucceeded"
+TASKS_FAILED = "TasksFailed"
+TASKS_RETRIED = "TasksRetried"
+TASK_RUNTIME = "TaskRuntime"
 COLLECTOR_HEARTBEAT = "CollectorHeartbeat"
 COLLECTOR_ERRORS = "CollectorErrors"
 
@@ -37,10 +41,12 @@ ENVIRONMENT = "Environment"
 QUEUE = "Queue"
 CLUSTER_NAME = "ClusterName"
 SERVICE_NAME = "ServiceName"
+TASK = "Task"
 
 ENV_DIMS: tuple[str, ...] = (ENVIRONMENT,)
 QUEUE_DIMS: tuple[str, ...] = (ENVIRONMENT, QUEUE)
 SERVICE_DIMS: tuple[str, ...] = (ENVIRONMENT, CLUSTER_NAME, SERVICE_NAME)
+TASK_DIMS: tuple[str, ...] = (ENVIRONMENT, TASK)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,17 @@ METRICS: tuple[MetricSpec, ...] = (
                "1 while the service's verdict is 'stuck', else 0"),
     MetricSpec(WORKERS_STUCK, "Count", (SERVICE_DIMS,),
                "dead or hung tasks of a degraded service (the ones to stop), else 0"),
+    # per Celery task name (the top N and [tasks] include, the rest as Task=other), and summed
+    # over every task (the TaskFailureRate alarm's inputs)
+    MetricSpec(TASKS_SUCCEEDED, "Count", (TASK_DIMS, ENV_DIMS),
+               "tasks that succeeded, per task name, in the minute of the timestamp"),
+    MetricSpec(TASKS_FAILED, "Count", (TASK_DIMS, ENV_DIMS),
+               "tasks that failed (raised, hard time limit, process lost), per task name"),
+    MetricSpec(TASKS_RETRIED, "Count", (TASK_DIMS, ENV_DIMS),
+               "task runs that ended in a retry, per task name"),
+    MetricSpec(TASK_RUNTIME, "Seconds", (TASK_DIMS,),
+               "runtimes of the runs that finished, as Values/Counts (SampleCount, Sum, "
+               "percentiles)"),
     MetricSpec(COLLECTOR_HEARTBEAT, "Count", (ENV_DIMS,),
                "1 for each completed collection cycle"),
     MetricSpec(COLLECTOR_ERRORS, "Count", (ENV_DIMS,),

@@ -13,11 +13,12 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from toolkit.collector.brokers.base import BrokerReader, BrokerReading
+from toolkit.collector.brokers.base import BrokerReader, BrokerReading, TaskCountReader
 from toolkit.collector.health import EvictionCounter, Health, assess, health_samples
 from toolkit.collector.publisher import PublishReport, Sample
 from toolkit.collector.records import VerdictRecords
@@ -27,9 +28,10 @@ from toolkit.collector.services import (
     service_samples,
     with_registry,
 )
+from toolkit.collector.tasks import task_request, task_samples
 from toolkit.collector.verdicts import ServiceVerdict
 from toolkit.config import Settings
-from toolkit.errors import ToolkitError
+from toolkit.errors import PublishError, ToolkitError
 from toolkit.metricnames import (
     COLLECTOR_ERRORS,
     COLLECTOR_HEARTBEAT,
@@ -40,6 +42,7 @@ from toolkit.metricnames import (
     UNACKED_MESSAGES,
 )
 from toolkit.registry import WorkerHeartbeat, running_per_queue
+from toolkit.taskcounts import TaskClaim, TaskRequest, commit_claim
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class CycleResult:
     duration: float = 0.0
     services: tuple[ServiceVerdict, ...] = ()
     health: Health | None = None  # broker memory, evictions, beat's newest tick
+    tasks: TaskClaim | None = None  # the per-task counts read (claimed, peeked at, or busy)
 
     @property
     def ok(self) -> bool:
@@ -151,8 +155,9 @@ class QueueSource:
     """Which queues a cycle reads: the configured ones, else discovered, refreshed now and then.
 
     It is also the state a cycle keeps between runs: the service checker (previous backlogs,
-    task-to-service map, AWS clients) and the registry client when the registry is not on the
-    broker. Both are built on first use unless injected.
+    task-to-service map, AWS clients), the registry client when the registry is not on the
+    broker (both built on first use unless injected), this collector's id for the per-task
+    counts' lease, and the minutes it published but could not commit yet.
     """
 
     def __init__(
@@ -170,6 +175,8 @@ class QueueSource:
         self._services = services
         self._registry = registry
         self.evictions = EvictionCounter()  # BrokerEvictedKeys: the total of the last cycle
+        self.collector_id = uuid.uuid4().hex[:16]
+        self.uncommitted: tuple[int, ...] = ()
 
     def service_checker(self) -> ServiceChecker | None:
         if self._services is None and self.settings.services:
@@ -217,11 +224,18 @@ def run_cycle(
     reading = None
     broker_error = None
     health = None
+    request = task_request(settings, src.collector_id, publish=publisher is not None,
+                           commit=src.uncommitted)
+    registry = None
     try:
         names = src.queues(reader, now)
-        reading = reader.read(names)
-        if (registry := src.registry()) is not None:
-            reading, registry_error = with_registry(reading, registry, now)
+        registry = src.registry()
+        if registry is None and request is not None and isinstance(reader, TaskCountReader):
+            reading = reader.read_with_tasks(names, request)
+        else:
+            reading = reader.read(names)
+        if registry is not None:
+            reading, registry_error = with_registry(reading, registry, now, tasks=request)
             errors.extend([registry_error] if registry_error else [])
         round_trips = reading.round_trips
         unacked = reading.unacked
@@ -232,6 +246,7 @@ def run_cycle(
         health = assess(reading, src.evictions, now)
         samples.extend(health_samples(env, health))
         errors.extend(health.errors)
+        samples.extend(task_samples(env, reading.tasks, settings.tasks))
         samples.append(collector_sample(env, COLLECTOR_HEARTBEAT, 1))
     except ToolkitError as exc:
         errors.append(broker_error := str(exc))
@@ -253,12 +268,11 @@ def run_cycle(
             log.exception("unexpected error while judging the services")
             errors.append(f"unexpected {type(exc).__name__} while judging the services")
     samples.append(collector_sample(env, COLLECTOR_ERRORS, len(errors)))
-    published = None
-    if publisher is not None:
-        try:
-            published = publisher.publish(samples)
-        except ToolkitError as exc:
-            errors.append(str(exc))
+    claim = None if reading is None else reading.tasks
+    published, sent = _publish(publisher, samples, errors)
+    if claim is not None and claim.owned and request is not None:
+        _commit(reader, registry, src, request,
+                [m for m in claim.owned if sent is None or m in sent], errors)
     for err in errors:
         log.debug("collection cycle for %s: %s", env, err)
     return CycleResult(
@@ -272,7 +286,51 @@ def run_cycle(
         duration=time.perf_counter() - started,
         services=verdicts,
         health=health,
+        tasks=claim,
     )
+
+
+def _publish(
+    publisher: Publisher | None, samples: list[Sample], errors: list[str],
+) -> tuple[PublishReport | None, frozenset[int] | None]:
+    """(report, the sample groups that reached CloudWatch: None for all of them)."""
+    if publisher is None:
+        return None, frozenset()
+    try:
+        return publisher.publish(samples), None
+    except PublishError as exc:
+        errors.append(str(exc))
+        return None, exc.sent_groups
+    except ToolkitError as exc:
+        errors.append(str(exc))
+        return None, frozenset()
+
+
+def _commit(
+    reader: BrokerReader, registry: object | None, src: QueueSource, request: TaskRequest,
+    minutes: list[int], errors: list[str],
+) -> None:
+    """Commit the published minutes of the claim; a claim whose publish failed stays this
+    collector's and is published again next cycle. A failed commit is retried with the next
+    claim (never published twice by this collector)."""
+    if not minutes:
+        return
+    try:
+        if registry is not None:
+            status = commit_claim(registry, "", request.collector, minutes)
+        elif isinstance(reader, TaskCountReader):
+            status = reader.commit_tasks(request.collector, minutes)
+        else:
+            return
+    except Exception as exc:  # noqa: BLE001 - redis errors vary; the next claim commits them
+        src.uncommitted = tuple(sorted(set(src.uncommitted) | set(minutes)))
+        errors.append(f"per-task counts published but not committed "
+                      f"({type(exc).__name__}); the next cycle commits them")
+        return
+    src.uncommitted = ()
+    if status == "taken":
+        log.warning("per-task counts: the lease passed to another collector before this one "
+                    "committed; minutes %s may be published twice", minutes)
 
 
 # -- the loop ----------------------------------------------------------------------------------

@@ -29,13 +29,20 @@ _BUDGET_BYTES = MAX_REQUEST_BYTES - 16_384
 
 @dataclass(frozen=True)
 class Sample:
-    """One metric value, ready to publish."""
+    """One metric value, ready to publish; or, with ``values``, a distribution: each value
+    with its count (``Values``/``Counts``), ``value`` then unused.
+
+    ``group``: samples that must reach CloudWatch in the same request (one minute of task
+    counts, committed as a whole once published); they are kept adjacent and never split."""
 
     name: str
     value: float
     unit: Unit
     dimensions: tuple[tuple[str, str], ...]
     timestamp: datetime | None = None
+    values: tuple[float, ...] = ()
+    counts: tuple[float, ...] = ()
+    group: int | None = None
 
     def dimension(self, key: str) -> str | None:
         return next((v for k, v in self.dimensions if k == key), None)
@@ -58,9 +65,13 @@ def to_datum(sample: Sample, high_resolution: bool = False) -> dict[str, Any]:
     datum: dict[str, Any] = {
         "MetricName": sample.name,
         "Dimensions": [{"Name": k, "Value": dimension_value(v)} for k, v in sample.dimensions],
-        "Value": float(sample.value),
         "Unit": sample.unit,
     }
+    if sample.values:
+        datum["Values"] = [float(v) for v in sample.values]
+        datum["Counts"] = [float(c) for c in sample.counts]
+    else:
+        datum["Value"] = float(sample.value)
     if sample.timestamp is not None:
         datum["Timestamp"] = sample.timestamp
     if high_resolution:
@@ -76,6 +87,8 @@ def _encoded_size(datum: dict[str, Any], index: int) -> int:
         size += 2 * (prefix + len(f"Dimensions.member.{j}.Name")) + len(quote(dim["Name"], safe=""))
         size += len(quote(dim["Value"], safe=""))
     size += prefix + 6 + 24  # Value
+    for j in range(len(datum.get("Values", ()))):  # Values.member.J and Counts.member.J
+        size += 2 * (prefix + 15 + len(str(j + 1)) + 24)
     size += prefix + 5 + len(datum["Unit"])
     if "Timestamp" in datum:
         size += prefix + 10 + 32
@@ -84,18 +97,37 @@ def _encoded_size(datum: dict[str, Any], index: int) -> int:
     return size
 
 
-def batches(data: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Split metric data into requests of at most 1,000 metrics and under 1 MB each."""
+def batches(
+    data: Sequence[dict[str, Any]], groups: Sequence[int | None] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Split metric data into requests of at most 1,000 metrics and under 1 MB each. Adjacent
+    data of one group (``groups[i]``, not None) go into one request when the group fits one."""
+    keys = list(groups) if groups is not None else [None] * len(data)
+    chunks: list[list[dict[str, Any]]] = []
+    keys_of: list[int | None] = []
+    for datum, key in zip(data, keys, strict=True):
+        if key is not None and chunks and keys_of[-1] == key:
+            chunks[-1].append(datum)
+            continue
+        chunks.append([datum])
+        keys_of.append(key)
     batch: list[dict[str, Any]] = []
     size = 0
-    for datum in data:
-        datum_size = _encoded_size(datum, len(batch) + 1)
-        if batch and (len(batch) >= MAX_METRICS_PER_CALL or size + datum_size > _BUDGET_BYTES):
+    for chunk in chunks:
+        chunk_size = sum(_encoded_size(d, len(batch) + 1 + i) for i, d in enumerate(chunk))
+        if batch and (len(batch) + len(chunk) > MAX_METRICS_PER_CALL
+                      or size + chunk_size > _BUDGET_BYTES):
             yield batch
             batch, size = [], 0
-            datum_size = _encoded_size(datum, 1)
-        batch.append(datum)
-        size += datum_size
+        for datum in chunk:  # a chunk larger than one request is split after all
+            datum_size = _encoded_size(datum, len(batch) + 1)
+            if batch and (len(batch) >= MAX_METRICS_PER_CALL
+                          or size + datum_size > _BUDGET_BYTES):
+                yield batch
+                batch, size = [], 0
+                datum_size = _encoded_size(datum, 1)
+            batch.append(datum)
+            size += datum_size
     if batch:
         yield batch
 
@@ -134,18 +166,29 @@ class CloudWatchPublisher:
         return self._client
 
     def publish(self, samples: Sequence[Sample]) -> PublishReport:
+        """Publish every sample. On a failure, :class:`PublishError` says which groups went
+        out whole before it (``sent_groups``): their requests were accepted."""
         data = [to_datum(s, self.high_resolution) for s in samples]
-        calls = 0
-        for batch in batches(data):
+        calls = sent = 0
+        groups = [s.group for s in samples]
+        for batch in batches(data, groups):
             try:
                 self.client.put_metric_data(Namespace=self.namespace, MetricData=batch)
             except Exception as exc:
                 raise PublishError(
-                    f"PutMetricData to namespace {self.namespace!r} failed: {_aws_message(exc)}"
+                    f"PutMetricData to namespace {self.namespace!r} failed: {_aws_message(exc)}",
+                    sent_groups=_whole_groups(groups, sent),
                 ) from exc
             calls += 1
+            sent += len(batch)
         log.debug("published %d metrics in %d call(s)", len(data), calls)
         return PublishReport(metrics=len(data), calls=calls)
+
+
+def _whole_groups(groups: Sequence[int | None], sent: int) -> frozenset[int]:
+    """The groups all of whose samples are among the first ``sent``."""
+    done = {g for g in groups[:sent] if g is not None}
+    return frozenset(done - {g for g in groups[sent:] if g is not None})
 
 
 def _aws_message(exc: Exception) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from toolkit.collector.cycle import CycleResult
 from toolkit.collector.health import Health
 from toolkit.collector.publisher import dimension_value
+from toolkit.collector.tasks import finished_by_task
 from toolkit.collector.verdicts import ServiceVerdict
 from toolkit.config import Settings
 
@@ -46,6 +47,8 @@ def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = Fal
     if result.unacked is not None:
         footer.append(f"unacked {result.unacked}")
     footer.append(f"{len(result.samples)} metrics")
+    if result.tasks is not None:
+        footer.append(_tasks_summary(result))
     if dry_run:
         footer.append(f"dry run: nothing published to {settings.namespace}")
     elif result.published is not None:
@@ -73,6 +76,28 @@ def health_line(health: Health) -> str:
     if health.beat_age is not None:
         parts.append(f"beat ticked {_age(health.beat_age)} ago")
     return " | ".join(parts)
+def _tasks_summary(result: CycleResult) -> str:
+    claim = result.tasks
+    assert claim is not None
+    if claim.state == "busy":
+        return "tasks: another collector holds them"
+    done = finished_by_task(claim)
+    total = sum(t.finished for t in done.values())
+    minutes = len(claim.minutes)
+    return (f"tasks: {total} finished, {len(done)} name(s), {minutes} minute(s) "
+            + ("claimed" if claim.state == "claimed" else "seen, not claimed"))
+
+
+def _tasks_json(result: CycleResult) -> dict[str, Any] | None:
+    claim = result.tasks
+    if claim is None:
+        return None
+    return {
+        "state": claim.state, "minutes": [m.minute for m in claim.minutes],
+        "by_task": {name: {"succeeded": t.succeeded, "failed": t.failed, "retried": t.retried,
+                           "runs": t.runs}
+                    for name, t in sorted(finished_by_task(claim).items())},
+    }
 
 
 def service_rows(verdicts: Sequence[ServiceVerdict], width: int = 100) -> list[str]:
@@ -105,10 +130,13 @@ def render_json(result: CycleResult, settings: Settings) -> str:
         "metrics": [
             # dimension values exactly as PutMetricData sends them (escaped)
             {"name": s.name, "value": s.value, "unit": s.unit,
-             "dimensions": {k: dimension_value(v) for k, v in s.dimensions}}
+             "dimensions": {k: dimension_value(v) for k, v in s.dimensions},
+             **({"values": list(s.values), "counts": list(s.counts)} if s.values else {}),
+             **({"timestamp": s.timestamp.isoformat()} if s.timestamp else {})}
             for s in result.samples
         ],
         "services": [v.to_dict() for v in result.services],
+        "tasks": _tasks_json(result),
         "published_calls": result.published.calls if result.published else 0,
         "duration_ms": round(result.duration * 1000, 1),
     }

@@ -63,6 +63,7 @@ from toolkit.registry import (
     read_registry_at,
     registry_exists,
 )
+from toolkit.taskcounts import TaskRequest, claim_counts
 
 log = logging.getLogger(__name__)
 
@@ -353,10 +354,18 @@ def open_registry(settings: Settings) -> Any:
 
 
 def with_registry(
-    reading: BrokerReading, registry: Any, now: float
+    reading: BrokerReading, registry: Any, now: float, tasks: TaskRequest | None = None,
 ) -> tuple[BrokerReading, str | None]:
     """``reading`` with the workers (and, where the broker could not tell, the per-queue
-    consumers) of a registry kept outside the broker. Returns (reading, error or None)."""
+    consumers) of a registry kept outside the broker, and the per-task counts kept there too
+    (claimed or peeked at as ``tasks`` asks). Returns (reading, error or None)."""
+    if tasks is not None:
+        try:
+            reading = replace(reading, tasks=claim_counts(registry, "", tasks))
+        except Exception as exc:  # noqa: BLE001 - as below
+            error = f"task counts unreadable in the heartbeat registry ({type(exc).__name__})"
+            reading, other = with_registry(reading, registry, now)
+            return reading, error if other is None else f"{other}; {error}"
     try:
         beats, beats_clock = read_ticks(registry)  # celery beat ticks where the workers beat
         if not registry_exists(registry):

@@ -20,6 +20,7 @@ from toolkit.dashboards.model import (
     ExpressionQuery,
     MetricQuery,
     Panel,
+    SearchQuery,
     place,
 )
 from toolkit.dashboards.panels import sections
@@ -54,18 +55,24 @@ def _rows(query: MetricQuery, settings: Settings, stat: str, ids: bool) -> list[
             options["stat"] = query.stat
         if ids:
             options["id"] = query.id
+        if not query.visible:
+            options["visible"] = False
         rows.append([*row, options])
     return rows
 
 
 def _widget(panel: Panel, settings: Settings, region: str, x: int, y: int) -> dict[str, Any]:
     metrics: list[list[Any]] = []
-    stat = next(q.stat for q in panel.queries if isinstance(q, MetricQuery))
+    stat = next((q.stat for q in panel.queries if isinstance(q, MetricQuery)), "Sum")
     ids = any(isinstance(q, ExpressionQuery) for q in panel.queries)
     for query in panel.queries:
         if isinstance(query, ExpressionQuery):
             metrics.append([{"expression": query.expression, "label": query.label,
                              "id": query.id}])
+        elif isinstance(query, SearchQuery):  # one line per Task, named by it
+            metrics.append([{"expression": query.expression(settings.environment,
+                                                             panel.period),
+                             "label": f"${{PROP('Dim.{query.varying}')}}", "id": query.id}])
         else:
             metrics += _rows(query, settings, stat, ids)
     props: dict[str, Any] = {

@@ -17,6 +17,7 @@ from toolkit.dashboards.model import (
     MetricQuery,
     Panel,
     Query,
+    SearchQuery,
     place,
 )
 from toolkit.dashboards.panels import sections
@@ -52,15 +53,22 @@ def _label(query: MetricQuery) -> str:
 def _target(query: Query, ref: str, period: int) -> dict[str, Any]:
     common: dict[str, Any] = {
         "refId": ref, "datasource": DATASOURCE, "queryMode": "Metrics", "region": "default",
-        "metricQueryType": 0, "id": query.id, "label": query.label, "period": str(period),
+        "metricQueryType": 0, "id": query.id, "period": str(period),
+        "label": "" if isinstance(query, SearchQuery) else query.label,
     }
     if isinstance(query, ExpressionQuery):
         return {**common, "metricEditorMode": 1, "expression": query.expression}
-    return {
+    if isinstance(query, SearchQuery):  # one line per Task, named by it
+        return {**common, "metricEditorMode": 1, "label": f"${{PROP('Dim.{query.varying}')}}",
+                "expression": query.expression(f"${VARIABLE_OF[mn.ENVIRONMENT]}", period)}
+    target = {
         **common, "metricEditorMode": 0, "expression": "", "namespace": query.namespace,
         "metricName": query.metric, "dimensions": _dimensions(query), "matchExact": True,
         "statistic": query.stat, "label": _label(query),
     }
+    if not query.visible:
+        target["hide"] = True
+    return target
 
 
 def _field_config(panel: Panel) -> dict[str, Any]:
@@ -87,11 +95,13 @@ def _field_config(panel: Panel) -> dict[str, Any]:
             "thresholdsStyle": {"mode": "dashed" if panel.thresholds else "off"},
         }
     overrides: list[dict[str, Any]] = []
-    if any(isinstance(q, ExpressionQuery) for q in panel.queries):
-        # the anomaly band: a grey area, not a line of its own colour
-        overrides.append({"matcher": {"id": "byFrameRefID", "options": "B"}, "properties": [
-            {"id": "color", "value": {"mode": "fixed", "fixedColor": "#8888884D"}},
-            {"id": "custom.fillOpacity", "value": 20}]})
+    for i, q in enumerate(panel.queries):
+        if isinstance(q, ExpressionQuery) and q.band:
+            # the anomaly band: a grey area, not a line of its own colour
+            overrides.append({"matcher": {"id": "byFrameRefID", "options": chr(ord("A") + i)},
+                              "properties": [
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "#8888884D"}},
+                {"id": "custom.fillOpacity", "value": 20}]})
     return {"defaults": defaults, "overrides": overrides}
 
 

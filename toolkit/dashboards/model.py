@@ -35,18 +35,51 @@ class MetricQuery:
     scope: Scope
     stat: Stat
     label: str = ""  # empty: the series is named by its varying dimension
+    visible: bool = True  # False: an input of the panel's expression, not drawn itself
 
 
 @dataclass(frozen=True)
 class ExpressionQuery:
-    """A metric-math expression over the ids of the panel's metric queries."""
+    """A metric-math expression over the ids of the panel's metric queries; ``band``: an
+    anomaly band (drawn as a grey area), else a series of its own."""
 
     id: str
     expression: str
     label: str
+    band: bool = True
 
 
-Query = MetricQuery | ExpressionQuery
+SearchStat = Literal["Sum", "SampleCount", "p50", "p95", "p99"]
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Every series of ``metric`` with exactly ``dimensions`` in the environment (a CloudWatch
+    ``SEARCH``): one line per value of the dimension besides Environment (``Task``), whatever
+    names the collector publishes. ``top``: only the N largest (``SORT(..., SUM, DESC, N)``)."""
+
+    id: str
+    namespace: str
+    metric: str
+    dimensions: tuple[str, ...]
+    stat: SearchStat
+    varying: str  # the dimension each line stands for
+    top: int | None = None
+
+    def expression(self, environment: str, period: int) -> str:
+        schema = ",".join([_quoted(self.namespace), *self.dimensions])
+        text = (f"SEARCH('{{{schema}}} MetricName={_quoted(self.metric)} "
+                f"Environment={_quoted(environment)}', '{self.stat}', {period})")
+        return text if self.top is None else f"SORT({text}, SUM, DESC, {self.top})"
+
+
+def _quoted(value: str) -> str:
+    """A search term in double quotes (exact match), inside the expression's single quotes."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
+    return f'"{escaped}"'
+
+
+Query = MetricQuery | ExpressionQuery | SearchQuery
 
 
 @dataclass(frozen=True)

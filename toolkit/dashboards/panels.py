@@ -17,6 +17,8 @@ from toolkit.dashboards.model import (
     MetricQuery,
     Panel,
     Scope,
+    SearchQuery,
+    SearchStat,
     Section,
     Stat,
     Threshold,
@@ -199,6 +201,57 @@ def broker_and_beat(settings: Settings) -> Section:
         (_q(settings, mn.BEAT_HEARTBEAT_AGE, "environment", "Maximum", "m1", "beat"),),
         unit="s", width=24, height=6)
     return Section("Broker and beat", (memory, used, evicted, beat))
+#: the per-task panels' period: per-minute task counts are sparse for most names
+TASK_PERIOD = 300
+TOP_TASKS = 10
+
+
+def _search(settings: Settings, qid: str, metric: str, stat: SearchStat,
+            top: int | None = None) -> SearchQuery:
+    return SearchQuery(qid, settings.namespace, metric, mn.TASK_DIMS, stat, mn.TASK, top)
+
+
+def tasks(settings: Settings) -> Section:
+    """Which task: failures, retries, p95 runtime and volume per task name (a SEARCH over the
+    names the collector publishes: the top N, [tasks] include, and ``other``), and the failure
+    rate of all tasks with the TaskFailureRate alarm's threshold."""
+    if not settings.tasks.enabled:
+        return Section("Tasks", ())
+    alarm = settings.tasks.failure_rate_alarm
+    env = "environment"
+    rate = Panel(
+        "Task failure rate, all tasks",
+        "Failed / (failed + succeeded) per 5 minutes, every task name together. Its "
+        "TaskFailureRate alarm (10 minutes) alerts; it never redeploys anything.",
+        (MetricQuery("failed", settings.namespace, mn.TASKS_FAILED, mn.ENV_DIMS, env, "Sum",
+                     "failed", visible=False),
+         MetricQuery("ok", settings.namespace, mn.TASKS_SUCCEEDED, mn.ENV_DIMS, env, "Sum",
+                     "succeeded", visible=False),
+         ExpressionQuery("rate", "100 * failed / (failed + ok)", "failure rate %", band=False)),
+        unit="percent", period=TASK_PERIOD,
+        thresholds=() if alarm is None else (Threshold(alarm, "TaskFailureRate alarm"),))
+    failures = Panel(
+        "Failures by task",
+        "Tasks that failed per 5 minutes, one line per task name: raised, killed at the hard "
+        "time limit, or lost with their process. The tallest line is the task to look at.",
+        (_search(settings, "failures", mn.TASKS_FAILED, "Sum"),), period=TASK_PERIOD)
+    retries = Panel(
+        "Retries by task",
+        "Runs that ended in a retry per 5 minutes, per task name: a flaky dependency shows "
+        "here before it shows as failures.",
+        (_search(settings, "retries", mn.TASKS_RETRIED, "Sum"),), period=TASK_PERIOD)
+    slow = Panel(
+        "p95 runtime by task",
+        "95th percentile of the runtimes per task name (accurate to the runtime bucket, half "
+        "an octave). A rising line is a task getting slower; compare with Queue age.",
+        (_search(settings, "p95", mn.TASK_RUNTIME, "p95"),), unit="s", period=TASK_PERIOD)
+    volume = Panel(
+        f"Top {TOP_TASKS} tasks by volume",
+        "Runs per 5 minutes of the busiest task names (stacked): which tasks fill the workers' "
+        "time. 'other' sums the names outside [tasks] include and the top N.",
+        (_search(settings, "volume", mn.TASK_RUNTIME, "SampleCount", TOP_TASKS),),
+        kind="stacked", period=TASK_PERIOD, width=24)
+    return Section("Tasks", (rate, failures, retries, slow, volume))
 
 
 def collector(settings: Settings) -> Section:
@@ -229,6 +282,10 @@ PANEL_FOR: dict[str, Builder] = {
     mn.BROKER_MEMORY_BYTES: broker_and_beat,
     mn.BROKER_EVICTED_KEYS: broker_and_beat,
     mn.BEAT_HEARTBEAT_AGE: broker_and_beat,
+    mn.TASKS_FAILED: tasks,
+    mn.TASKS_SUCCEEDED: tasks,
+    mn.TASKS_RETRIED: tasks,
+    mn.TASK_RUNTIME: tasks,
     mn.COLLECTOR_HEARTBEAT: collector,
     mn.COLLECTOR_ERRORS: collector,
 }

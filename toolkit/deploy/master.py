@@ -223,6 +223,8 @@ Resources:
         MaxInterval: !Ref BeatMaxInterval
         BrokerSecretArn: !If [CreateBroker, !GetAtt Redis.Outputs.BrokerUrlSecretArn, !Ref ExistingBrokerSecretArn]
         LogsKmsKeyArn: !GetAtt Monitoring.Outputs.MonitoringKeyArn
+        TaskFailureRateThreshold: <<task_failure_rate>>
+        TaskFailureRateMinTasks: <<task_failure_min>>
 
 """
 
@@ -388,6 +390,12 @@ def _queue_block(queue: str, t: Thresholds, logical_id: str) -> str | None:
     )
 
 
+def sub_literal(text: str) -> str:
+    """``text`` for an ``Fn::Sub`` string: every ``${`` but the region's is written ``${!``
+    (the dashboards' dynamic labels, ``${PROP('Dim.Task')}``, are CloudWatch's, not Sub's)."""
+    return re.sub(r"\$\{(?!AWS::Region\})", "${!", text)
+
+
 def render_master(settings: Settings, *, source: str = "celery-ecs.toml") -> str:
     """The root template for ``settings``; ``source`` names the config file in its description.
 
@@ -412,6 +420,9 @@ def render_master(settings: Settings, *, source: str = "celery-ecs.toml") -> str
         namespace=_scalar(settings.namespace),
         queues=_scalar(",".join(queues)) if queues else '""',
         config_file=BUNDLED_CONFIG,
+        # [tasks] failure_rate_alarm: 0 creates no TaskFailureRate alarm
+        task_failure_rate=_number(settings.tasks.failure_rate_alarm or 0),
+        task_failure_min=_number(settings.tasks.failure_rate_min_tasks),
     )
     clean_source = re.sub(r"[^A-Za-z0-9_.+/-]", "_", source.rsplit("/", 1)[-1]) or "celery-ecs.toml"
     return (
@@ -421,7 +432,8 @@ def render_master(settings: Settings, *, source: str = "celery-ecs.toml") -> str
         + "".join(blocks)
         + _QUEUES_BANNER
         + "".join(b for b in queue_blocks if b is not None)
-        + _fill(_DASHBOARD, body=json.dumps(compact(cloudwatch_dashboard(settings, REGION))))
+        + _fill(_DASHBOARD, body=json.dumps(sub_literal(
+            compact(cloudwatch_dashboard(settings, REGION)))))
         + _OUTPUTS
     )
 

@@ -3,6 +3,7 @@
     settings     HeartbeatSettings, read from the CELERY_ECS_HEARTBEAT_* environment
     metadata     ECS task metadata (task ARN, cluster, service)
     beater       one heartbeat: file, ready file, registry entry (Celery-agnostic)
+    counting     per-task counts: shared memory written by the pool processes, flushed per beat
     bootstep     the Celery bootstep and signals that drive the beater; ``install(app)``
     healthcheck  the container probe (``celery-ecs healthcheck``), standard library only
     beatbeat     celery beat's heartbeat, written by each scheduler tick (file + beat registry)

@@ -21,6 +21,7 @@ from toolkit.registry import (
     remove_heartbeat,
     write_heartbeat,
 )
+from toolkit.worker.counting import TaskCounter, TaskFlusher
 from toolkit.worker.metadata import EcsMetadata
 from toolkit.worker.settings import HeartbeatSettings
 
@@ -111,6 +112,8 @@ class Beater:
     booted: float | None = None  # when the worker came up (set at its first start)
     main_pid: int = field(default_factory=os.getpid)
     solo: bool = False  # tasks run in the worker's loop: beat from a helper thread meanwhile
+    counter: TaskCounter | None = None  # per-task counts (shared memory, all pool processes)
+    flusher: TaskFlusher | None = None  # flushes them with the beats (main process)
     _warned: set[str] = field(default_factory=set)
     _registry_failing: bool = False
     _registry_retry_at: float = 0.0
@@ -124,6 +127,7 @@ class Beater:
     _previous_at: float | None = None
     _script: bool = True  # score beats on the broker's clock; off where scripting is refused
     _offset: float = 0.0  # broker clock - ours, as measured by the last scripted write
+    _tasks_failing: bool = False
 
     def beat(self) -> None:
         with self._lock:
@@ -148,6 +152,7 @@ class Beater:
                     pass
                 except OSError as exc:
                     logger.debug("cannot remove %s: %s", path, exc)
+            self.flush_tasks()
             if self.registry is not None and self.node:
                 try:
                     remove_heartbeat(self.registry, self.node, self.prefix)
@@ -248,6 +253,25 @@ class Beater:
             if self._registry_failing:
                 logger.info("celery-ecs heartbeat: registry writes recovered")
             self._registry_failing = False
+            self.flush_tasks()
+
+    def flush_tasks(self) -> None:
+        """Flush the per-task counts to the registry's Redis: one round trip when tasks
+        finished since the last flush, none otherwise. Needs Redis scripting (the flush is
+        applied once even when sent twice); a failure is retried at the next beat."""
+        if self.flusher is None or self.registry is None or not self._script:
+            return
+        try:
+            self.flusher.flush(self.registry, self.prefix)
+        except Exception as exc:  # noqa: BLE001 - never let the counts hurt the worker
+            if not self._tasks_failing:
+                logger.warning("celery-ecs heartbeat: task counts not flushed (%s); they are "
+                               "kept and sent again at the next beat", _first_line(exc))
+            self._tasks_failing = True
+        else:
+            if self._tasks_failing:
+                logger.info("celery-ecs heartbeat: task counts flushed again")
+            self._tasks_failing = False
 
     # The solo pool: the loop is blocked while a task runs.
     def task_started_here(self, limit: float | None = None) -> None:

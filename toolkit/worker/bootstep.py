@@ -11,7 +11,14 @@ every ``interval`` seconds:
 
 * touches the heartbeat file (``celery-ecs healthcheck heartbeat`` checks its age);
 * writes the ready file at its first beat, i.e. once the loop runs and the queues are consumed;
-* writes this node's entry in the Redis registry, with a TTL.
+* writes this node's entry in the Redis registry, with a TTL;
+* flushes the per-task counts (:mod:`toolkit.worker.counting`) that the pool processes added
+  since the last beat, in one round trip (none when nothing finished).
+
+Every task is counted by name where it ran (``task_prerun`` / ``task_postrun``: succeeded,
+failed or retried, and its runtime), and failures only the main process sees (hard time limit,
+a lost child: ``task_failure``) there; the counts live in shared memory created before the pool
+forks, one slot per pool process.
 
 It beats only while the consumer's broker connection is up (Celery stops the step while it
 reconnects). On shutdown it removes both files and its registry entry. A path it cannot write is
@@ -46,6 +53,7 @@ from toolkit.registry import (
 )
 from toolkit.urls import redact_url
 from toolkit.worker.beater import REGISTRY_SOCKET_TIMEOUT, Beater, TaskView
+from toolkit.worker.counting import TaskCounter, TaskFlusher, TaskTable, table_slots, task_name
 from toolkit.worker.metadata import fetch_ecs_metadata
 from toolkit.worker.settings import HeartbeatSettings
 
@@ -79,15 +87,24 @@ def _task_time_limit(task: Any) -> float | None:
     return None
 
 
-def on_task_prerun(task: Any = None, **_: Any) -> None:
+def on_task_prerun(task: Any = None, task_id: str | None = None, **_: Any) -> None:
     beater = _ACTIVE
-    if beater is not None and beater.solo and os.getpid() == beater.main_pid:
+    if beater is None:
+        return
+    if beater.counter is not None and task_id:
+        beater.counter.started(task_id)
+    if beater.solo and os.getpid() == beater.main_pid:
         beater.task_started_here(_task_time_limit(task))
 
 
-def on_task_postrun(**_: Any) -> None:
+def on_task_postrun(task: Any = None, task_id: str | None = None, state: str | None = None,
+                    **_: Any) -> None:
     beater = _ACTIVE
-    if beater is not None and os.getpid() == beater.main_pid:
+    if beater is None:
+        return
+    if beater.counter is not None and task_id:
+        beater.counter.finished(task_id, task_name(task), str(state))
+    if os.getpid() == beater.main_pid:
         beater.task_finished_here()
 
 
@@ -107,8 +124,20 @@ def on_task_success(**_: Any) -> None:
     _outcome(False)
 
 
-def on_task_failure(**_: Any) -> None:
+def on_task_failure(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     _outcome(True)
+    beater = _ACTIVE
+    if beater is not None and beater.counter is not None and task_id:
+        beater.counter.failed_elsewhere(task_id, task_name(sender))
+
+
+def on_worker_shutdown(**_: Any) -> None:
+    """After the pool has stopped: the counts of the tasks that finished during a warm
+    shutdown are flushed too."""
+    beater = _ACTIVE
+    if beater is not None and os.getpid() == beater.main_pid:
+        with beater._lock:
+            beater.flush_tasks()
 
 
 def _copy(items: Any) -> list[Any]:
@@ -223,8 +252,11 @@ def _step_class(settings: HeartbeatSettings) -> type:
         def __init__(self, c: Any, **kwargs: Any) -> None:
             global _ACTIVE
             super().__init__(c, **kwargs)
-            # Runs in the main process before the pool forks: the outcome slots are shared.
+            # Runs in the main process before the pool forks: the outcome slots and the
+            # per-task table are shared memory, one slot per pool process.
             self.beater = Beater(settings=settings, busy_limit=_busy_limit(c.app, settings))
+            pool = type(getattr(c, "pool", None)).__module__
+            self.beater.counter = TaskCounter(TaskTable(table_slots(pool, pool_slots(c, False))))
             self.entries: list[Any] = []
             self.started_once = False
             _ACTIVE = self.beater
@@ -234,6 +266,8 @@ def _step_class(settings: HeartbeatSettings) -> type:
             if not self.started_once:
                 self.started_once = True
                 b.node = c.hostname
+                if b.counter is not None:
+                    b.flusher = TaskFlusher(b.counter.table, b.node)
                 module = type(c.pool).__module__ if c.pool else ""
                 b.pool = module.rsplit(".", 1)[-1]
                 b.solo = module == SOLO_POOL_MODULE
@@ -371,3 +405,5 @@ def install(app: Any, settings: HeartbeatSettings | None = None) -> None:
     signals.task_postrun.connect(on_task_postrun, weak=False, dispatch_uid="celery-ecs-hb-postrun")
     signals.task_success.connect(on_task_success, weak=False, dispatch_uid="celery-ecs-hb-success")
     signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="celery-ecs-hb-failure")
+    signals.worker_shutdown.connect(on_worker_shutdown, weak=False,
+                                    dispatch_uid="celery-ecs-hb-shutdown")

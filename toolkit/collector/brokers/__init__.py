@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from toolkit.collector.brokers.base import BrokerReader, BrokerReading, QueueReading
 from toolkit.config import BrokerSettings
 from toolkit.errors import UnsupportedBroker
@@ -21,7 +23,11 @@ __all__ = [
     "BrokerReading",
     "QueueReading",
     "open_reader",
+    "peek_queue",
 ]
+
+if TYPE_CHECKING:
+    from toolkit.collector.composition import QueueComposition
 
 
 def open_reader(settings: BrokerSettings) -> BrokerReader:
@@ -38,3 +44,17 @@ def open_reader(settings: BrokerSettings) -> BrokerReader:
     known = ", ".join(f"{s}://" for s in sorted(REDIS_SCHEMES | AMQP_SCHEMES))
     shown = f"{scheme}://" if scheme else redact_url(settings.url) or "an empty URL"
     raise UnsupportedBroker(f"unsupported broker URL scheme {shown} (supported: {known})")
+
+
+def peek_queue(settings: BrokerSettings, queue: str, limit: int) -> QueueComposition:
+    """What waits in ``queue``, by task name, at most ``limit`` messages read (the oldest
+    first), nothing taken: ``celery-ecs inspect-queue``."""
+    reader = open_reader(settings)
+    try:
+        peek = getattr(reader, "peek", None)
+        if peek is None:  # pragma: no cover - every reader has one
+            raise UnsupportedBroker(f"inspect-queue is not supported on {reader.kind}")
+        result: QueueComposition = peek(queue, limit)
+        return result
+    finally:
+        reader.close()

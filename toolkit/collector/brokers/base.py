@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from toolkit.errors import BrokerError
 
 if TYPE_CHECKING:
     from toolkit.beatregistry import BeatTick
     from toolkit.registry import WorkerHeartbeat
+    from toolkit.taskcounts import TaskClaim, TaskRequest
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class BrokerReading:
     stats: BrokerStats | None = None
     # celery beat's ticks from the beat registry, newest first (None: no registry read)
     beats: tuple[BeatTick, ...] | None = None
+    # the workers' per-task counts claimed for publishing (or peeked at), when asked for
+    tasks: TaskClaim | None = None
 
 
 class BrokerReader(Protocol):
@@ -93,6 +96,18 @@ class BrokerReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TaskCountReader(Protocol):
+    """A reader that also claims the workers' per-task counts in its read (Redis)."""
+
+    def read_with_tasks(self, queues: Sequence[str], tasks: TaskRequest | None) -> BrokerReading:
+        ...
+
+    def commit_tasks(self, collector: str, minutes: Sequence[int]) -> str:
+        """Delete the claimed minutes once published; returns the commit's status."""
+        ...
 
 
 class ErrorTranslator:

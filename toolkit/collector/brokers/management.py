@@ -79,15 +79,29 @@ def is_internal(name: str, exclusive: bool) -> bool:
     return exclusive or name.endswith(INTERNAL_SUFFIXES) or name.startswith(INTERNAL_PREFIXES)
 
 
-def _get_json(target: ManagementTarget, path: str, timeout: float) -> object:
-    url = f"{target.url}{path}"
+class ManagementNotFound(ManagementUnavailable):
+    """The API answered 404: no such queue (or virtual host)."""
+
+
+def request_json(
+    target: ManagementTarget, path: str, timeout: float, payload: object = None,
+) -> object:
+    """``GET`` (or, with ``payload``, ``POST``) ``{url}/api/{path}`` -> the decoded JSON."""
     token = base64.b64encode(f"{target.user}:{target.password}".encode()).decode("ascii")
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    headers = {"Authorization": f"Basic {token}"}
+    data = None
+    if payload is not None:
+        data = json.dumps(payload).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(f"{target.url}/api/{path}", data=data, headers=headers,
+                                     method="POST" if data is not None else "GET")
     where = f"the RabbitMQ management API at {target.safe_url}"
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            body = json.loads(response.read())
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ManagementNotFound(f"{where} answered 404") from None
         reason = "refused our credentials" if exc.code in (401, 403) else f"answered {exc.code}"
         raise ManagementUnavailable(f"{where} {reason}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -95,13 +109,15 @@ def _get_json(target: ManagementTarget, path: str, timeout: float) -> object:
         raise ManagementUnreachable(f"{where} is not reachable ({why})") from None
     except ValueError:
         raise ManagementUnavailable(f"{where} did not answer JSON") from None
-    return body
+
+
+def vhost_path(target: ManagementTarget) -> str:
+    return quote(target.vhost, safe="")
 
 
 def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
     """The vhost's queues, Celery's internal and exclusive ones left out, sorted."""
-    path = f"/api/queues/{quote(target.vhost, safe='')}?columns=name,exclusive"
-    body = _get_json(target, path, timeout)
+    body = request_json(target, f"queues/{vhost_path(target)}?columns=name,exclusive", timeout)
     where = f"the RabbitMQ management API at {target.safe_url}"
     if not isinstance(body, list):
         raise ManagementUnavailable(f"{where} did not answer a list of queues")
@@ -116,8 +132,8 @@ def list_queues(target: ManagementTarget, timeout: float) -> list[str]:
 def node_stats(target: ManagementTarget, timeout: float) -> BrokerStats:
     """The node closest to its memory high watermark (``mem_used`` / ``mem_limit``), and every
     resource alarm in force on any node (``memory on rabbit@a``, ``disk on rabbit@b``)."""
-    path = "/api/nodes?columns=name,mem_used,mem_limit,mem_alarm,disk_free_alarm"
-    body = _get_json(target, path, timeout)
+    body = request_json(target, "nodes?columns=name,mem_used,mem_limit,mem_alarm,disk_free_alarm",
+                        timeout)
     nodes = [n for n in body if isinstance(n, dict)] if isinstance(body, list) else []
     if not nodes:
         raise ManagementUnavailable(

@@ -34,8 +34,10 @@ from toolkit.collector.brokers.management import (
     management_target,
     node_stats,
 )
+from toolkit.collector.brokers.peek_rabbitmq import peek_rabbitmq
+from toolkit.collector.composition import QueueComposition
 from toolkit.config import BrokerSettings
-from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
+from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable, UnsupportedBroker
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,27 @@ class RabbitMQReader:
             return None
         except ManagementUnavailable as exc:
             return BrokerStats(error=f"broker memory unreadable: {exc}")
+
+    def peek(self, queue: str, limit: int) -> QueueComposition:
+        """What waits in ``queue`` by task name (``inspect-queue``), through the management
+        API's get with requeue (the messages read are marked redelivered; said in the
+        result's notes). Without the management API this is not supported."""
+        if self._target is None:
+            raise UnsupportedBroker(
+                "inspect-queue on RabbitMQ is not supported without the management API "
+                "(AMQP cannot read a message without taking it; [broker] management_url "
+                "is turned off)")
+        (read,) = self.read([queue]).queues  # the exact count, by passive declare
+        if read.error is not None:
+            raise BrokerError(f"queue {queue!r} on {self.settings.safe_url}: {read.error}")
+        if not read.exists:
+            return QueueComposition(queue, 0, 0)
+        try:
+            return peek_rabbitmq(self._target, queue, limit=limit, total=read.length,
+                                 timeout=max(self.settings.connect_timeout, 10.0))
+        except ManagementUnavailable as exc:
+            raise BrokerError(f"{exc}: inspect-queue on RabbitMQ is not supported without it "
+                              "(AMQP cannot read a message without taking it)") from None
 
     def discover_queues(self) -> list[str]:
         if self._target is None:

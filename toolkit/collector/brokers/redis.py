@@ -34,6 +34,8 @@ from toolkit.collector.brokers.base import (
 )
 from toolkit.collector.brokers.base import first_line as _first_line
 from toolkit.collector.brokers.bindings import mismatch_message, scan_bindings
+from toolkit.collector.brokers.peek_redis import peek_redis
+from toolkit.collector.composition import QueueComposition
 from toolkit.config import BrokerSettings
 from toolkit.env import DEFAULT_SEPARATOR
 from toolkit.errors import BrokerAuthError, BrokerError, BrokerUnreachable
@@ -49,6 +51,8 @@ from toolkit.registry import (
     with_score,
 )
 from toolkit.stamp import HEADER
+from toolkit.taskcounts import TaskClaim, TaskRequest, commit_claim, parse_claim
+from toolkit.taskcounts.store import TASKS_LUA
 from toolkit.urls import check_broker_url, redact_url
 
 
@@ -64,6 +68,7 @@ class RawRead(NamedTuple):
     clock: float | None = None  # the broker's TIME when the registry was read
     stats: BrokerStats | None = None  # INFO memory/stats (None: not read or not offered)
     beats: tuple[BeatTick, ...] | None = None  # the beat registry's ticks (None: not read)
+    tasks: TaskClaim | None = None  # the per-task counts claimed (or peeked at)
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +81,28 @@ BINDING_PREFIX = "_kombu.binding."
 INTERNAL_EXCHANGES = frozenset({"celery.pidbox", "reply.celery.pidbox", "celeryev"})
 
 # ARGV: key prefix, separator, stamp marker, read ages ("1"/"0"), how far back (seconds) to read
-# the worker registry ("" to skip it), number of priority steps, the steps, then the queue
+# the worker registry ("" to skip it), the per-task counts request ("" to skip it, see
+# toolkit.taskcounts.store.TASKS_LUA), number of priority steps, the steps, then the queue
 # names. Keys are built server-side (a quarter of the request size of
 # passing every list) and the reply is one string, "<length> <oldest stamp or ->" per queue and
 # the unacked count, then (when asked) "registry <exists> <broker TIME>" and the retained entries
 # of the heartbeat registry, "<index score> <JSON>" per line, so the client parses one bulk reply
-# instead of thousands of items.
+# instead of thousands of items. Then, when asked, the "tasks ..." section: the per-task counts
+# claimed for publishing (or peeked at), in the same round trip.
 # Kombu does not support Redis Cluster, and neither does this script (keys are not in KEYS).
-READ_SCRIPT = """
+READ_SCRIPT = TASKS_LUA + """
 local prefix, sep, marker = ARGV[1], ARGV[2], ARGV[3]
 local read_age = ARGV[4] == '1'
 local lookback = ARGV[5]
-local nsteps = tonumber(ARGV[6])
+local task_spec = ARGV[6]
+local nsteps = tonumber(ARGV[7])
 local suffixes = {}
 for i = 1, nsteps do
-  local step = ARGV[6 + i]
+  local step = ARGV[7 + i]
   if step == '0' then suffixes[i] = '' else suffixes[i] = sep .. step end
 end
 local out = {}
-for qi = 7 + nsteps, #ARGV do
+for qi = 8 + nsteps, #ARGV do
   local base = prefix .. ARGV[qi]
   local total, oldest, failure = 0, nil, nil
   for s = 1, nsteps do
@@ -143,6 +151,7 @@ if lookback ~= '' then
     if entry then out[#out + 1] = nodes[i + 1] .. ' ' .. entry end
   end
 end
+if task_spec ~= '' then celery_ecs_tasks(prefix, task_spec, out) end
 return table.concat(out, '\\n')
 """
 # kombu serialises headers with json.dumps: `"celery_ecs_enqueued_at": 1764150000.123`
@@ -167,6 +176,9 @@ class RedisClient(Protocol):
 
 
 class RedisReader:
+    """Reads queues (and the registry, and the per-task counts) in one round trip; implements
+    :class:`~toolkit.collector.brokers.base.TaskCountReader` too."""
+
     kind = "redis"
 
     def __init__(
@@ -192,6 +204,7 @@ class RedisReader:
         self.read_stats = read_stats
         self.safe_url = safe_url
         self._warned_separator = False
+        self._warned_tasks = False
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings) -> RedisReader:
@@ -227,10 +240,15 @@ class RedisReader:
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, queues: Sequence[str]) -> BrokerReading:
+        return self.read_with_tasks(queues, None)
+
+    def read_with_tasks(self, queues: Sequence[str], tasks: TaskRequest | None) -> BrokerReading:
+        """:meth:`read`, plus the per-task counts claimed (or peeked at) as ``tasks`` asks, in
+        the same round trip. Without scripting there are no per-task counts (``tasks`` None)."""
         with self._errors():
             if self.use_script:
                 try:
-                    raw = self._read_script(queues)
+                    raw = self._read_script(queues, tasks)
                 except _response_error() as exc:
                     if not _is_script_refusal(exc):
                         raise
@@ -238,6 +256,9 @@ class RedisReader:
                                 _first_line(exc))
                     self.use_script = False
             if not self.use_script:
+                if tasks is not None and not self._warned_tasks:
+                    self._warned_tasks = True
+                    log.warning("per-task metrics need Redis scripting: none are published")
                 raw = self._read_pipeline(queues)
         lengths, stamps, errors, unacked, workers, trips, clock = raw[:7]
         now = time.time() if clock is None else clock
@@ -251,18 +272,29 @@ class RedisReader:
             for q, n, stamp, err in zip(queues, lengths, stamps, errors, strict=True)
         )
         return BrokerReading(queues=readings, unacked=unacked, round_trips=trips, workers=workers,
-                             clock=clock, stats=raw.stats, beats=raw.beats)
+                             clock=clock, stats=raw.stats, beats=raw.beats, tasks=raw.tasks)
+
+    def peek(self, queue: str, limit: int) -> QueueComposition:
+        """What waits in ``queue`` by task name (``inspect-queue``), read in place."""
+        with self._errors():
+            return peek_redis(self.client, queue, limit=limit, prefix=self.prefix,
+                              separator=self.sep, steps=self.steps)
+
+    def commit_tasks(self, collector: str, minutes: Sequence[int]) -> str:
+        """The claimed minutes are published: delete them (see :func:`commit_claim`)."""
+        with self._errors():
+            return commit_claim(self.client, self.prefix, collector, minutes)
 
     def _lookback(self) -> str:
         """Index members older than this (seconds) cannot have an entry: skipped server-side."""
         return f"{REGISTRY_LOOKBACK:g}" if self.read_workers else ""
 
-    def _read_script(self, queues: Sequence[str]) -> RawRead:
+    def _read_script(self, queues: Sequence[str], tasks: TaskRequest | None = None) -> RawRead:
         # bytes, so that queue names read back from Redis with odd bytes round-trip exactly
         args: list[bytes | str] = [
             _raw(self.prefix), _raw(self.sep), STAMP_MARKER, "1" if self.read_age else "0",
-            self._lookback(), str(len(self.steps)), *(str(s) for s in self.steps),
-            *(_raw(q) for q in queues),
+            self._lookback(), "" if tasks is None else tasks.spec(), str(len(self.steps)),
+            *(str(s) for s in self.steps), *(_raw(q) for q in queues),
         ]
         pipe = self.client.pipeline(transaction=False)
         pipe.eval(READ_SCRIPT, 0, *args)
@@ -292,6 +324,11 @@ class RedisReader:
             errors.append(None)
         unacked = int(lines[len(queues)])
         rest = lines[len(queues) + 1:]
+        claim = None
+        cut = next((i for i, line in enumerate(rest) if line.startswith("tasks ")), None)
+        if cut is not None:  # registry lines start with their score, never with "tasks "
+            claim = parse_claim(rest[cut:], tasks.top if tasks is not None else 0)
+            rest = rest[:cut]
         workers = None
         clock = None
         if rest and rest[0].startswith("registry "):
@@ -299,7 +336,7 @@ class RedisReader:
             clock = float(at)
             if exists != "0":
                 workers = _scored_entries(line.partition(" ") for line in rest[1:])
-        return RawRead(lengths, stamps, errors, unacked, workers, 1, clock, *health)
+        return RawRead(lengths, stamps, errors, unacked, workers, 1, clock, *health, claim)
 
     def _read_pipeline(self, queues: Sequence[str]) -> RawRead:
         """The no-scripting fallback: one pipeline (a second one for registry entries)."""
