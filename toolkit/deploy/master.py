@@ -206,6 +206,8 @@ Resources:
         AlarmHandlerReservedConcurrency: !Ref AlarmHandlerReservedConcurrency
         SlackEscalationMention: !Ref SlackEscalationMention
         BeatMaxInterval: !Ref BeatMaxInterval
+        TaskFailureRateThreshold: <<task_failure_rate>>
+        TaskFailureRateMinTasks: <<task_failure_min>>
 
   Beat:
     Type: AWS::CloudFormation::Stack
@@ -223,8 +225,6 @@ Resources:
         MaxInterval: !Ref BeatMaxInterval
         BrokerSecretArn: !If [CreateBroker, !GetAtt Redis.Outputs.BrokerUrlSecretArn, !Ref ExistingBrokerSecretArn]
         LogsKmsKeyArn: !GetAtt Monitoring.Outputs.MonitoringKeyArn
-        TaskFailureRateThreshold: <<task_failure_rate>>
-        TaskFailureRateMinTasks: <<task_failure_min>>
 
 """
 
