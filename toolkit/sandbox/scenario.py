@@ -23,13 +23,13 @@ class Timings:
     scale: float = 20.0
     collect_every: float = 1.0  # seconds between collector cycles
     dead_after: float = 6.0  # [verdicts] dead_after
-    stuck_after: float = 20.0  # [verdicts] stuck_after
+    stuck_after: float = 10.0  # [verdicts] stuck_after
     warmup: float = 6.0  # normal traffic before the scenario's fault
     healthy_for: float = 20.0  # how long the healthy scenario watches
     settle: float = 6.0  # after the memory alarm: no deployment may follow
     rate: float = 3.0  # tasks per second per queue
     timeout: float = 150.0
-    long_task: float = 28.0  # the long-task scenario's legitimate task (> stuck_after)
+    long_task: float = 16.0  # the long-task scenario's legitimate task (> stuck_after)
     max_task_runtime: float = 90.0  # [verdicts] max_task_runtime: the app's longest task, with room
 
 
