@@ -38,7 +38,8 @@ from summary import ENV  # noqa: E402
 OWN_DB = "redis://127.0.0.1:6379/13"  # workers and locks: no broadcast cross-talk with tests
 QUEUE_DB = "redis://127.0.0.1:6379/1"  # queue fills, under unique key prefixes
 
-# (log name, script, arguments, quick arguments, runs in .venv-bench)
+# (log name, script, arguments, --quick's extra arguments (argparse: the last one wins), runs in
+# .venv-bench)
 PLAN: list[tuple[str, str, list[str], list[str], bool]] = [
     ("collect", "collect.py", ["--runs", "15", "--redis", QUEUE_DB], ["--runs", "3"], False),
     ("collect-0.5ms", "collect.py", ["--runs", "9", "--rtt-ms", "0.5", "--redis", QUEUE_DB],
@@ -53,14 +54,15 @@ PLAN: list[tuple[str, str, list[str], list[str], bool]] = [
      False),
     ("locks", "locks.py", ["--redis", OWN_DB], ["--iterations", "200"], False),
 ]
-HELPERS = {"bench_app.py", "benchvenv.py", "latency_proxy.py", "run_all.py", "summary.py"}
+HELPERS = {"bench_app.py", "benchvenv.py", "keys.py", "latency_proxy.py", "run_all.py",
+           "summary.py"}
 COLUMNS = ("benchmark", "measured", "figure", "peer", "ratio", "target", "held")
 HEADINGS = ("benchmark", "what is measured", "figure", "baseline / peer (same run)", "ratio",
             "target", "held")
 
 
 def plan(only: set[str], quick: bool) -> list[tuple[str, str, list[str], bool]]:
-    steps = [(name, script, quick_args if quick else args, bench)
+    steps = [(name, script, args + quick_args if quick else args, bench)
              for name, script, args, quick_args, bench in PLAN]
     known = {script for _, script, _, _ in steps}
     for path in sorted(HERE.glob("*.py")):  # benchmarks added after this list was written
@@ -130,8 +132,11 @@ def main() -> int:
     held = [r for r in all_rows if r.get("held") in {"yes", "no"}]
     missed = [r for r in held if r["held"] == "no"]
     print(f"\n{len(held) - len(missed)} of {len(held)} targets held"
-          + (f"; not held: {'; '.join(r['measured'] for r in missed)}" if missed else "")
-          + f". Took {total / 60:.1f} min; reports in {logs}.")
+          + ("; not held:" if missed else "."))
+    for row in missed:
+        print(f"  - {row['benchmark']}: {row['measured']}: {row.get('ratio') or row['figure']} "
+              f"(target {row.get('target', '')})")
+    print(f"Took {total / 60:.1f} min; full reports in {logs}.")
     return 1 if failed else 0
 
 
