@@ -23,9 +23,13 @@ Each reader reads once before the rounds (not measured); each round runs all thr
 rotated from round to round, with a ``gc.collect()`` before every read (not measured). Reported:
 median and min-max per reader, the ratio of Flower's median to the reader's (and the min-max of
 the per-round ratios), round trips and TCP connections per read (counted in one more read after
-the timed ones, so the counting costs nothing measured). Every reader's lengths are checked
-against what was filled. Targets, as ratios against Flower in the same run: lengths at least
-10x, lengths + ages at least 5x. Keys are removed after; everything stays on 127.0.0.1.
+the timed ones, so the counting costs nothing measured), and how long each read keeps the
+single-threaded Redis server busy (``INFO commandstats``: EXEC for Flower, which includes its
+LLENs, EVAL for the toolkit: the least of 5 more untimed reads; a ``*`` means other clients of
+the shared server ran the same command during that read, so it is an upper bound). Every
+reader's lengths are checked against what was filled. Targets, as ratios against Flower in the
+same run: lengths at least 10x, lengths + ages at least 5x. Keys are removed after; everything
+stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -148,6 +152,31 @@ def readers(url: str, prefix: str, names: list[str],
     }
 
 
+# the commands whose server time a read costs, and how many of them one read runs
+SERVER_COMMANDS = {"flower": ("exec", 1), "lengths": ("eval", 2), "full": ("eval", 2)}
+
+
+def server_ms(admin: redis.Redis, name: str, fn: Callable[[], list[int]],
+              reads: int = 5) -> str:
+    """Milliseconds the Redis server spent in the reader's commands during one read (EXEC
+    includes the LLENs it runs, EVAL the commands of its script): the least of ``reads`` untimed
+    reads, with a ``*`` when other clients ran the same command during that read too."""
+    command, per_read = SERVER_COMMANDS[name]
+
+    def stat() -> tuple[int, int]:
+        row = admin.info("commandstats").get(f"cmdstat_{command}", {})
+        return int(row.get("calls", 0)), int(row.get("usec", 0))
+
+    samples = []
+    for _ in range(reads):
+        calls0, usec0 = stat()
+        fn()
+        calls1, usec1 = stat()
+        samples.append(((usec1 - usec0) / 1000, calls1 - calls0 - per_read))
+    ms, others = min(samples)
+    return f"{ms:.1f}" + ("*" if others else "")
+
+
 def timed_rounds(fns: dict[str, Callable[[], list[int]]], rounds: int,
                  expected: list[int]) -> dict[str, list[float]]:
     for name, fn in fns.items():  # warm-up: connection, script cache, imports; not measured
@@ -165,11 +194,11 @@ def timed_rounds(fns: dict[str, Callable[[], list[int]]], rounds: int,
 
 
 def report(title: str, where: str, times: dict[str, list[float]],
-           trips: dict[str, tuple[int, int]]) -> list[tuple[str, float, bool]]:
+           trips: dict[str, tuple[int, int, str]]) -> list[tuple[str, float, bool]]:
     base = statistics.median(times["flower"])
     print(f"\n{title}, {where}")
     print(f"{'reader':<31}{'median ms (min-max)':>24}{'vs Flower':>11}{'per-round':>14}"
-          f"{'trips':>7}{'conns':>7}  reads")
+          f"{'trips':>7}{'conns':>7}{'Redis busy ms':>15}  reads")
     held = []
     for name, values in times.items():
         med = statistics.median(values)
@@ -177,13 +206,14 @@ def report(title: str, where: str, times: dict[str, list[float]],
         rounds = [f / v for f, v in zip(times["flower"], values, strict=True)]
         per_round = "" if name == "flower" else f"{min(rounds):.1f}-{max(rounds):.1f}x"
         print(f"{LABELS[name]:<31}{spread(values, 1000):>24}{ratio:>10.1f}x{per_round:>14}"
-              f"{trips[name][0]:>7}{trips[name][1]:>7}  {READS[name]}")
+              f"{trips[name][0]:>7}{trips[name][1]:>7}{trips[name][2]:>15}  {READS[name]}")
         if name in TARGETS:
             ok = ratio >= TARGETS[name]
             held.append((name, ratio, ok))
             record("collect vs Flower", f"{LABELS[name]}, {title}, {where.split(' (')[0]}",
-                   f"{spread(values, 1000)} ms", f"Flower 2.2: {spread(times['flower'], 1000)}"
-                   " ms", f"{ratio:.1f}x", f">= {TARGETS[name]:g}x", ok)
+                   f"{spread(values, 1000)} ms; Redis busy {trips[name][2]} ms",
+                   f"Flower 2.2: {spread(times['flower'], 1000)} ms; Redis busy "
+                   f"{trips['flower'][2]} ms", f"{ratio:.1f}x", f">= {TARGETS[name]:g}x", ok)
     return held
 
 
@@ -229,7 +259,8 @@ def main() -> int:
                         for name, fn in fns.items():
                             with counting() as counts:
                                 fn()
-                            trips[name] = (counts["trips"], counts["connects"])
+                            trips[name] = (counts["trips"], counts["connects"],
+                                           server_ms(admin, name, fn))
                     for name, ratio, ok in report(title, where, times, trips):
                         outcomes.append((f"{n:,} queues", where.split(" (")[0], name, ratio, ok))
             finally:
