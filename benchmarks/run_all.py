@@ -53,6 +53,8 @@ PLAN: list[tuple[str, str, list[str], list[str], bool]] = [
     ("heartbeat", "heartbeat.py", ["--broker", OWN_DB], ["--tasks", "300", "--rounds", "2"],
      False),
     ("locks", "locks.py", ["--redis", OWN_DB], ["--iterations", "200"], False),
+    ("tasks", "tasks.py", ["--broker", OWN_DB], ["--tasks", "300", "--rounds", "2",
+                                                 "--messages", "20000"], False),
 ]
 HELPERS = {"bench_app.py", "benchvenv.py", "keys.py", "latency_proxy.py", "run_all.py",
            "summary.py"}
