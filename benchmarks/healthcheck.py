@@ -1,6 +1,6 @@
 """Benchmark the container probes: wall time and peak RSS per probe run.
 
-    .venv/bin/python benchmarks/healthcheck.py [--runs 10] [--broker redis://127.0.0.1:6379/2]
+    .venv/bin/python benchmarks/healthcheck.py [--runs 10] [--broker redis://127.0.0.1:6379/13]
 
 Starts one real prefork worker and one ``celery beat`` (``benchmarks/bench_app.py``, heartbeat
 bootstep and beat heartbeat installed), then runs each probe ``--runs`` times, round-robin in the
@@ -15,10 +15,17 @@ same run so load drifts hit all alike:
   (d)  celery-ecs healthcheck beat                          beat's last tick (JSON file), stdlib
   (d') python -m toolkit.healthcheck beat                   the same without the console script
 
-Wall time is measured around each process; peak RSS is the child's ``ru_maxrss`` from
-``os.wait4`` (the largest resident set of that probe process, in MiB). Every probe must exit 0
+Wall time is measured around each process; peak RSS is the probe's ``ru_maxrss`` as GNU
+``/usr/bin/time -f %M`` reports it (the largest resident set of that probe process, in MiB).
+Through ``time``, not this process's own ``os.wait4``: Linux counts the resident set a child
+had before its ``exec`` (a copy of its parent's) into its ``ru_maxrss``, so a child of this
+benchmark would never show less than the benchmark's own RSS. Without ``/usr/bin/time`` the
+benchmark falls back to ``os.wait4`` and says so. Every probe must exit 0
 against the healthy worker: a non-zero exit means the numbers measure a failure path, so the
 benchmark stops with that probe's output instead of printing a table.
+
+The broker defaults to db 13, a db of the benchmarks' own: the broadcast of (a) reaches every
+worker of its db, and the test suite runs workers in db 2. Keys are removed after.
 """
 
 from __future__ import annotations
@@ -37,18 +44,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from keys import drop_new, shared_keys  # noqa: E402
+from summary import record, spread  # noqa: E402
+
+PEER = "(a)  celery inspect ping"
 
 
 class ProbeFailed(Exception):
     pass
 
 
+TIME = Path("/usr/bin/time")
+
+
 def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MiB, exit code) of one probe process; raises :class:`ProbeFailed`
     (with its output) when it exits non-zero."""
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as rss:
+        cmd = [str(TIME), "-f", "%M", "-o", rss.name, *argv] if TIME.exists() else argv
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -56,7 +73,8 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
             out.seek(0)
             text = out.read().decode(errors="replace")[-2000:]
             raise ProbeFailed(f"{' '.join(argv)} exited {proc.returncode}:\n{text}")
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+        kib = float(rss.read().split()[-1]) if TIME.exists() else usage.ru_maxrss
+    return wall, kib / 1024.0, proc.returncode
 
 
 def start_worker(node: str, queue: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -101,8 +119,10 @@ def start_beat(env: dict[str, str], tmp: Path) -> subprocess.Popen[bytes]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/2")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
     args = parser.parse_args()
+    if not args.broker.startswith("redis://127.0.0.1"):
+        raise SystemExit("the benchmark runs against Redis on 127.0.0.1 only")
 
     token = uuid.uuid4().hex[:8]
     node, queue = f"bench-{token}@127.0.0.1", f"bench-{token}"
@@ -133,6 +153,9 @@ def main() -> int:
         "(d)  celery-ecs beat": [cli, "healthcheck", "beat"],
         "(d') python -m beat": [sys.executable, "-m", "toolkit.healthcheck", "beat"],
     }
+    import redis
+
+    before = shared_keys(redis.Redis.from_url(args.broker))
     worker = start_worker(node, queue, env)
     beat = start_beat(env, tmp)
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in probes}
@@ -152,8 +175,6 @@ def main() -> int:
         worker.wait(30)
         beat.wait(30)
         if args.broker.startswith("redis"):  # drop the kombu bindings of the one-off queue
-            import redis
-
             client = redis.Redis.from_url(args.broker)
             keys = list(client.scan_iter(match=f"*{token}*"))
             if keys:
@@ -165,11 +186,15 @@ def main() -> int:
             instance = f"{socket.gethostname()}:{beat.pid}"  # this run's beat registry entry
             client.delete(beat_key(instance))
             client.zrem(beat_index_key(), instance)
+            drop_new(client, before)  # the registry marker, kombu's binding deadlines
             client.close()
 
-    base = statistics.median(w for w, _, _ in results["(a)  celery inspect ping"])
+    peer = [w for w, _, _ in results[PEER]]
+    base = statistics.median(peer)
     print(f"{args.runs} runs each, broker {args.broker}, python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs\n")
+          f"{os.cpu_count()} CPUs; peak RSS "
+          + ("from /usr/bin/time" if TIME.exists() else "from os.wait4 (/usr/bin/time missing: "
+             "floored at this benchmark's own RSS)") + "\n")
     print("| probe | median wall (ms) | min-max wall (ms) | peak RSS (MiB) | speed-up vs (a) "
           "| exit codes |")
     print("|---|---:|---:|---:|---:|---|")
@@ -180,6 +205,12 @@ def main() -> int:
         codes = ",".join(sorted({str(c) for _, _, c in rows}))
         print(f"| {name.strip()} | {med * 1000:.0f} | {min(walls) * 1000:.0f}-"
               f"{max(walls) * 1000:.0f} | {rss:.1f} | {base / med:.1f}x | {codes} |")
+        if name != PEER:
+            peer_rss = max(r for _, r, _ in results[PEER])
+            record("healthcheck vs inspect ping", f"probe {name.strip()}, wall ms (peak RSS)",
+                   f"{spread(walls, 1000, 0)} ms ({rss:.0f} MiB)",
+                   f"celery inspect ping: {spread(peer, 1000, 0)} ms ({peer_rss:.0f} MiB)",
+                   f"{base / med:.1f}x")
     return 0
 
 

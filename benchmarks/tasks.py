@@ -12,6 +12,10 @@
     names, a tenth with an ETA): the toolkit's reader (one script per 5,000 messages, bodies
     stay in Redis) against the hand-written way (LRANGE everything, json.loads each), and the
     whole command as an operator runs it. Target: under 2 s for 100,000 messages.
+
+Timings are medians with min-max (of 5 timeit repeats in (1), of the rounds in (2), of 3 runs
+in (3)), each series after one warm-up that is not measured. The broker defaults to db 13, a db
+of the benchmarks' own (the test suite runs workers in db 2); keys are removed after.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.heartbeat import real_workers  # noqa: E402 - after the path is set
+from benchmarks.summary import record, spread  # noqa: E402
 
 TARGET_MS = 0.1
 INSPECT_TARGET_S = 2.0
 NAMES = [f"app.tasks.job_{i:02d}" for i in range(20)]
 
 
-def hooks(n: int = 20000) -> tuple[float, float]:
-    """(µs per task with counting, µs per task without)."""
+def hooks(n: int = 20000) -> tuple[list[float], list[float]]:
+    """(µs per task with counting, µs per task without), one figure per timeit repeat."""
     from toolkit.worker import bootstep
     from toolkit.worker.beater import Beater
     from toolkit.worker.counting import TaskCounter, TaskTable
@@ -59,13 +64,15 @@ def hooks(n: int = 20000) -> tuple[float, float]:
         beater = Beater(settings=settings)
         beater.counter = TaskCounter(TaskTable(5)) if counting else None
         bootstep._ACTIVE = beater
-        out.append(min(timeit.repeat(one_task, number=n, repeat=5)) / n * 1e6)
+        one_task()  # warm-up
+        out.append([t / n * 1e6 for t in timeit.repeat(one_task, number=n, repeat=5)])
     bootstep._ACTIVE = None
     return out[0], out[1]
 
 
-def flush_cost(broker: str) -> float:
-    """ms for one beat's flush of 20 task names, each with a few runtime buckets."""
+def flush_cost(broker: str) -> list[float]:
+    """ms for one beat's flush of 20 task names, each with a few runtime buckets (the first
+    flush, a warm-up, not kept)."""
     import redis
 
     from toolkit.worker.counting import TaskFlusher, TaskTable
@@ -76,7 +83,7 @@ def flush_cost(broker: str) -> float:
     flusher = TaskFlusher(table, "bench@host")
     took = []
     try:
-        for _ in range(20):
+        for _ in range(21):
             for i, name in enumerate(NAMES):
                 for k in range(5):
                     table.record(1 + k % 4, name, "succeeded", 0.01 * (i + 1) * (k + 1))
@@ -88,7 +95,7 @@ def flush_cost(broker: str) -> float:
         if keys:
             client.delete(*keys)
         client.close()
-    return statistics.median(took) * 1000
+    return [t * 1000 for t in took[1:]]
 
 
 def fill(client: Any, prefix: str, queue: str, messages: int) -> None:
@@ -134,7 +141,7 @@ def hand_written(client: Any, prefix: str, queue: str) -> dict[str, int]:
     return counts
 
 
-def inspect_queue(broker: str, messages: int) -> dict[str, float]:
+def inspect_queue(broker: str, messages: int) -> dict[str, list[float]]:
     import redis
 
     from toolkit.collector.brokers.peek_redis import peek_redis
@@ -142,10 +149,12 @@ def inspect_queue(broker: str, messages: int) -> dict[str, float]:
     client = redis.Redis.from_url(broker)
     prefix = f"bench-inspect-{uuid.uuid4().hex[:6]}:"
     queue = "reports"
-    out: dict[str, float] = {}
+    out: dict[str, list[float]] = {}
     try:
         fill(client, prefix, queue, messages)
         runs: dict[str, list[float]] = {"toolkit": [], "toolkit_10k": [], "hand": []}
+        peek_redis(client, queue, limit=messages, prefix=prefix)  # warm-up: script cache
+        hand_written(client, prefix, queue)
         for _ in range(3):
             started = time.perf_counter()
             comp = peek_redis(client, queue, limit=messages, prefix=prefix)
@@ -158,7 +167,7 @@ def inspect_queue(broker: str, messages: int) -> dict[str, float]:
             counted = hand_written(client, prefix, queue)
             runs["hand"].append(time.perf_counter() - started)
             assert sum(counted.values()) == messages
-        out = {k: statistics.median(v) for k, v in runs.items()}
+        out = dict(runs)
         cli = str(Path(sys.executable).with_name("celery-ecs"))
         config = Path(f"/tmp/{prefix.rstrip(':')}.toml")
         config.write_text(f'[broker]\nurl = "{broker}"\nglobal_keyprefix = "{prefix}"\n')
@@ -166,7 +175,7 @@ def inspect_queue(broker: str, messages: int) -> dict[str, float]:
             started = time.perf_counter()
             subprocess.run([cli, "inspect-queue", queue, "--config", str(config), "--limit",
                             str(messages), "--json"], check=True, capture_output=True)
-            out["command"] = time.perf_counter() - started
+            out["command"] = [time.perf_counter() - started]
         finally:
             config.unlink()
     finally:
@@ -182,35 +191,55 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/2")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
     args = parser.parse_args()
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, broker {args.broker}\n")
-    with_, without = hooks()
+    with_runs, without_runs = hooks()
+    with_, without = statistics.median(with_runs), statistics.median(without_runs)
+    flush = flush_cost(args.broker)
     print("(1) in process")
-    print(f"    hooks with per-task counting: {with_:.2f} µs per task, without: {without:.2f} µs"
-          f" -> counting adds {with_ - without:.2f} µs = "
+    print(f"    hooks with per-task counting: {spread(with_runs, 1, 2)} µs per task, without: "
+          f"{spread(without_runs, 1, 2)} µs -> counting adds {with_ - without:.2f} µs = "
           f"{(with_ - without) / (TARGET_MS * 1000):.3f} x the {TARGET_MS} ms target")
-    print(f"    one beat's flush of {len(NAMES)} task names: {flush_cost(args.broker):.2f} ms "
+    print(f"    one beat's flush of {len(NAMES)} task names: {spread(flush, 1, 2)} ms "
           "per beat (one round trip)")
+    record("tasks", "per-task counting in the bootstep hooks, in process",
+           f"{spread(with_runs, 1, 2)} µs", f"hooks without counting: "
+           f"{spread(without_runs, 1, 2)} µs", f"+{with_ - without:.2f} µs",
+           f"< +{TARGET_MS:g} ms", with_ - without < TARGET_MS * 1000)
+    record("tasks", f"one beat's flush of {len(NAMES)} task names", f"{spread(flush, 1, 2)} ms")
 
     a_runs, b_runs = real_workers(args.broker, args.tasks, args.rounds)
     a, b = statistics.median(a_runs), statistics.median(b_runs)
     per_task = (a - b) / args.tasks * 1000
     print(f"\n(2) real prefork -c 1 workers, {args.tasks} tasks x {args.rounds} rounds")
-    print(f"    with the bootstep:    median {a:.2f} s ({a / args.tasks * 1000:.3f} ms per task)")
-    print(f"    without the bootstep: median {b:.2f} s ({b / args.tasks * 1000:.3f} ms per task)")
+    print(f"    with the bootstep:    {spread(a_runs, 1, 2)} s "
+          f"({a / args.tasks * 1000:.3f} ms per task)")
+    print(f"    without the bootstep: {spread(b_runs, 1, 2)} s "
+          f"({b / args.tasks * 1000:.3f} ms per task)")
     print(f"    overhead: {per_task:+.3f} ms per task (target < {TARGET_MS} ms); ratio "
           f"{a / b:.3f} with/without")
+    record("tasks", f"real worker with bootstep + counting, {args.tasks} tasks x {args.rounds}",
+           f"{spread(a_runs, 1, 2)} s", f"without bootstep: {spread(b_runs, 1, 2)} s",
+           f"{per_task:+.3f} ms/task", f"< +{TARGET_MS:g} ms/task", per_task < TARGET_MS)
 
-    got = inspect_queue(args.broker, args.messages)
+    runs = inspect_queue(args.broker, args.messages)
+    got = {k: statistics.median(v) for k, v in runs.items()}
     n = args.messages
     print(f"\n(3) inspect-queue, {n:,} messages in 4 priority lists, {len(NAMES)} task names")
-    print(f"    toolkit, all {n:,}:  {got['toolkit']:.2f} s (target < {INSPECT_TARGET_S} s)")
-    print(f"    toolkit, --limit 10,000 (the default): {got['toolkit_10k']:.2f} s")
-    print(f"    by hand (LRANGE + json.loads): {got['hand']:.2f} s -> toolkit "
+    print(f"    toolkit, all {n:,}:  {spread(runs['toolkit'], 1, 2)} s "
+          f"(target < {INSPECT_TARGET_S} s)")
+    print(f"    toolkit, --limit 10,000 (the default): {spread(runs['toolkit_10k'], 1, 2)} s")
+    print(f"    by hand (LRANGE + json.loads): {spread(runs['hand'], 1, 2)} s -> toolkit "
           f"{got['hand'] / got['toolkit']:.1f}x faster")
     print(f"    the whole command (celery-ecs inspect-queue --limit {n}): {got['command']:.2f} s")
+    record("tasks", f"inspect-queue reader, {n:,} messages", f"{spread(runs['toolkit'], 1, 2)} s",
+           f"by hand (LRANGE + json.loads): {spread(runs['hand'], 1, 2)} s",
+           f"{got['hand'] / got['toolkit']:.1f}x", f"< {INSPECT_TARGET_S:g} s",
+           got["toolkit"] < INSPECT_TARGET_S)
+    record("tasks", f"celery-ecs inspect-queue --limit {n:,}, whole command (1 run)",
+           f"{got['command']:.2f} s")
     return 0
 
 

@@ -160,9 +160,15 @@ def compat(extra: list[str]) -> int:
     return rc
 
 
+def bench(extra: list[str]) -> int:
+    """Every benchmark, then one summary table (benchmarks/run_all.py; minutes, not a test)."""
+    return run([str(PY), str(ROOT / "benchmarks" / "run_all.py"), *extra])
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "setup", "compat"}:
-        print("usage: python3 scripts/dev.py demo|test|setup|compat [args...]", file=sys.stderr)
+    if not argv or argv[0] not in {"demo", "test", "setup", "compat", "bench"}:
+        print("usage: python3 scripts/dev.py demo|test|setup|compat|bench [args...]",
+              file=sys.stderr)
         return 2
     command, extra = argv[0], argv[1:]
     if command == "compat":
@@ -170,6 +176,8 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     if command == "setup":
         return 0
+    if command == "bench":
+        return bench(extra)
     return demo(extra) if command == "demo" else test(extra)
 
 
