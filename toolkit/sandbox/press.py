@@ -1,0 +1,122 @@
+"""The on-call presses a button of an alert: the request Slack would send, signed, to the real
+Slack actions handler as a Lambda function URL event.
+
+:func:`block_actions` is the interactivity payload Slack posts for a button press (``type``
+``block_actions``, the user, the alert's channel and ``ts``, the ``response_url``, the pressed
+element with its ``action_id``, ``value`` and ``action_ts``); :func:`function_url_event` wraps a
+form body as Lambda delivers it (payload format 2.0, base64 or plain) with Slack's
+``X-Slack-Signature`` and ``X-Slack-Request-Timestamp`` computed by ``slack_sdk``.
+:class:`OnCall` uses both to press a message's first remedy button and waits for the handler's
+job. The tests build their requests with the same functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from toolkit.alarms.buttons import ACTION_REDEPLOY, ACTION_STOP_TASKS
+
+__all__ = ["OnCall", "Pressed", "block_actions", "function_url_event", "sign"]
+
+REMEDY_BUTTONS = (ACTION_REDEPLOY, ACTION_STOP_TASKS)
+
+
+def sign(secret: str, timestamp: int, body: str) -> str:
+    """Slack's ``X-Slack-Signature`` of ``body`` sent at ``timestamp``."""
+    from slack_sdk.signature import SignatureVerifier
+
+    signature = SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body)
+    assert signature is not None
+    return signature
+
+
+def block_actions(
+    button: Mapping[str, Any], *, user: str, channel: str, message_ts: str, response_url: str,
+    team: str = "T0SANDBOX", action_ts: str | None = None,
+) -> dict[str, Any]:
+    """The ``block_actions`` payload of a press of ``button`` (a Block Kit button element)."""
+    return {
+        "type": "block_actions", "team": {"id": team, "domain": "sandbox"},
+        "user": {"id": user, "username": "on-call", "name": "on-call", "team_id": team},
+        "api_app_id": "A0CELERYECS", "token": "legacy-verification-token-unused",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
+                      "is_ephemeral": False},
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}",
+        "channel": {"id": channel, "name": "alerts"},
+        "message": {"type": "message", "ts": message_ts, "text": ""},
+        "response_url": response_url,
+        "actions": [{
+            "type": "button", "block_id": "celery-ecs-actions",
+            "action_id": button.get("action_id"), "value": button.get("value"),
+            "text": button.get("text"), "action_ts": action_ts or f"{time.time():.6f}",
+        }],
+    }
+
+
+def function_url_event(
+    payload: Mapping[str, Any] | str, secret: str | None, *, timestamp: int | None = None,
+    encode: bool = True, signature: str | None = None,
+) -> dict[str, Any]:
+    """A function URL event of the form post ``payload=<JSON>`` (or the raw ``payload`` body),
+    signed with ``secret`` at ``timestamp`` (now); ``secret=None`` sends no signature headers,
+    ``signature`` overrides the one computed."""
+    body = payload if isinstance(payload, str) else urlencode({"payload": json.dumps(payload)})
+    stamp = int(time.time()) if timestamp is None else timestamp
+    headers = {"content-type": "application/x-www-form-urlencoded",
+               "user-agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+               "host": "abc123.lambda-url.eu-west-1.on.aws"}
+    if secret is not None:
+        headers["x-slack-request-timestamp"] = str(stamp)
+        headers["x-slack-signature"] = signature or sign(secret, stamp, body)
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous", "apiId": "abc123", "domainName":
+            "abc123.lambda-url.eu-west-1.on.aws", "requestId": str(uuid.uuid4()),
+            "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1",
+                     "sourceIp": "127.0.0.1", "userAgent": headers["user-agent"]},
+            "timeEpoch": stamp * 1000,
+        },
+        "body": base64.b64encode(body.encode()).decode() if encode else body,
+        "isBase64Encoded": encode,
+    }
+
+
+@dataclass(frozen=True)
+class Pressed:
+    label: str
+    status: int
+    ack_ms: float  # from the request to the handler's answer
+    done: bool  # the job finished (acted and replied) within the wait
+
+
+class OnCall:
+    """Presses buttons as ``user`` through ``handler`` (the loaded Lambda module's ``handler``);
+    ``wait`` blocks until the handler's job is done (the module's deferrer)."""
+
+    def __init__(self, handler: Callable[[dict[str, Any], Any], dict[str, Any]], secret: str,
+                 user: str, response_url: str, wait: Callable[[float], bool]) -> None:
+        self.handler, self.secret, self.user = handler, secret, user
+        self.response_url, self.wait = response_url, wait
+
+    @staticmethod
+    def remedy_button(buttons: tuple[Mapping[str, Any], ...]) -> Mapping[str, Any] | None:
+        return next((b for b in buttons if b.get("action_id") in REMEDY_BUTTONS), None)
+
+    def press(self, button: Mapping[str, Any], *, channel: str, message_ts: str) -> Pressed:
+        payload = block_actions(button, user=self.user, channel=channel, message_ts=message_ts,
+                                response_url=self.response_url)
+        event = function_url_event(payload, self.secret)
+        started = time.perf_counter()
+        answer = self.handler(event, None)
+        ack_ms = (time.perf_counter() - started) * 1000
+        label = str((button.get("text") or {}).get("text", button.get("action_id")))
+        return Pressed(label, int(answer.get("statusCode", 0)), ack_ms, self.wait(20.0))
