@@ -90,6 +90,9 @@ _FIXED = """Parameters:
   AlarmHandlerCodeKey:
     Description: S3 key of the alarm handler zip.
     Type: String
+  SlackActionsCodeKey:
+    Description: S3 key of the Slack actions zip (the alert buttons' function URL).
+    Type: String
   WorkerImage:
     Description: Container image of the Celery application (with celery-ecs-toolkit installed).
     Type: String
@@ -119,6 +122,15 @@ _FIXED = """Parameters:
     Description: Slack mention for escalations (SLACK_ESCALATION_MENTION, e.g. <!here>); empty for none.
     Type: String
     Default: ""
+  SlackAllowedUsers:
+    Description: Slack user IDs (comma-separated, e.g. U0123ABCD) who may press the alert buttons (SLACK_ALLOWED_USERS); empty for nobody.
+    Type: String
+    Default: ""
+  SlackActionsReservedConcurrency:
+    Description: Reserved concurrency of the Slack actions Lambda; 0 reserves none.
+    Type: Number
+    MinValue: 0
+    Default: 0
 
 Conditions:
   CreateBroker: !Equals [!Ref BrokerMode, create]
@@ -188,6 +200,9 @@ Resources:
         CollectorReservedConcurrency: !Ref CollectorReservedConcurrency
         AlarmHandlerReservedConcurrency: !Ref AlarmHandlerReservedConcurrency
         SlackEscalationMention: !Ref SlackEscalationMention
+        SlackActionsCodeKey: !Ref SlackActionsCodeKey
+        SlackAllowedUsers: !Ref SlackAllowedUsers
+        SlackActionsReservedConcurrency: !Ref SlackActionsReservedConcurrency
 
 """
 
@@ -267,6 +282,9 @@ _OUTPUTS = """Outputs:
   DashboardName:
     Description: Name of the CloudWatch dashboard.
     Value: !Ref Dashboard
+  SlackActionsUrl:
+    Description: The Slack app's interactivity Request URL (the Slack actions function URL).
+    Value: !GetAtt Monitoring.Outputs.SlackActionsUrl
 """
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.,/-]*")
