@@ -6,8 +6,8 @@ Slack actions handler as a Lambda function URL event.
 element with its ``action_id``, ``value`` and ``action_ts``); :func:`function_url_event` wraps a
 form body as Lambda delivers it (payload format 2.0, base64 or plain) with Slack's
 ``X-Slack-Signature`` and ``X-Slack-Request-Timestamp`` computed by ``slack_sdk``.
-:class:`OnCall` uses both to press a message's first remedy button and waits for the handler's
-job. The tests build their requests with the same functions.
+:class:`OnCall` uses both to press an alert's button and waits for the handler's job. The tests
+build their requests with the same functions.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from toolkit.alarms.buttons import ACTION_REDEPLOY, ACTION_STOP_TASKS
+from toolkit.alarms.buttons import ACTION_REDEPLOY
 
 __all__ = ["OnCall", "Pressed", "block_actions", "function_url_event", "sign"]
-
-REMEDY_BUTTONS = (ACTION_REDEPLOY, ACTION_STOP_TASKS)
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:
@@ -92,26 +90,45 @@ def function_url_event(
 
 @dataclass(frozen=True)
 class Pressed:
+    at: float  # when the button was pressed (the caller's clock)
     label: str
     status: int
-    ack_ms: float  # from the request to the handler's answer
-    done: bool  # the job finished (acted and replied) within the wait
+    ack_ms: float  # from the request to the handler's answer; the job runs on after it
 
 
 class OnCall:
-    """Presses buttons as ``user`` through ``handler`` (the loaded Lambda module's ``handler``);
-    ``wait`` blocks until the handler's job is done (the module's deferrer)."""
+    """The sandbox's on-call: ``delay`` seconds after the first alert carrying the button
+    ``wanted`` arrives, presses it as ``user`` through ``handler`` (the loaded Lambda module's
+    ``handler``); ``wait(timeout)`` blocks until the handler's job is done (its deferrer)."""
 
     def __init__(self, handler: Callable[[dict[str, Any], Any], dict[str, Any]], secret: str,
-                 user: str, response_url: str, wait: Callable[[float], bool]) -> None:
+                 user: str, response_url: str, wait: Callable[[float], bool], *,
+                 wanted: str = ACTION_REDEPLOY, delay: float = 1.0) -> None:
         self.handler, self.secret, self.user = handler, secret, user
         self.response_url, self.wait = response_url, wait
+        self.wanted, self.delay = wanted, delay
+        self._due: tuple[float, Mapping[str, Any], str, str] | None = None
+        self.pressed: Pressed | None = None
 
-    @staticmethod
-    def remedy_button(buttons: tuple[Mapping[str, Any], ...]) -> Mapping[str, Any] | None:
-        return next((b for b in buttons if b.get("action_id") in REMEDY_BUTTONS), None)
+    def saw(self, t: float, buttons: tuple[Mapping[str, Any], ...], channel: str,
+            ts: str) -> None:
+        """A message reached Slack at ``t``: remember its button, if it is the one wanted."""
+        button = next((b for b in buttons if b.get("action_id") == self.wanted), None)
+        if button is not None and self._due is None and self.pressed is None:
+            self._due = (t + self.delay, button, channel, ts)
 
-    def press(self, button: Mapping[str, Any], *, channel: str, message_ts: str) -> Pressed:
+    def tick(self, t: float) -> Pressed | None:
+        """Press the button once its time has come (the answer, not the job: see ``wait``);
+        what happened, else ``None``."""
+        if self._due is None or t < self._due[0]:
+            return None
+        _, button, channel, ts = self._due
+        self._due = None
+        self.pressed = self.press(button, channel=channel, message_ts=ts, at=t)
+        return self.pressed
+
+    def press(self, button: Mapping[str, Any], *, channel: str, message_ts: str,
+              at: float = 0.0) -> Pressed:
         payload = block_actions(button, user=self.user, channel=channel, message_ts=message_ts,
                                 response_url=self.response_url)
         event = function_url_event(payload, self.secret)
@@ -119,4 +136,4 @@ class OnCall:
         answer = self.handler(event, None)
         ack_ms = (time.perf_counter() - started) * 1000
         label = str((button.get("text") or {}).get("text", button.get("action_id")))
-        return Pressed(label, int(answer.get("statusCode", 0)), ack_ms, self.wait(20.0))
+        return Pressed(at, label, int(answer.get("statusCode", 0)), ack_ms)
