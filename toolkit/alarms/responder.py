@@ -9,6 +9,9 @@ use, so importing this module stays cheap.
 **Own environment only.** An alarm of another environment (:func:`toolkit.alarms.scope.foreign`)
 is logged (``foreign_alarm``) and ignored before anything else: no state, no Slack, no AWS.
 
+**Muted.** An alarm the on-call muted from its alert ("Mute 1 h", :mod:`toolkit.alarms.mute`)
+is logged (``muted_alarm``) and ignored while the mute lasts: no Slack post, no remediation.
+
 **Remediation first.** The remediation (evidence, guards, the ECS action) runs before the alert,
 so a slow or hanging Slack cannot starve it; the Slack calls get the time that is left, each
 request's timeout capped to it. The alert then carries the collector's "why" line.
