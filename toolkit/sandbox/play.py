@@ -39,6 +39,7 @@ from toolkit.config import (
     VerdictSettings,
 )
 from toolkit.sandbox.alarmdefs import TOPIC, alarm_definitions
+from toolkit.sandbox.press import ONCALL, on_call, press_due
 from toolkit.sandbox.scenario import (
     LambdaContext,
     Scenario,
@@ -156,19 +157,6 @@ def _load_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     return handler
 
 
-ONCALL = "U0SANDBOX"  # the on-call's Slack user ID: SLACK_ALLOWED_USERS of the sandbox
-
-
-def _on_call(scenario: Scenario, slack_url: str, secret: str) -> Any:
-    """The on-call who presses the alert's button (the Slack actions handler, loaded fresh)."""
-    from toolkit.alarms.buttons import ACTION_REDEPLOY, ACTION_STOP_TASKS
-    from toolkit.sandbox.press import OnCall
-
-    module = _load_module("slack_actions")
-    return OnCall(module.handler, secret, ONCALL, f"{slack_url}actions/T0SANDBOX/1/response",
-                  lambda timeout: bool(module.app().deferrer.join(timeout)),
-                  wanted=ACTION_STOP_TASKS if scenario == "partial" else ACTION_REDEPLOY)
-
 
 def _producer(url: str, prefix: str, rate: float, stop: threading.Event) -> None:
     from celery import Celery
@@ -248,7 +236,7 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
             "REMEDIATION": remediation, "COOLDOWN_SECONDS": "60", "STATE_TABLE": STATE_TABLE,
             "SLACK_SIGNING_SECRET": secret, "SLACK_ALLOWED_USERS": ONCALL}))
         if remediation != "enabled":
-            oncall.append(_on_call(scenario, slack.api_url, secret))
+            oncall.append(on_call(scenario, slack.api_url, secret, _load_module))
         view.note(f"AWS         moto on {aws.endpoint} (ECS, CloudWatch; nothing leaves "
                   "this machine)")
         view.note(f"Slack       local endpoint on {slack.api_url}" + (
@@ -321,7 +309,7 @@ def _loop(run: Run, settings: Settings, ecs: Any, cw: Any, definitions: Any,
             for change in evaluator.tick():
                 _alarm_changed(run, change, handler, view)
             for person in oncall:
-                _press(run, person, view)
+                press_due(person, run.timeline, run.t(), view)
             for service in ecs.replace_if_deployed():
                 view.event(run.timeline.add(run.t(), "deployment", f"ECS shows a new deployment "
                            f"of {service}: the old task is stopped, a new one starts"))
@@ -421,19 +409,6 @@ def _alarm_changed(run: Run, change: Any, handler: Any, view: Any) -> None:
     else:
         return
     handler(eventbridge_event(change, REGION), LambdaContext())
-
-
-def _press(run: Run, oncall: Any, view: Any) -> None:
-    pressed = oncall.tick(run.t())
-    if pressed is None:
-        return
-    view.event(run.timeline.add(pressed.at, "pressed", (
-        f'the on-call presses "{pressed.label}" on the alert: a signed request to '
-        f"lambdas/slack_actions/handler.py, answered {pressed.status} in {pressed.ack_ms:.0f} ms; "
-        "its job re-checks the guards, acts and replies in the thread")))
-    if not oncall.wait(20.0):
-        view.event(run.timeline.add(run.t(), "press-timeout",
-                                    "the press's job did not finish in 20 s"))
 
 
 def _finished(run: Run, states: Mapping[str, str]) -> float | None:

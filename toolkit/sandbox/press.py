@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from toolkit.alarms.buttons import ACTION_REDEPLOY
+from toolkit.alarms.buttons import ACTION_REDEPLOY, ACTION_STOP_TASKS
 
-__all__ = ["OnCall", "Pressed", "block_actions", "function_url_event", "sign"]
+__all__ = ["ONCALL", "OnCall", "Pressed", "block_actions", "function_url_event", "on_call",
+           "press_due", "sign"]
+
+ONCALL = "U0SANDBOX"  # the sandbox on-call's Slack user ID: its SLACK_ALLOWED_USERS
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:
@@ -137,3 +140,25 @@ class OnCall:
         ack_ms = (time.perf_counter() - started) * 1000
         label = str((button.get("text") or {}).get("text", button.get("action_id")))
         return Pressed(at, label, int(answer.get("statusCode", 0)), ack_ms)
+
+
+def on_call(scenario: str, slack_url: str, secret: str, load: Callable[[str], Any]) -> OnCall:
+    """The sandbox's on-call for ``scenario``, pressing through the Slack actions handler module
+    ``load("slack_actions")`` gives (loaded fresh; its job runs in a thread, joined by ``wait``)."""
+    module = load("slack_actions")
+    return OnCall(module.handler, secret, ONCALL, f"{slack_url}actions/T0SANDBOX/1/response",
+                  lambda timeout: bool(module.app().deferrer.join(timeout)),
+                  wanted=ACTION_STOP_TASKS if scenario == "partial" else ACTION_REDEPLOY)
+
+
+def press_due(oncall: OnCall, timeline: Any, t: float, view: Any) -> None:
+    """Press when it is time: the ``pressed`` event, then wait for the job (its reply)."""
+    pressed = oncall.tick(t)
+    if pressed is None:
+        return
+    view.event(timeline.add(pressed.at, "pressed", (
+        f'the on-call presses "{pressed.label}" on the alert: a signed request to '
+        f"lambdas/slack_actions/handler.py, answered {pressed.status} in {pressed.ack_ms:.0f} ms; "
+        "its job re-checks the guards, acts and replies in the thread")))
+    if not oncall.wait(20.0):
+        view.event(timeline.add(t, "press-timeout", "the press's job did not finish in 20 s"))

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from toolkit.alarms.buttons import ACTION_MUTE, ACTION_REDEPLOY, MUTE_SECONDS
+from toolkit.alarms.buttons import ACTION_MUTE, ACTION_REDEPLOY, ACTION_STOP_TASKS, MUTE_SECONDS
 from toolkit.alarms.decision import Decision, log_decision
 from toolkit.alarms.slackactions.click import Click, parse_click
 from toolkit.alarms.slackactions.deferral import Deferrer, is_job, job_event
@@ -52,7 +52,8 @@ __all__ = ["CLICK_TTL", "SlackActions"]
 log = logging.getLogger("toolkit.alarms.slackactions")
 
 CLICK_TTL = timedelta(minutes=15)  # longer than Slack's 5-minute replay window
-_LABELS = {ACTION_REDEPLOY: "Redeploy now", ACTION_MUTE: "Mute 1 h"}
+_LABELS = {ACTION_REDEPLOY: "Redeploy now", ACTION_STOP_TASKS: "Stop stuck tasks",
+           ACTION_MUTE: "Mute 1 h"}
 
 
 def _audit(**fields: Any) -> None:
@@ -141,11 +142,11 @@ class SlackActions:
             log.exception(json.dumps({"event": "slack_action_crashed",
                                       "error": type(exc).__name__}))
             self.replier.thread(click, refusal_reply(
-                _LABELS.get(click.action, "Stop stuck tasks"), click.user, now,
+                _LABELS[click.action], click.user, now,
                 f"unexpected {type(exc).__name__} (see the Slack actions log)"))
 
     def _work(self, click: Click, kind: object, now: datetime) -> None:
-        label = _LABELS.get(click.action, "Stop stuck tasks")
+        label = _LABELS[click.action]
         if kind != "act" or click.user not in self.settings.allowed_users:
             self.replier.ephemeral(click, not_allowed(click.user))
             _audit(phase="refused", why="not-allowed", user=click.user, action=click.action,
