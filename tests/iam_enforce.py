@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
@@ -29,7 +29,10 @@ Context = dict[str, str]
 #: SigV4 signing names (what moto reads from the credential scope) that differ from the IAM
 #: service prefix of the same service
 IAM_PREFIX = {"monitoring": "cloudwatch"}
+#: API operations (what moto names the action) whose IAM action has another name
+IAM_ACTION = {"lambda:Invoke": "lambda:InvokeFunction"}
 Grant = tuple[str, Context]  # one resource ARN and the request's condition keys
+PATH = "__path__"  # the request's path, beside its parameters (REST APIs name resources there)
 
 
 @dataclass
@@ -116,6 +119,11 @@ def _other_grants(service: str, op: str, p: dict[str, Any], region: str,
     if service == "sqs":
         name = urlparse(p.get("QueueUrl", "")).path.rsplit("/", 1)[-1]
         return [(f"arn:aws:sqs:{region}:{account}:{name}", {})]
+    if service == "lambda":  # REST: the function is in the path, /2015-03-31/functions/NAME/...
+        name = unquote(str(p.get(PATH, ""))).split("/functions/", 1)[-1].split("/", 1)[0]
+        arn = name if name.startswith("arn:") else (
+            f"arn:aws:lambda:{region}:{account}:function:{name}")
+        return [(arn, {})]
     return [("*", {})]  # ec2 and the rest: no resource scoping in these policies
 
 
@@ -179,7 +187,9 @@ def enforced(ledger: Ledger) -> Iterator[Ledger]:
         principal = getattr(self._access_key, "_owner_user_name", "?")
         service, op = self._action.split(":", 1)
         action = f"{IAM_PREFIX.get(service, service)}:{op}"
-        for arn, ctx in _grants(action, _params(self), self._region, self.account_id):
+        action = IAM_ACTION.get(action, action)
+        params = {**_params(self), PATH: self._path}
+        for arn, ctx in _grants(action, params, self._region, self.account_id):
             ok, sids = evaluate(statements, action, arn, ctx)
             ledger.decisions.append(Decision(principal, action, arn, ok, sids))
             if not ok:

@@ -35,7 +35,8 @@ REGION = "eu-west-1"
 USER_PARAMETERS = ["--parameter", "WorkerImage=123.dkr.ecr.eu-west-1.amazonaws.com/proj:1",
                    "--parameter", "CeleryApp=proj",
                    "--parameter", "SlackSecretArn=arn:aws:secretsmanager:eu-west-1:1:secret:s"]
-FAKE_ZIPS = {"collector": b"collector-zip", "alarm_handler": b"handler-zip"}
+FAKE_ZIPS = {"collector": b"collector-zip", "alarm_handler": b"handler-zip",
+             "slack_actions": b"actions-zip"}
 
 
 @pytest.fixture(scope="module")

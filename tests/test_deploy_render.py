@@ -139,7 +139,8 @@ def test_declared_parameters_know_which_are_required() -> None:
     declared = declared_parameters((ROOT / "master.yaml").read_text())
     required = {k for k, has_default in declared.items() if not has_default}
     assert required == {"SlackSecretArn", "TemplateURLPrefix", "LambdaCodeBucket",
-                        "CollectorCodeKey", "AlarmHandlerCodeKey", "WorkerImage", "CeleryApp"}
+                        "CollectorCodeKey", "AlarmHandlerCodeKey", "SlackActionsCodeKey",
+                        "WorkerImage", "CeleryApp"}
     assert declared["Remediation"] is True
 
 

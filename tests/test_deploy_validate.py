@@ -258,7 +258,7 @@ def test_an_interrupted_dry_run_deletes_its_change_set(
         deploy(EXAMPLE, aws["stack"], aws["bucket"], dry_run=True,
                parameters=dict(p.split("=", 1) for p in USER[1::2]),
                s3=aws["s3"], cfn=aws["cfn"], region=REGION, echo=echo, sleep=lambda s: None,
-               zips={"collector": b"c", "alarm_handler": b"h"})
+               zips={"collector": b"c", "alarm_handler": b"h", "slack_actions": b"s"})
     assert stack.stack_status(aws["cfn"], aws["stack"]) is None  # no change set, no empty stack
 
 
@@ -276,7 +276,7 @@ def test_deploy_piped_into_head_exits_1_and_leaves_nothing(
 
     monkeypatch.setattr(builtins, "print", closing_print)
     monkeypatch.setattr("toolkit.deploy.run.build_zips", lambda config: {
-        "collector": b"c", "alarm_handler": b"h"})
+        "collector": b"c", "alarm_handler": b"h", "slack_actions": b"s"})
     rc = main(["deploy", "--config", str(EXAMPLE), "--stack-name", aws["stack"],
                "--bucket", aws["bucket"], "--dry-run", *USER])
     err = capsys.readouterr().err.strip().splitlines()
@@ -291,7 +291,8 @@ def _runnable(folder: Path) -> str:
         (folder / sub).mkdir()
         (folder / sub / "x.yaml").write_text("Resources: {}\n")
     own = "".join(f"  {p}:\n    Type: String\n" for p in (
-        "TemplateURLPrefix", "LambdaCodeBucket", "CollectorCodeKey", "AlarmHandlerCodeKey"))
+        "TemplateURLPrefix", "LambdaCodeBucket", "CollectorCodeKey", "AlarmHandlerCodeKey",
+        "SlackActionsCodeKey"))
     return ("Parameters:\n" + own + "  ApplyDesiredCount:\n    Type: String\n"
             '    AllowedValues: ["true", "false"]\n    Default: "false"\n  Name:\n'
             "    Type: String\n\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\n"
@@ -305,7 +306,7 @@ def test_desired_count_is_applied_on_create_and_left_to_autoscaling_on_update(
     kwargs: dict[str, Any] = dict(
         s3=aws["s3"], cfn=aws["cfn"], region=REGION, echo=lambda line: None,
         sleep=lambda s: None, templates=tmp_path, render=lambda s: template,
-        zips={"collector": b"c", "alarm_handler": b"h"}, poll=0.0)
+        zips={"collector": b"c", "alarm_handler": b"h", "slack_actions": b"s"}, poll=0.0)
 
     def applied() -> str:
         described = aws["cfn"].describe_stacks(StackName=aws["stack"])["Stacks"][0]

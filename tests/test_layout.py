@@ -153,7 +153,7 @@ def test_public_import_paths_still_work(module: str, name: str) -> None:
 
 def test_lambda_handlers_import() -> None:
     root = PACKAGE.parent
-    for name in ("alarm_handler", "collector"):
+    for name in ("alarm_handler", "collector", "slack_actions"):
         spec = importlib.util.spec_from_file_location(
             f"_handler_{name}", root / "lambdas" / name / "handler.py"
         )

@@ -142,3 +142,26 @@ def test_one_frozen_task_of_two_is_stopped_alone(tmp_path: Path) -> None:
     assert first["alarm"]["detail"] == "sandbox-worker-emails-WorkersStuck"
     assert names.count("task-stopped") == 1 and "deployment" not in names
     assert "Stopped 1 stuck task(s) of `sandbox-cluster/worker-emails`" in proc.stdout
+
+
+@pytest.mark.redis
+def test_with_remediation_off_the_on_call_presses_redeploy_now(tmp_path: Path) -> None:
+    """Issue 24: REMEDIATION=off, the handler only alerts; the alert carries "Redeploy now"; the
+    sandbox's on-call presses it (a signed request to the real Slack actions handler, acknowledged
+    first); the guards pass, one deployment, the service recovers, the thread says who did it."""
+    proc, doc, report = run_sandbox(tmp_path, "--remediation", "off", "--broker", REAL_REDIS)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert doc["scenario"] == "stuck" and doc["ok"] is True and doc["deployments"] == 1
+    names = events(doc)
+    order = [names.index(e) for e in ("frozen", "alarm", "pressed", "deployment", "recovered",
+                                      "resolved")]
+    assert order == sorted(order), names
+    assert names.count("pressed") == 1
+    pressed = next(e for e in doc["timeline"] if e["event"] == "pressed")
+    assert '"Redeploy now"' in pressed["detail"] and "answered 200 in" in pressed["detail"]
+    answered = re.search(r"answered 200 in (\d+) ms", pressed["detail"])
+    assert answered is not None and float(answered.group(1)) < 3000  # Slack's limit
+    assert "[Redeploy now] | [Mute 1 h]" in proc.stdout
+    assert "automatic remediation is off (REMEDIATION=off)" in proc.stdout
+    assert "Redeployed by <@U0SANDBOX> at " in proc.stdout
+    assert 'class="marker pressed"' in report

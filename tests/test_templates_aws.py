@@ -23,14 +23,16 @@ MONITORING_PARAMS = {
     "EnvironmentName": "prod", "ClusterName": "prod-cluster", "Subnets": ["subnet-1"],
     "CollectorSecurityGroup": "sg-1", "BrokerSecretArn": "arn:aws:secretsmanager:b",
     "SlackSecretArn": "arn:aws:secretsmanager:s", "Queues": "q", "LambdaCodeBucket": "b",
-    "CollectorCodeKey": "c.zip", "AlarmHandlerCodeKey": "h.zip",
+    "CollectorCodeKey": "c.zip", "AlarmHandlerCodeKey": "h.zip", "SlackActionsCodeKey": "s.zip",
 }
 MONITORING_ATTRS = {"CollectorRole.Arn": "r1", "AlarmHandlerRole.Arn": "r2",
                     "DeadLetterQueue.Arn": "dlq", "MonitoringKey.Arn": "key",
                     "StateTable.Arn": "table", "CollectorLogGroup.Arn": "lg1",
                     "AlarmHandlerLogGroup.Arn": "lg2", "AlarmStateChangeRule.Arn": "rule",
                     "CollectorSchedule.Arn": "sched", "CollectorFunction.Arn": "f1",
-                    "AlarmHandlerFunction.Arn": "f2"}
+                    "AlarmHandlerFunction.Arn": "f2", "SlackActionsRole.Arn": "r3",
+                    "SlackActionsLogGroup.Arn": "lg3", "SlackActionsFunction.Arn": "f3",
+                    "SlackActionsUrl.FunctionUrl": "https://u.lambda-url.eu-west-1.on.aws/"}
 MONITORING_REFS = {n: n for n in MONITORING["Resources"]} | {"StateTable": "prod-celery-ecs-state"}
 
 
@@ -44,6 +46,7 @@ def monitoring(**params: Any) -> Resolver:
 @pytest.mark.parametrize("function,param", [
     ("CollectorFunction", "CollectorReservedConcurrency"),
     ("AlarmHandlerFunction", "AlarmHandlerReservedConcurrency"),
+    ("SlackActionsFunction", "SlackActionsReservedConcurrency"),
 ])
 def test_reserved_concurrency_is_absent_unless_asked_for(function: str, param: str) -> None:
     assert MONITORING["Parameters"][param]["Default"] == 0
@@ -127,6 +130,7 @@ def test_kombu_verifies_the_elasticache_certificate() -> None:
     (MONITORING, "MonitoringKey", "Retain"),
     (MONITORING, "CollectorLogGroup", "Retain"),
     (MONITORING, "AlarmHandlerLogGroup", "Retain"),
+    (MONITORING, "SlackActionsLogGroup", "Retain"),
     (SERVICE, "LogGroup", "Retain"),
     (BEAT, "LogGroup", "Retain"),
 ])
@@ -143,10 +147,11 @@ def test_every_data_holding_resource_is_in_the_table_above() -> None:
     found = sorted(
         (path.name, name) for path in ROOT.rglob("*.yaml")
         for name, res in load(path).get("Resources", {}).items() if res["Type"] in kinds)
-    assert len(found) == 9
+    assert len(found) == 10  # LogGroup twice: a worker service and the beat service
     for _, name in found:
         assert name in {"ReplicationGroup", "AuthTokenSecret", "BrokerUrlSecret", "StateTable",
-                        "MonitoringKey", "CollectorLogGroup", "AlarmHandlerLogGroup", "LogGroup"}
+                        "MonitoringKey", "CollectorLogGroup", "AlarmHandlerLogGroup",
+                        "SlackActionsLogGroup", "LogGroup"}
 
 
 # ---- 8. template URLs in the stack's partition ----
@@ -261,6 +266,14 @@ def test_lambda_environments() -> None:
     assert collector["STATE_TABLE"] == handler["STATE_TABLE"] == "prod-celery-ecs-state"
     assert handler["SLACK_ESCALATION_MENTION"] == "<!here>"
     assert MONITORING["Parameters"]["SlackEscalationMention"]["Default"] == ""
+    buttons = r.resource("SlackActionsFunction")["Environment"]["Variables"]
+    # the same state table, cooldown, cap, mode and environment as the alarm handler
+    for key in ("STATE_TABLE", "COOLDOWN_SECONDS", "MAX_REMEDIATIONS_PER_HOUR", "REMEDIATION",
+                "ENVIRONMENT", "SLACK_SECRET_ARN", "CELERY_ECS_NAMESPACE"):
+        assert buttons[key] == handler[key], key
+    assert buttons["SLACK_ALLOWED_USERS"] == "" == MONITORING["Parameters"]["SlackAllowedUsers"][
+        "Default"]  # nobody, until someone is named
+    assert "SLACK_SIGNING_SECRET" not in buttons  # in the secret, not the environment
 
 
 # ---- issue 23: celery beat and the broker, alert only ----
@@ -314,3 +327,30 @@ def test_beat_service_is_one_task_never_two_with_the_beat_health_check() -> None
         "/tmp/celerybeat-schedule", "--loglevel", "INFO"]
     assert container["ReadonlyRootFilesystem"] is True
     assert container["MountPoints"][0]["ContainerPath"] == "/tmp"
+
+
+# ---- the Slack buttons' function URL ----
+
+def test_slack_actions_function_url_is_public_and_guarded_in_code() -> None:
+    r = monitoring(SlackAllowedUsers="U0AAA,U0BBB")
+    url = r.resource("SlackActionsUrl")
+    assert (url["AuthType"], url["TargetFunctionArn"]) == ("NONE", "f3")
+    public = r.resource("SlackActionsUrlPermission")
+    assert (public["Action"], public["Principal"], public["FunctionUrlAuthType"]) == (
+        "lambda:InvokeFunctionUrl", "*", "NONE")
+    invoke = r.resource("SlackActionsUrlInvokePermission")
+    # since October 2025 a URL also needs InvokeFunction: through the URL only
+    assert (invoke["Action"], invoke["Principal"], invoke["InvokedViaFunctionUrl"]) == (
+        "lambda:InvokeFunction", "*", True)
+    retries = r.resource("SlackActionsInvokeConfig")
+    assert retries["MaximumRetryAttempts"] == 0  # the job of a press: never twice
+    function = r.resource("SlackActionsFunction")
+    assert function["Role"] == "r3" and function["Timeout"] == 30
+    assert function["Environment"]["Variables"]["SLACK_ALLOWED_USERS"] == "U0AAA,U0BBB"
+    statements = r.resource("SlackActionsRole")["Policies"][0]["PolicyDocument"]["Statement"]
+    (self_invoke,) = [st for st in statements if st["Action"] == "lambda:InvokeFunction"]
+    assert self_invoke["Resource"] == (
+        "arn:aws:lambda:eu-west-1:123456789012:function:prod-celery-ecs-slack-actions")
+    assert function["FunctionName"] == "prod-celery-ecs-slack-actions"
+    assert r.resolve(MONITORING["Outputs"]["SlackActionsUrl"]["Value"]) == (
+        "https://u.lambda-url.eu-west-1.on.aws/")

@@ -193,6 +193,13 @@ import boto3, handler, toolkit
 result = {"version": toolkit.__version__, "boto3": boto3.__file__, "handler": handler.__file__}
 if sys.argv[3] == "alarm_handler":
     result["response"] = handler.handler({"hello": "world"}, None)
+if sys.argv[3] == "slack_actions":  # wrongly signed: slack_sdk's verifier, from the zip, refuses
+    import time
+    stamp = str(int(time.time()))
+    result["response"] = handler.handler({
+        "requestContext": {"http": {"method": "POST"}}, "body": "payload=%7B%7D",
+        "headers": {"x-slack-request-timestamp": stamp, "x-slack-signature": "v0=00"}}, None)
+    result["verifier"] = sys.modules["slack_sdk.signature"].__file__
 print(json.dumps(result))
 """
 
@@ -218,10 +225,15 @@ def test_package_builds_a_zip_that_runs_with_only_boto3(installed: Installed, na
     runtime = _lambda_runtime(installed.site, tmp_path / "runtime")
     proc = _run([str(installed.bin / "python"), "-S", "-c", IMPORT_CHECK,
                  str(tmp_path / "zip"), str(runtime), name],
-                cwd=tmp_path, env={"REMEDIATION": "off", "PATH": "/usr/bin:/bin"}, timeout=60)
+                cwd=tmp_path, env={"REMEDIATION": "off", "PATH": "/usr/bin:/bin",
+                                   "SLACK_SIGNING_SECRET": "wheel-test-signing-secret"},
+                timeout=60)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["version"] == VERSION
     assert result["handler"].startswith(str(tmp_path / "zip"))
     assert result["boto3"].startswith(str(runtime))
     if name == "alarm_handler":
         assert result["response"]["status"] == "ignored"
+    if name == "slack_actions":
+        assert result["response"]["statusCode"] == 401
+        assert result["verifier"].startswith(str(tmp_path / "zip"))

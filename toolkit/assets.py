@@ -32,5 +32,6 @@ def templates() -> Traversable:
 
 
 def lambda_handler(name: str) -> Traversable:
-    """The thin handler file of the Lambda ``name`` (``collector``, ``alarm_handler``)."""
+    """The thin handler file of the Lambda ``name`` (``collector``, ``alarm_handler``,
+    ``slack_actions``)."""
     return _folder("lambdas").joinpath(name, "handler.py")

@@ -36,6 +36,10 @@ ENV_MAX_REMEDIATIONS_PER_HOUR = "MAX_REMEDIATIONS_PER_HOUR"
 ENV_STATE_TABLE = "STATE_TABLE"
 ENV_REMEDIATING_METRICS = "REMEDIATING_METRICS"
 ENV_GRAFANA_URL = "GRAFANA_DASHBOARD_URL"
+# --- Slack buttons (lambdas/slack_actions/handler.py, a Lambda function URL) -------------------
+ENV_SLACK_SIGNING_SECRET = "SLACK_SIGNING_SECRET"  # or the key of that name in SLACK_SECRET_ARN
+ENV_SLACK_ALLOWED_USERS = "SLACK_ALLOWED_USERS"  # Slack user IDs, comma-separated; empty: nobody
+ENV_LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
 # --- worker heartbeat and health check --------------------------------------------------------
 ENV_HEARTBEAT_FILE = "CELERY_ECS_HEARTBEAT_FILE"
 ENV_READY_FILE = "CELERY_ECS_READY_FILE"

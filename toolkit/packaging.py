@@ -55,6 +55,7 @@ DependencySource = Literal["venv", "pip"]
 # What each Lambda needs at run time beyond the standard library and boto3.
 LAMBDA_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "alarm_handler": ("slack_sdk",),
+    "slack_actions": ("slack_sdk",),
     "collector": ("redis", "kombu"),
 }
 # The Python Lambda runtime ships these; bundling them only makes the zip bigger and older.

@@ -4,6 +4,8 @@
     scope        own environment only: another environment's alarm is ignored
     settings     ``AlarmHandlerSettings``, read from the Lambda's environment
     messages     the alert (pure); notes: the follow-ups and the escalation (pure)
+    buttons      the alert's buttons and their value (pure); mute: "Mute 1 h", read here
+    slackactions the Slack buttons' Lambda: signature, press, guarded remedies, replies
     credentials  where the Slack secrets come from, and their redaction in logs
     senders      webhook and bot-token senders (a POST whose answer was lost is not re-sent)
     posting      one state change's alert and follow-up, each at most once

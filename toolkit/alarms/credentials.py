@@ -65,6 +65,8 @@ class SlackCredentials:
     webhook_url: str | None = field(default=None, repr=False)
     bot_token: str | None = field(default=None, repr=False)
     channel: str | None = None
+    # Slack buttons: the app's signing secret (the Slack actions Lambda verifies requests with it)
+    signing_secret: str | None = field(default=None, repr=False)
 
     @property
     def configured(self) -> bool:
@@ -130,6 +132,7 @@ def resolve_credentials(
         webhook_url=_pick(data, "SLACK_WEBHOOK_URL", "webhook_url") or env_creds.webhook_url,
         bot_token=_pick(data, "SLACK_BOT_TOKEN", "bot_token") or env_creds.bot_token,
         channel=_pick(data, "SLACK_CHANNEL", "channel") or env_creds.channel,
+        signing_secret=_pick(data, "SLACK_SIGNING_SECRET", "signing_secret"),
     )
     _SECRET_CACHE[arn] = creds
     return creds

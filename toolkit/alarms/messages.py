@@ -8,7 +8,7 @@ with it, so that a post whose answer was lost can be found instead of posted twi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,8 @@ class SlackMessage:
             elif kind == "context":
                 lines.append("  _" + " — ".join(e.get("text", "") for e in block["elements"]) + "_")
             elif kind == "actions":
-                links = (f"[{e['text']['text']}]({e['url']})" for e in block["elements"])
+                links = (f"[{e['text']['text']}]" + (f"({e['url']})" if "url" in e else "")
+                         for e in block["elements"])
                 lines.append("  " + " | ".join(links))
         return "\n".join(lines)
 
@@ -188,9 +189,12 @@ def _fields(alarm: AlarmEvent) -> list[str]:
 def alarm_message(
     alarm: AlarmEvent, *, grafana_url: str | None = None, environment: str = "",
     why: str | None = None, key: str | None = None,
+    actions: Sequence[Mapping[str, Any]] = (),
 ) -> SlackMessage:
     """The alert: state, alarm name, subject, reason in words, the collector's "why" (one line,
-    already mrkdwn), numbers, links. A ``set-alarm-state`` test says so."""
+    already mrkdwn), numbers, links, and ``actions`` (the buttons of
+    :func:`toolkit.alarms.buttons.alert_buttons`, bot token only). A ``set-alarm-state`` test
+    says so."""
     emoji, color, word = STYLE[alarm.state]
     if alarm.is_test:
         emoji, color, word = ":test_tube:", "#9E9E9E", f"TEST {word}"
@@ -233,6 +237,7 @@ def alarm_message(
                 ],
             }
         )
+    blocks.extend(actions)
     where = " · ".join(
         esc(x)
         for x in (environment, alarm.region, f"account {alarm.account}" if alarm.account else "")

@@ -112,8 +112,12 @@ class SlackPoster:
         return self._sender is not None
 
     def alert(
-        self, alarm: AlarmEvent, now: datetime, *, why: str | None, look_first: bool
+        self, alarm: AlarmEvent, now: datetime, *, why: str | None, look_first: bool,
+        tasks: tuple[str, ...] = (),
     ) -> Posted:
+        """The alert; a bot sender's carries the buttons (``tasks``: the stuck tasks to name)."""
+        from toolkit.alarms.buttons import alert_buttons
+        from toolkit.alarms.guards import RemediationPolicy
         from toolkit.alarms.messages import alarm_message
 
         sender = self.sender()
@@ -130,6 +134,8 @@ class SlackPoster:
         message = alarm_message(
             alarm, grafana_url=self.settings.grafana_url, environment=self.settings.environment,
             why=why, key=message_key(alarm.dedup_key, "alert"),
+            actions=alert_buttons(alarm, RemediationPolicy.from_settings(self.settings), tasks)
+            if sender.threads else (),
         )
         posted = self._post(sender, message, thread, thread is not None, look_first,
                             {"alarm": alarm.name})

@@ -9,6 +9,9 @@ use, so importing this module stays cheap.
 **Own environment only.** An alarm of another environment (:func:`toolkit.alarms.scope.foreign`)
 is logged (``foreign_alarm``) and ignored before anything else: no state, no Slack, no AWS.
 
+**Muted.** An alarm the on-call muted from its alert ("Mute 1 h", :mod:`toolkit.alarms.mute`)
+is logged (``muted_alarm``) and ignored while the mute lasts: no Slack post, no remediation.
+
 **Remediation first.** The remediation (evidence, guards, the ECS action) runs before the alert,
 so a slow or hanging Slack cannot starve it; the Slack calls get the time that is left, each
 request's timeout capped to it. The alert then carries the collector's "why" line.
@@ -51,6 +54,7 @@ from toolkit.alarms.budget import MIN_REMEDIATION_SECONDS, Deadline, remaining_m
 from toolkit.alarms.decision import Decision, Target, log_decision
 from toolkit.alarms.events import AlarmEvent
 from toolkit.alarms.guards import RemediationPolicy, remediating_input
+from toolkit.alarms.mute import read_mute
 from toolkit.alarms.parsing import parse_event
 from toolkit.alarms.posting import SlackFailure, SlackPoster
 from toolkit.alarms.record import (
@@ -198,6 +202,14 @@ class AlarmResponder:
             return AlarmOutcome(alarm=alarm.name, state=alarm.state, duplicate=False,
                                 posted=False, slack_error=None, decision=None, ignored=elsewhere)
         now = self.clock()
+        muted = read_mute(self.state, alarm.name, now)
+        if muted is not None:  # "Mute 1 h" from the alert: no post, no remediation until then
+            why = f"muted by {muted.by} until {muted.until:%H:%M} UTC"
+            log.info(json.dumps({"event": "muted_alarm", "alarm": alarm.name[:200],
+                                 "state": alarm.state, "by": muted.by,
+                                 "until": muted.until.isoformat()}))
+            return AlarmOutcome(alarm=alarm.name, state=alarm.state, duplicate=False,
+                                posted=False, slack_error=None, decision=None, ignored=why)
         record = self._get_record(alarm)
         if record is not None and not owed_parts(record):
             return self._duplicate(alarm, "done")
@@ -252,7 +264,9 @@ class AlarmResponder:
         # 2. the alert, with the collector's "why"
         if rec["alert"] == "owed":
             why = why_line(verdict, now) if verdict is not None else None
-            sent = self.slack.alert(alarm, now, why=why, look_first=bool(rec.get("alert_look")))
+            stuck = verdict.record.stuck_tasks if verdict and verdict.record else ()
+            sent = self.slack.alert(alarm, now, why=why, look_first=bool(rec.get("alert_look")),
+                                    tasks=stuck)
             rec["alert"], rec["alert_look"] = sent.state, sent.look_first
             if sent.ts:
                 rec["thread"] = sent.ts

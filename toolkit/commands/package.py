@@ -12,7 +12,8 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lambda", dest="name", default="alarm_handler",
-        help="which Lambda to package: alarm_handler or collector (default: alarm_handler)",
+        help="which Lambda to package: alarm_handler, slack_actions or collector (default: "
+        "alarm_handler)",
     )
     parser.add_argument(
         "--output", help="zip path (default: build/NAME.zip in the current directory)"

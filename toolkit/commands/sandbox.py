@@ -3,6 +3,8 @@
 Freeze, alarm, Slack, forced deployment, recovery (``--scenario stuck``, the default); a memory
 alert that must not redeploy (``memory``); quiet traffic that must raise nothing (``healthy``);
 a legitimate task longer than stuck_after that must raise nothing either (``long-task``).
+``--remediation off`` (or ``dry-run``) leaves the remedy to the on-call: the sandbox presses
+the alert's button, a signed request to the real Slack actions handler.
 The logic lives in :mod:`toolkit.sandbox`; this module parses arguments and sets the exit code.
 """
 
@@ -16,11 +18,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from toolkit.sandbox.scenario import SCENARIOS
+from toolkit.sandbox.scenario import REMEDIATIONS, SCENARIOS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", choices=SCENARIOS, default="stuck")
+    parser.add_argument("--remediation", choices=REMEDIATIONS, default="enabled",
+                        help="the handler's REMEDIATION (default enabled); off or dry-run: the "
+                        "on-call presses the alert's button instead")
     parser.add_argument("--json", metavar="PATH", help="write the outcome and timeline as JSON")
     parser.add_argument("--report", metavar="PATH", default="sandbox-report.html",
                         help="the HTML report (default: sandbox-report.html)")
@@ -50,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = play(args.scenario, broker=args.broker, timings=timings, view=view, stop=stop)
+        result = play(args.scenario, broker=args.broker, timings=timings, view=view, stop=stop,
+                      remediation=args.remediation)
     finally:
         signal.signal(signal.SIGINT, previous)
         view.close()

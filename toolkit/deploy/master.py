@@ -91,6 +91,9 @@ _FIXED = """Parameters:
   AlarmHandlerCodeKey:
     Description: S3 key of the alarm handler zip.
     Type: String
+  SlackActionsCodeKey:
+    Description: S3 key of the Slack actions zip (the alert buttons' function URL).
+    Type: String
   WorkerImage:
     Description: Container image of the Celery application (with celery-ecs-toolkit installed).
     Type: String
@@ -127,6 +130,15 @@ _FIXED = """Parameters:
     Default: "false"
   BeatMaxInterval:
     Description: Longest sleep of celery beat between two ticks in seconds (beat_max_loop_interval, or celery beat --max-interval; the beat service uses it). The BeatStale alarm fires after 3 of them without a tick; 0 (the default) means no beat is watched.
+    Type: Number
+    MinValue: 0
+    Default: 0
+  SlackAllowedUsers:
+    Description: Slack user IDs (comma-separated, e.g. U0123ABCD) who may press the alert buttons (SLACK_ALLOWED_USERS); empty for nobody.
+    Type: String
+    Default: ""
+  SlackActionsReservedConcurrency:
+    Description: Reserved concurrency of the Slack actions Lambda; 0 reserves none.
     Type: Number
     MinValue: 0
     Default: 0
@@ -208,6 +220,9 @@ Resources:
         BeatMaxInterval: !Ref BeatMaxInterval
         TaskFailureRateThreshold: <<task_failure_rate>>
         TaskFailureRateMinTasks: <<task_failure_min>>
+        SlackActionsCodeKey: !Ref SlackActionsCodeKey
+        SlackAllowedUsers: !Ref SlackAllowedUsers
+        SlackActionsReservedConcurrency: !Ref SlackActionsReservedConcurrency
 
   Beat:
     Type: AWS::CloudFormation::Stack
@@ -304,6 +319,9 @@ _OUTPUTS = """Outputs:
   DashboardName:
     Description: Name of the CloudWatch dashboard.
     Value: !Ref Dashboard
+  SlackActionsUrl:
+    Description: The Slack app's interactivity Request URL (the Slack actions function URL).
+    Value: !GetAtt Monitoring.Outputs.SlackActionsUrl
 """
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.,/-]*")

@@ -5,7 +5,8 @@
    this before any AWS call;
 2. check the bucket (exists, readable, in the stack's region) and the ECS service-linked role
    (:mod:`.account`: created when missing, a dry run only says so);
-3. build the two Lambda zips (the collector with the config bundled as ``celery-ecs.toml``);
+3. build the Lambda zips (collector, alarm handler, Slack actions; the collector with the config
+   bundled as ``celery-ecs.toml``);
 4. upload zips, nested templates and the root template under content-addressed keys;
 5. create a change set (CREATE or UPDATE), print its summary; ``dry_run`` deletes it and stops;
 6. execute it and stream the stack's events until a terminal status.
@@ -32,10 +33,10 @@ from toolkit.deploy.master import BUNDLED_CONFIG, render_master
 from toolkit.errors import ConfigError
 from toolkit.packaging import build_lambda_zip
 
-LAMBDAS = ("collector", "alarm_handler")
+LAMBDAS = ("collector", "alarm_handler", "slack_actions")
 # Parameters deploy fills itself; the user passes the others with --parameter KEY=VALUE.
 OWN_PARAMETERS = ("TemplateURLPrefix", "LambdaCodeBucket", "CollectorCodeKey",
-                  "AlarmHandlerCodeKey")
+                  "AlarmHandlerCodeKey", "SlackActionsCodeKey")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def deploy(
         LambdaCodeBucket=bucket,
         CollectorCodeKey=lambda_files["collector"].key,
         AlarmHandlerCodeKey=lambda_files["alarm_handler"].key,
+        SlackActionsCodeKey=lambda_files["slack_actions"].key,
     )
     declared = {name: spec.default is not None for name, spec in specs.items()}
     given.update({key: value for key, value in from_config.items() if key in declared})

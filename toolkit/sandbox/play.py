@@ -8,6 +8,10 @@ out, Ctrl-C included::
     local CloudWatch evaluation ->  SetAlarmState, and on a change the real alarm handler
     the handler                 ->  Slack (local) and UpdateService(forceNewDeployment) in moto
     the sandbox as ECS          ->  a new deployment replaces that service's worker process
+
+With ``remediation`` ``off`` (or ``dry-run``) the handler only alerts, and the sandbox's on-call
+presses the alert's button (:mod:`toolkit.sandbox.press`): a signed request to the real Slack
+actions handler, which re-checks every guard and acts.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from toolkit.config import (
     VerdictSettings,
 )
 from toolkit.sandbox.alarmdefs import TOPIC, alarm_definitions
+from toolkit.sandbox.press import ONCALL, on_call, press_due
 from toolkit.sandbox.scenario import (
     LambdaContext,
     Scenario,
@@ -65,6 +70,7 @@ class Run:
     result: str = ""
     started: float = field(default_factory=time.time)
     logs: list[str] = field(default_factory=list)  # the handler's and collector's log lines
+    remediation: str = "enabled"  # REMEDIATION; otherwise the on-call presses the button
 
     def t(self) -> float:
         return time.time() - self.started
@@ -132,18 +138,24 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _load_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The real alarm handler Lambda, loaded fresh (its settings are read on first event)."""
+def _load_module(name: str) -> Any:
+    """A real Lambda handler module, loaded fresh (its settings are read on first event)."""
     from toolkit.assets import lambda_handler
 
-    source = lambda_handler("alarm_handler")
+    source = lambda_handler(name)
     spec = importlib.util.spec_from_loader(
-        f"sandbox_alarm_handler_{os.getpid()}_{time.monotonic_ns()}", loader=None)
+        f"sandbox_{name}_{os.getpid()}_{time.monotonic_ns()}", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     exec(compile(source.read_text(), str(source), "exec"), module.__dict__)  # noqa: S102
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]] = module.handler
+    return module
+
+
+def _load_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]] = _load_module(
+        "alarm_handler").handler
     return handler
+
 
 
 def _producer(url: str, prefix: str, rate: float, stop: threading.Event) -> None:
@@ -189,12 +201,14 @@ def _send_one(url: str, prefix: str, queue: str, name: str, *args: Any) -> None:
 
 
 def play(scenario: Scenario, *, broker: str | None, timings: Timings,
-         view: Any, stop: threading.Event | None = None) -> Run:
+         view: Any, stop: threading.Event | None = None, remediation: str = "enabled") -> Run:
     from toolkit.sandbox import LocalAws, local_broker
     from toolkit.sandbox.ecs import LocalEcs
     from toolkit.sandbox.slack import LocalSlack
 
-    run = Run(scenario, timings)
+    run = Run(scenario, timings, remediation=remediation)
+    secret = os.urandom(16).hex()  # the local Slack app's signing secret, new each run
+    oncall: list[Any] = []  # the on-call, once the local Slack is up (remediation not enabled)
     stop = stop or threading.Event()
     server, url, run.broker_label = local_broker(broker)
     prefix = f"sandbox-{os.getpid()}-{int(time.time())}:" if broker else ""
@@ -205,6 +219,8 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         run.slack.append((run.t(), posted))
         run.timeline.add(run.t(), "slack", posted.text)
         view.slack(run.t(), posted)
+        for person in oncall:
+            person.saw(run.t(), posted.buttons, posted.channel, posted.ts)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_keep_logs(run.logs))
@@ -217,10 +233,15 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         stack.enter_context(_environ({
             "ENVIRONMENT": ENVIRONMENT, "SLACK_BOT_TOKEN": "xoxb-sandbox",
             "SLACK_CHANNEL": "#sandbox-alerts", "SLACK_API_URL": slack.api_url,
-            "REMEDIATION": "enabled", "COOLDOWN_SECONDS": "60", "STATE_TABLE": STATE_TABLE}))
+            "REMEDIATION": remediation, "COOLDOWN_SECONDS": "60", "STATE_TABLE": STATE_TABLE,
+            "SLACK_SIGNING_SECRET": secret, "SLACK_ALLOWED_USERS": ONCALL}))
+        if remediation != "enabled":
+            oncall.append(on_call(scenario, slack.api_url, secret, _load_module))
         view.note(f"AWS         moto on {aws.endpoint} (ECS, CloudWatch; nothing leaves "
                   "this machine)")
-        view.note(f"Slack       local endpoint on {slack.api_url}")
+        view.note(f"Slack       local endpoint on {slack.api_url}" + (
+            f"; REMEDIATION={remediation}: the on-call ({ONCALL}) presses the alert's button, "
+            "signed, to the Slack actions handler" if oncall else ""))
         settings = sandbox_settings(url, prefix, timings)
         ecs_client, cw = aws.client("ecs"), aws.client("cloudwatch")
         ecs = LocalEcs(ecs_client, CLUSTER, SERVICES, broker=url, keyprefix=prefix, tmp=tmp,
@@ -252,14 +273,14 @@ def play(scenario: Scenario, *, broker: str | None, timings: Timings,
         producer.start()
         stack.callback(producer.join, 5)
         stack.callback(halt.set)
-        _loop(run, settings, ecs, cw, definitions, _load_handler(), view, stop)
+        _loop(run, settings, ecs, cw, definitions, _load_handler(), view, stop, oncall)
     run.deployments = run.timeline.count("deployment")
-    run.ok, run.result = outcome(scenario, run.timeline, run.deployments)
+    run.ok, run.result = outcome(scenario, run.timeline, run.deployments, remediation)
     return run
 
 
 def _loop(run: Run, settings: Settings, ecs: Any, cw: Any, definitions: Any,
-          handler: Any, view: Any, stop: threading.Event) -> None:
+          handler: Any, view: Any, stop: threading.Event, oncall: list[Any]) -> None:
     from toolkit.collector.brokers import open_reader
     from toolkit.collector.cycle import QueueSource, run_cycle
     from toolkit.collector.publisher import CloudWatchPublisher
@@ -287,6 +308,8 @@ def _loop(run: Run, settings: Settings, ecs: Any, cw: Any, definitions: Any,
             _watch_long_task(run, result.services, view)
             for change in evaluator.tick():
                 _alarm_changed(run, change, handler, view)
+            for person in oncall:
+                press_due(person, run.timeline, run.t(), view)
             for service in ecs.replace_if_deployed():
                 view.event(run.timeline.add(run.t(), "deployment", f"ECS shows a new deployment "
                            f"of {service}: the old task is stopped, a new one starts"))
@@ -391,6 +414,9 @@ def _alarm_changed(run: Run, change: Any, handler: Any, view: Any) -> None:
 def _finished(run: Run, states: Mapping[str, str]) -> float | None:
     """When to stop (seconds since start), once the scenario's story is told."""
     tl, t = run.timeline, run.timings
+    if run.remediation == "dry-run" and run.scenario in ("stuck", "partial"):
+        pressed = tl.first("pressed")  # a dry run changes nothing: its reply is the story
+        return pressed.t + t.settle if pressed else None
     if run.scenario in ("stuck", "partial"):
         alarm = "WorkerStuck" if run.scenario == "stuck" else "WorkersStuck"
         resolved = any(e.event == "resolved" and e.detail.endswith(alarm) for e in tl.events)

@@ -12,7 +12,8 @@ from toolkit.sandbox.scenario import Event, Timeline
 W, H, LEFT, RIGHT, TOP, BOTTOM = 1100, 400, 56, 24, 78, 56
 LINE_COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea")
 MARKERS = {"frozen": "#a16207", "memory": "#a16207", "long-task": "#a16207",
-           "alarm": "#dc2626", "deployment": "#1d4ed8", "task-stopped": "#1d4ed8",
+           "alarm": "#dc2626", "pressed": "#7c3aed", "deployment": "#1d4ed8",
+           "task-stopped": "#1d4ed8",
            "busy": "#15803d", "recovered": "#15803d", "resolved": "#15803d"}
 
 
@@ -22,7 +23,7 @@ def durations(timeline: Timeline) -> dict[str, float]:
     fault = timeline.first("frozen") or timeline.first("memory")
     resolved = next((e for e in timeline.events if e.event == "resolved"), None)
     if fault is not None:
-        for name in ("alarm", "deployment", "task-stopped", "recovered", "drained"):
+        for name in ("alarm", "pressed", "deployment", "task-stopped", "recovered", "drained"):
             e = timeline.first(name)
             if e is not None and e.t >= fault.t:
                 out[f"freeze_to_{name}"] = round(e.t - fault.t, 1)
@@ -36,8 +37,12 @@ def summary(scenario: str, ok: bool, result: str, timeline: Timeline, deployment
     if scenario == "stuck" and "freeze_to_alarm" in d:
         parts = [f"The worker of worker-emails was frozen with SIGSTOP; the collector's verdict "
                  f"and the WorkerStuck alarm detected it {d['freeze_to_alarm']:g} s later"]
+        if "freeze_to_pressed" in d:
+            parts.append(f"the on-call pressed the alert's button {d['freeze_to_pressed']:g} s "
+                         "after the freeze (REMEDIATION was not enabled)")
         if "freeze_to_deployment" in d:
-            parts.append(f"the alarm handler forced a new deployment "
+            who = "the Slack actions handler" if "freeze_to_pressed" in d else "the alarm handler"
+            parts.append(f"{who} forced a new deployment "
                          f"{d['freeze_to_deployment']:g} s after the freeze (target < 45 s)")
         if "freeze_to_recovered" in d:
             parts.append(f"the replacement worker was live {d['freeze_to_recovered']:g} s after "

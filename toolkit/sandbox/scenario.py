@@ -14,6 +14,14 @@ Scenario = Literal["stuck", "healthy", "memory", "long-task", "partial"]
 SCENARIOS: tuple[Scenario, ...] = ("stuck", "healthy", "memory", "long-task", "partial")
 STUCK_ORDER = ("frozen", "alarm", "deployment", "recovered", "resolved")
 PARTIAL_ORDER = ("frozen", "alarm", "task-stopped", "recovered", "resolved")
+Remediation = Literal["enabled", "dry-run", "off"]
+REMEDIATIONS: tuple[Remediation, ...] = ("enabled", "dry-run", "off")
+
+
+def pressed_first(order: Sequence[str]) -> tuple[str, ...]:
+    """``order`` with the on-call's press between the alarm and the remedy."""
+    at = list(order).index("alarm") + 1
+    return (*order[:at], "pressed", *order[at:])
 
 
 @dataclass(frozen=True)
@@ -75,21 +83,40 @@ def _ordered(timeline: Timeline, order: Sequence[str]) -> tuple[bool, str] | Non
         e.event for e in timeline.events)
 
 
-def _stuck(timeline: Timeline, deployments: int) -> tuple[bool, str]:
+def _stuck(timeline: Timeline, deployments: int, pressed: bool = False) -> tuple[bool, str]:
     if deployments != 1:
         return False, f"expected exactly one forced deployment, saw {deployments}"
+    if pressed:
+        return _ordered(timeline, pressed_first(STUCK_ORDER)) or (
+            True, "the stuck worker was detected; the on-call pressed Redeploy now on the alert, "
+            "it was redeployed and recovered")
     return _ordered(timeline, STUCK_ORDER) or (
         True, "the stuck worker was detected, redeployed and recovered")
 
 
-def _partial(timeline: Timeline, deployments: int) -> tuple[bool, str]:
+def _partial(timeline: Timeline, deployments: int, pressed: bool = False) -> tuple[bool, str]:
     if deployments:
         return False, f"only the frozen task may be stopped, saw {deployments} deployment(s)"
     stopped = timeline.count("task-stopped")
     if stopped != 1:
         return False, f"expected exactly one task stopped, saw {stopped}"
+    if pressed:
+        return _ordered(timeline, pressed_first(PARTIAL_ORDER)) or (
+            True, "the on-call pressed Stop stuck tasks on the alert: the frozen task alone was "
+            "stopped and replaced; its sibling kept working")
     return _ordered(timeline, PARTIAL_ORDER) or (
         True, "the frozen task alone was stopped and replaced; its sibling kept working")
+
+
+def _dry_run(timeline: Timeline, deployments: int) -> tuple[bool, str]:
+    """REMEDIATION=dry-run: the button is pressed, says what it would do, and nothing happens."""
+    stopped = timeline.count("task-stopped")
+    if deployments or stopped:
+        return False, (f"a dry run must change nothing, saw {deployments} deployment(s) and "
+                       f"{stopped} task(s) stopped")
+    return _ordered(timeline, ("frozen", "alarm", "pressed")) or (
+        True, "dry run: the on-call pressed the alert's button, the handler said what it would "
+        "do, and nothing changed")
 
 
 def _quiet(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bool, str]:
@@ -109,12 +136,17 @@ def _quiet(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bo
     return True, "no alarm, no deployment"
 
 
-def outcome(scenario: Scenario, timeline: Timeline, deployments: int) -> tuple[bool, str]:
-    """Whether the scenario's expected outcome happened, and in words."""
+def outcome(scenario: Scenario, timeline: Timeline, deployments: int,
+            remediation: str = "enabled") -> tuple[bool, str]:
+    """Whether the scenario's expected outcome happened, and in words. Without automatic
+    remediation the on-call's press (``pressed``) comes between the alarm and the remedy."""
+    pressed = remediation != "enabled"
+    if remediation == "dry-run" and scenario in ("stuck", "partial"):
+        return _dry_run(timeline, deployments)
     if scenario == "stuck":
-        return _stuck(timeline, deployments)
+        return _stuck(timeline, deployments, pressed)
     if scenario == "partial":
-        return _partial(timeline, deployments)
+        return _partial(timeline, deployments, pressed)
     if scenario in ("healthy", "long-task"):
         return _quiet(scenario, timeline, deployments)
     memory = [e for e in timeline.events if e.event == "alarm" and e.detail.endswith("MemoryHigh")]

@@ -1,5 +1,7 @@
 """A local Slack on 127.0.0.1: ``chat.postMessage`` answered like Slack, each message kept and
-shown as it would read (:meth:`SlackMessage.plain` of its blocks)."""
+shown as it would read (:meth:`SlackMessage.plain` of its blocks), with the buttons it carries
+(which the sandbox's on-call presses, :mod:`toolkit.sandbox.press`). A POST anywhere else is a
+``response_url`` answer to a press, kept and shown the same way."""
 
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ class Posted:
     plain: str  # the blocks as they read
     thread_ts: str | None
     ts: str
+    buttons: tuple[dict[str, Any], ...] = ()  # the message's button elements (with action_id)
+    channel: str = "C0SANDBOX"
 
 
-def render(payload: dict[str, Any]) -> str:
+def _blocks(payload: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = payload.get("blocks")
     if isinstance(blocks, str):  # form-encoded posts carry JSON strings
         blocks = json.loads(blocks)
@@ -33,7 +37,16 @@ def render(payload: dict[str, Any]) -> str:
         attachments = json.loads(attachments)
     if not blocks and attachments:
         blocks = [b for a in attachments for b in a.get("blocks", [])]
-    message = SlackMessage(str(payload.get("text", "")), tuple(blocks or ()))
+    return list(blocks or ())
+
+
+def buttons(payload: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    return tuple(e for b in _blocks(payload) if b.get("type") == "actions"
+                 for e in b.get("elements", []) if e.get("action_id"))
+
+
+def render(payload: dict[str, Any]) -> str:
+    message = SlackMessage(str(payload.get("text", "")), tuple(_blocks(payload)))
     # as Slack shows it: mrkdwn's three escapes (&amp; &lt; &gt;) read as the characters
     shown = message.plain() or message.text
     return shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
@@ -75,7 +88,7 @@ class LocalSlack:
             ts = f"{int(time.time())}.{self._n:06d}"
         thread = payload.get("thread_ts")
         posted = Posted(time.time(), str(payload.get("text", "")), render(payload),
-                        str(thread) if thread else None, ts)
+                        str(thread) if thread else None, ts, buttons(payload))
         with self._lock:
             self.messages.append(posted)
         if self.on_message is not None:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from toolkit.sandbox.scenario import Event
 
-_COLOURS = {"frozen": "33", "alarm": "31", "deployment": "34", "recovered": "32",
+_COLOURS = {"frozen": "33", "alarm": "31", "pressed": "35", "deployment": "34", "recovered": "32",
             "drained": "32", "resolved": "32", "memory": "33", "timeout": "31"}
 
 
