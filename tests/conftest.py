@@ -89,3 +89,17 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+
+
+#: the long runs (whole sandbox stories, the wheel build, real-worker scenarios): started first,
+#: so that under pytest-xdist they overlap the many short tests instead of trailing after them
+LONG_FIRST = ("test_wheel.py", "test_sandbox.py", "test_collector_accuracy.py",
+              "test_busy_vs_hung.py", "test_check_e2e.py", "test_alarm_budget.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file stays

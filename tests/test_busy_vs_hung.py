@@ -136,8 +136,12 @@ def stage(tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 
 def ready(*workers: Worker) -> None:
+    """Consuming, and its first beat is in the registry: a worker freezing before its first
+    beat would be absent from the verdict (ECS's running count speaks for it), not "dead"."""
     for w in workers:
         w.wait_ready()
+    for w in workers:
+        until(lambda w=w: registry_entry(w.node) is not None, f"{w.node} never beat")
 
 
 def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -128,7 +128,8 @@ def _body(message: Mapping[str, Any]) -> Any:
         return None
 
 
-def _age(age: float | None) -> str:
+def age_text(age: float | None) -> str:
+    """``42s``, ``14m``, ``2.5h`` (``-`` when unknown): an age as the CLI tables show it."""
     if age is None:
         return "-"
     if age < 120:
@@ -149,7 +150,7 @@ def render_table(comp: QueueComposition, now: float) -> str:
         head += (f", {comp.sampled:,} read (all)" if comp.sampled >= comp.total
                  else f", {comp.sampled:,} read (the oldest first; counts are of those)")
     rows = [("TASK", "COUNT", "ETA", "OLDEST")]
-    rows += [(_printable(g.task), f"{g.count:,}", f"{g.eta:,}", _age(g.oldest_age(now)))
+    rows += [(_printable(g.task), f"{g.count:,}", f"{g.eta:,}", age_text(g.oldest_age(now)))
              for g in comp.tasks]
     if comp.unparsed:
         rows.append(("(unparsed: no task name)", f"{comp.unparsed:,}", "-", "-"))

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from toolkit.collector.composition import age_text
 from toolkit.collector.cycle import CycleResult
 from toolkit.collector.health import Health
 from toolkit.collector.publisher import dimension_value
@@ -14,22 +15,12 @@ from toolkit.collector.verdicts import ServiceVerdict
 from toolkit.config import Settings
 
 
-def _age(age: float | None) -> str:
-    if age is None:
-        return "-"
-    if age < 120:
-        return f"{age:.0f}s"
-    if age < 7200:
-        return f"{age / 60:.0f}m"
-    return f"{age / 3600:.1f}h"
-
-
 def render_table(result: CycleResult, settings: Settings, *, dry_run: bool = False) -> str:
     rows = [("QUEUE", "LENGTH", "AGE", "CONSUMERS", "STATUS")]
     for q in result.queues:
         status = q.state if not q.reasons or q.state == "missing" else f"{q.state}: " + "; ".join(
             q.reasons)
-        rows.append((_printable(q.queue), str(q.length), _age(q.age),
+        rows.append((_printable(q.queue), str(q.length), age_text(q.age),
                      "-" if q.consumers is None else str(q.consumers), status))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i])
@@ -74,7 +65,7 @@ def health_line(health: Health) -> str:
     if s is not None and s.alarms:
         parts.append("alarms: " + ", ".join(s.alarms))
     if health.beat_age is not None:
-        parts.append(f"beat ticked {_age(health.beat_age)} ago")
+        parts.append(f"beat ticked {age_text(health.beat_age)} ago")
     return " | ".join(parts)
 def _tasks_summary(result: CycleResult) -> str:
     claim = result.tasks
