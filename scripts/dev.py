@@ -37,6 +37,31 @@ def _venv_ok() -> bool:
     return probe.returncode == 0
 
 
+def _uv() -> str | None:
+    """uv in .venv (pip-installed there once, ~2 s): it installs the project in seconds where
+    pip takes a minute. None when it cannot be had (no index, CELERY_ECS_NO_UV=1): pip then."""
+    if os.environ.get("CELERY_ECS_NO_UV"):
+        return None
+    exe = BIN / ("uv.exe" if os.name == "nt" else "uv")
+    if not exe.exists():
+        subprocess.run([str(PY), "-m", "pip", "--disable-pip-version-check", "-q", "install",
+                        "uv"], cwd=ROOT, capture_output=True)
+    return str(exe) if exe.exists() else None
+
+
+def install(python: Path, *args: str) -> bool:
+    """``pip install ARGS`` into the venv of ``python``: with uv, and with pip if uv fails (uv
+    reads no pip.conf: a private index configured there is pip's to use)."""
+    uv = _uv()
+    if uv and subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *args],
+                             cwd=ROOT).returncode == 0:
+        return True
+    if uv:
+        log("uv failed; installing with pip instead")
+    return subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "-q",
+                           "install", *args], cwd=ROOT).returncode == 0
+
+
 def ensure_venv() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
@@ -52,12 +77,10 @@ def ensure_venv() -> None:
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == want:
         return
-    log("installing the project and its dev dependencies into .venv (first run takes a minute)")
-    pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
-    for step in ([*pip, "install", "--upgrade", "pip"], [*pip, "install", "-e", f"{ROOT}[dev]"]):
-        if subprocess.run(step, cwd=ROOT).returncode != 0:
-            sys.exit(f"[dev] failed: {' '.join(step[3:])} (see pip's output above; a network "
-                     "or index problem is the usual cause)")
+    log("installing the project and its dev dependencies into .venv")
+    if not install(PY, "-e", f"{ROOT}[dev]"):
+        sys.exit("[dev] failed: installing the project (see the installer's output above; a "
+                 "network or index problem is the usual cause)")
     STAMP.write_text(want)
 
 
@@ -70,10 +93,8 @@ def ensure_checkov() -> Path:
         return exe
     log(f"installing checkov {CHECKOV_VERSION} into {CHECKOV_VENV.name} (first run only)")
     venv.EnvBuilder(with_pip=True, clear=True).create(CHECKOV_VENV)
-    step = [str(bindir / "python"), "-m", "pip", "--disable-pip-version-check", "-q", "install",
-            f"checkov=={CHECKOV_VERSION}"]
-    if subprocess.run(step, cwd=ROOT).returncode != 0:
-        sys.exit("[dev] failed to install checkov (see pip's output above)")
+    if not install(bindir / "python", f"checkov=={CHECKOV_VERSION}"):
+        sys.exit("[dev] failed to install checkov (see the installer's output above)")
     stamp.write_text(CHECKOV_VERSION)
     return exe
 
@@ -81,6 +102,21 @@ def ensure_checkov() -> Path:
 def run(cmd: list[str], **kw: object) -> int:
     log("$ " + " ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT, **kw).returncode  # type: ignore[call-overload,no-any-return]
+
+
+def run_together(steps: list[tuple[str, list[str]]]) -> list[tuple[str, int]]:
+    """Run the checks side by side (mypy alone takes 12 s cold), then print each one's output
+    in order under its command line, as if they had run one after another."""
+    procs = [(name, cmd, subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+             for name, cmd in steps]
+    results = []
+    for name, cmd, proc in procs:
+        out, _ = proc.communicate()
+        log("$ " + " ".join(cmd))
+        print(out, end="" if out.endswith("\n") or not out else "\n", flush=True)
+        results.append((name, proc.returncode))
+    return results
 
 
 def test(extra: list[str]) -> int:
@@ -97,13 +133,13 @@ def test(extra: list[str]) -> int:
         steps.append(("checkov", [str(checkov), "-d", str(ROOT / "cloudformation"),
                                   "--framework", "cloudformation", "--compact", "--quiet",
                                   "--skip-download"]))
-    failed = []
-    for name, cmd in steps:
-        if run(cmd) != 0:
-            failed.append(name)
+    failed = [name for name, rc in run_together(steps) if rc != 0]
     # Most tests wait on real processes and servers (workers, moto, the sandbox): three xdist
     # workers on two cores (the wheel is built once and shared, see tests/test_wheel.py).
-    rc = run([str(PY), "-m", "pytest", "-n", PYTEST_WORKERS, "--durations", "15", *extra])
+    # Tests go out two at a time (xdist's default sends each worker a block of ~125 in a row,
+    # which put every long test on one worker: 404 s busy beside 183 s and 168 s).
+    rc = run([str(PY), "-m", "pytest", "-n", PYTEST_WORKERS, "--maxschedchunk", "1",
+              "--durations", "15", *extra])
     if rc == 5:
         log("pytest collected no tests: that is a failure")
     if rc != 0:
@@ -144,11 +180,10 @@ def compat(extra: list[str]) -> int:
     if not (stamp.exists() and stamp.read_text().strip() == want and py.exists()):
         log(f"creating {COMPAT_VENV.name} with the oldest supported versions (first run only)")
         venv.EnvBuilder(with_pip=True, clear=True).create(COMPAT_VENV)
-        pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
         # the project without its dependencies, so that nothing lifts the pins
-        for step in ([*pip, *COMPAT_PINS, *COMPAT_TOOLS], [*pip, "--no-deps", "-e", str(ROOT)]):
-            if subprocess.run(step, cwd=ROOT).returncode != 0:
-                sys.exit("[dev] failed to build the compat venv (see pip's output above)")
+        for step in ((*COMPAT_PINS, *COMPAT_TOOLS), ("--no-deps", "-e", str(ROOT))):
+            if not install(py, *step):
+                sys.exit("[dev] failed to build the compat venv (see the installer's output)")
         stamp.write_text(want)
     versions = subprocess.run(
         [str(py), "-c", "import importlib.metadata as m; print(', '.join(f'{d} ' + "
@@ -171,9 +206,9 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     command, extra = argv[0], argv[1:]
+    ensure_venv()  # compat too: uv lives in .venv
     if command == "compat":
         return compat(extra)
-    ensure_venv()
     if command == "setup":
         return 0
     if command == "bench":

@@ -7,9 +7,11 @@ database number so parallel work never collides:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,10 +93,12 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
 
 
-#: the long runs (whole sandbox stories, the wheel build, real-worker scenarios): started first,
-#: so that under pytest-xdist they overlap the many short tests instead of trailing after them
-LONG_FIRST = ("test_wheel.py", "test_sandbox.py", "test_collector_accuracy.py",
-              "test_busy_vs_hung.py", "test_check_e2e.py", "test_alarm_budget.py")
+#: the long runs (whole sandbox stories, real-worker scenarios, the wheel build), longest first:
+#: scripts/dev.py hands tests to the xdist workers two at a time (--maxschedchunk 1), so they
+#: spread over the workers and overlap the many short tests instead of trailing after them
+LONG_FIRST = ("test_sandbox.py", "test_busy_vs_hung.py", "test_wheel.py",
+              "test_alarm_budget.py", "test_collector_accuracy.py", "test_check_e2e.py",
+              "test_task_metrics.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -103,3 +107,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
 
     items.sort(key=rank)  # stable: the order within each file stays
+
+
+def _atomic_moto_dynamodb() -> None:
+    """DynamoDB's conditional writes are atomic; moto's are a check then a set in Python, and
+    two threads racing (two Lambda containers in one test) both win about 1 time in 150. One
+    lock around moto's writes makes moto keep the promise the toolkit's claims rely on."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_celery_ecs_atomic", False):
+            continue
+
+        @functools.wraps(original)
+        def atomic(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(*args, **kwargs)
+
+        atomic._celery_ecs_atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, atomic)
+
+
+_atomic_moto_dynamodb()
