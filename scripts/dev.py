@@ -53,8 +53,11 @@ def install(python: Path, *args: str) -> bool:
     """``pip install ARGS`` into the venv of ``python``: with uv, and with pip if uv fails (uv
     reads no pip.conf: a private index configured there is pip's to use)."""
     uv = _uv()
-    if uv and subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *args],
-                             cwd=ROOT).returncode == 0:
+    # --compile-bytecode as pip does: a module compiled on first import under pytest's
+    # warnings-as-errors fails on a dependency's invalid escape (parliament's)
+    uv_cmd = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(python)] if uv \
+        else []
+    if uv and subprocess.run([*uv_cmd, *args], cwd=ROOT).returncode == 0:
         return True
     if uv:
         log("uv failed; installing with pip instead")

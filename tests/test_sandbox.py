@@ -2,8 +2,8 @@
 (real worker processes, moto, the real alarm handler, the local Slack), on the real Redis and,
 for the stuck scenario, on the fakeredis fallback a bare machine gets.
 
-Cost: ~35 s per stuck run, ~25 s memory, ~20 s healthy, ~40 s long-task (about 2.5 minutes in all
-on 2 cores)."""
+Cost on 2 cores: ~35 s per stuck run (two: fakeredis, and real Redis pressed by hand), ~30 s
+memory, ~20 s healthy, ~30 s long-task, ~30 s partial; spread over the xdist workers."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import redis
 
 CLI = str(Path(sys.executable).parent / "celery-ecs")
 REAL_REDIS = "redis://127.0.0.1:6379/3"
-#: db 11 belongs to the stuck run alone, so that it can check the sandbox leaves nothing behind
-#: while other sandbox tests run beside it (pytest-xdist) in db 3
+#: db 11 belongs to the remediation-off run alone, so that it can check the sandbox leaves nothing
+#: behind while other sandbox tests run beside it (pytest-xdist) in db 3
 OWN_REDIS = "redis://127.0.0.1:6379/11"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -72,16 +72,9 @@ def assert_stuck_story(proc: subprocess.CompletedProcess[str], doc: dict[str, An
     assert "<script" not in report and "<link" not in report
 
 
-@pytest.mark.redis
-def test_stuck_worker_is_redeployed_and_recovers_on_real_redis(tmp_path: Path) -> None:
-    proc, doc, report = run_sandbox(tmp_path, "--broker", OWN_REDIS)
-    assert_stuck_story(proc, doc, report)
-    assert "broker      --broker" in proc.stdout
-    # nothing of the run is left in the user's Redis
-    assert list(redis.Redis.from_url(OWN_REDIS).scan_iter(match="sandbox-*")) == []
-
-
 def test_stuck_scenario_on_the_fakeredis_fallback(tmp_path: Path) -> None:
+    """The README's demo on a bare machine: the whole stuck story, automatic remediation on.
+    (The same story on a real Redis is the remediation-off run below, pressed by hand.)"""
     proc, doc, report = run_sandbox(tmp_path, bare=True)
     assert "embedded fakeredis" in proc.stdout
     assert_stuck_story(proc, doc, report)
@@ -148,8 +141,9 @@ def test_one_frozen_task_of_two_is_stopped_alone(tmp_path: Path) -> None:
 def test_with_remediation_off_the_on_call_presses_redeploy_now(tmp_path: Path) -> None:
     """Issue 24: REMEDIATION=off, the handler only alerts; the alert carries "Redeploy now"; the
     sandbox's on-call presses it (a signed request to the real Slack actions handler, acknowledged
-    first); the guards pass, one deployment, the service recovers, the thread says who did it."""
-    proc, doc, report = run_sandbox(tmp_path, "--remediation", "off", "--broker", REAL_REDIS)
+    first); the guards pass, one deployment, the service recovers, the thread says who did it.
+    On a real Redis given with --broker, which the run leaves as it found it."""
+    proc, doc, report = run_sandbox(tmp_path, "--remediation", "off", "--broker", OWN_REDIS)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert doc["scenario"] == "stuck" and doc["ok"] is True and doc["deployments"] == 1
     names = events(doc)
@@ -165,3 +159,6 @@ def test_with_remediation_off_the_on_call_presses_redeploy_now(tmp_path: Path) -
     assert "automatic remediation is off (REMEDIATION=off)" in proc.stdout
     assert "Redeployed by <@U0SANDBOX> at " in proc.stdout
     assert 'class="marker pressed"' in report
+    assert report.count('class="marker deployment"') == 1
+    assert "broker      --broker" in proc.stdout
+    assert list(redis.Redis.from_url(OWN_REDIS).scan_iter(match="sandbox-*")) == []

@@ -1,10 +1,11 @@
 """The installed package is the product: what `pip install` gives a user works, not only a checkout.
 
-One session builds the sdist (``python -m build --sdist``), builds the wheel from that sdist with
-``pip wheel`` (so the sdist is proven to carry everything the wheel needs, and no stale
-``build/lib`` of the checkout leaks in), installs the wheel with the ``sandbox`` extra into a clean
-virtual environment (no system site-packages, no checkout on ``sys.path``) and runs the commands
-from a directory outside the checkout.
+One session builds the sdist, builds the wheel from that sdist (so the sdist is proven to carry
+everything the wheel needs, and no stale ``build/lib`` of the checkout leaks in), installs the
+wheel with the ``sandbox`` extra into a clean virtual environment (no system site-packages, no
+checkout on ``sys.path``) and runs the commands from a directory outside the checkout. With uv in
+the test venv (scripts/dev.py installs it) that is ``uv build`` and ``uv pip install``, the same
+setuptools backend in ~5 s; without, ``python -m build --sdist``, ``pip wheel`` and ``pip``.
 
 Adding a command to the smoke run is one line in ``SMOKES``; a line whose command has not landed in
 this checkout yet is skipped, and runs as soon as it lands.
@@ -115,17 +116,32 @@ def _build_and_install(tmp: Path, done: Path) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     pip_env = {k: v for k, v in os.environ.items()
                if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    _run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp / "dist"), str(ROOT)],
-         cwd=tmp, env=pip_env)
-    (sdist,) = (tmp / "dist").glob("*.tar.gz")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check",
-          "-w", str(tmp / "dist"), str(sdist)], cwd=tmp, env=pip_env)
-    (wheel,) = (tmp / "dist").glob("*.whl")
-    venv.EnvBuilder(with_pip=True, clear=True).create(tmp / "venv")
-    bindir = tmp / "venv" / "bin"
-    # --no-compile: .pyc files are written on first import instead (saves ~10 s of ~40 s)
-    _run([str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          "--no-compile", f"{wheel}[sandbox]"], cwd=tmp, env=pip_env, timeout=600)
+    uv = Path(sys.executable).parent / "uv"  # scripts/dev.py puts it there
+    if uv.exists():  # the same setuptools build and wheel, in ~5 s instead of ~35 s
+        # uv build: the sdist, then the wheel from that sdist (not from the checkout)
+        _run([str(uv), "build", "-q", "--out-dir", str(tmp / "dist"), str(ROOT)],
+             cwd=tmp, env=pip_env)
+        (sdist,) = (tmp / "dist").glob("*.tar.gz")
+        (wheel,) = (tmp / "dist").glob("*.whl")
+        _run([str(uv), "venv", "-q", "--python", sys.executable, str(tmp / "venv")],
+             cwd=tmp, env=pip_env)
+        bindir = tmp / "venv" / "bin"
+        _run([str(uv), "pip", "install", "-q", "--python", str(bindir / "python"),
+              f"{wheel}[sandbox]"], cwd=tmp, env=pip_env, timeout=600)
+    else:
+        _run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp / "dist"),
+              str(ROOT)], cwd=tmp, env=pip_env)
+        (sdist,) = (tmp / "dist").glob("*.tar.gz")
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+              "--disable-pip-version-check", "-w", str(tmp / "dist"), str(sdist)],
+             cwd=tmp, env=pip_env)
+        (wheel,) = (tmp / "dist").glob("*.whl")
+        venv.EnvBuilder(with_pip=True, clear=True).create(tmp / "venv")
+        bindir = tmp / "venv" / "bin"
+        # --no-compile: .pyc files are written on first import instead (saves ~10 s of ~40 s)
+        _run([str(bindir / "python"), "-m", "pip", "install", "-q",
+              "--disable-pip-version-check", "--no-compile", f"{wheel}[sandbox]"], cwd=tmp,
+             env=pip_env, timeout=600)
     (site,) = (tmp / "venv" / "lib").glob("python3*/site-packages")
     done.write_text(json.dumps({"sdist": str(sdist), "wheel": str(wheel), "bin": str(bindir),
                                 "site": str(site)}))
