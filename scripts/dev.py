@@ -193,7 +193,8 @@ def compat(extra: list[str]) -> int:
          "m.version(d) for d in ('celery', 'kombu', 'redis', 'boto3', 'botocore', "
          "'slack_sdk', 'billiard')))"], capture_output=True, text=True, cwd=ROOT)
     log("compat versions: " + versions.stdout.strip())
-    rc = run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", *COMPAT_TESTS, *extra])
+    rc = run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", PYTEST_WORKERS,
+              "--maxschedchunk", "1", *COMPAT_TESTS, *extra])
     log(("compat passed on " if rc == 0 else "compat FAILED on ") + versions.stdout.strip())
     return rc
 
