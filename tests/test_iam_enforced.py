@@ -274,12 +274,18 @@ def _stuck_event(world: World, service: str) -> dict[str, Any]:
 
 
 def _handle(world: World, event: dict[str, Any]) -> dict[str, Any]:
+    """The alarm handler in a new container: no responder and no Slack secret cached (else a
+    run signed with a policy lacking ReadSlackSecret passes on what an earlier run read)."""
+    from toolkit.alarms.credentials import clear_secret_cache
+
     module = importlib.import_module("lambdas.alarm_handler.handler")
     module._responder = None
+    clear_secret_cache()
     try:
         result: dict[str, Any] = module.handler(event, None)
     finally:
         module._responder = None
+        clear_secret_cache()
     return result
 
 
