@@ -268,9 +268,15 @@ def _stuck_event(world: World, service: str) -> dict[str, Any]:
     text = (text.replace("prod-worker-emails", f"{world.env}-{service}")
             .replace('"prod-cluster"', f'"{world.cluster}"')
             .replace('"worker-emails"', f'"{service}"').replace('"prod"', f'"{world.env}"')
+            .replace("2024-01-01T12:00:00.000", _now_ms())  # a new state change each time:
             .replace("2024-01-01T12:00:00", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")))
-    event: dict[str, Any] = json.loads(text)
+    event: dict[str, Any] = json.loads(text)  # no run is a duplicate of an earlier one's
     return event
+
+
+def _now_ms() -> str:
+    time.sleep(0.002)  # two calls never share a millisecond
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
 def _handle(world: World, event: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +298,7 @@ def _handle(world: World, event: dict[str, Any]) -> dict[str, Any]:
 def handler_remediation(world: World) -> None:
     """lambdas/alarm_handler/handler.py: a WorkerStuck ALARM of an opted-in service, with the
     state table: Slack alert, claim, ledger, forced deployment, remediated-at tag, follow-up."""
+    _ready_again(world, world.services[0])  # whatever an earlier (reduced, failed) run left
     result = _handle(world, _stuck_event(world, world.services[0]))
     assert result["alarms"][0]["remediation"] == "deployed", json.dumps(result["alarms"][0])
     age_deployments(world.cluster, world.services[0], 3600)  # the next run is not in cooldown
@@ -301,6 +308,7 @@ def handler_without_state_table(world: World, monkeypatch: pytest.MonkeyPatch) -
     """The same path when STATE_TABLE is unset: the hourly cap is counted from the tags of the
     cluster's services (ListServices)."""
     monkeypatch.delenv("STATE_TABLE")
+    _ready_again(world, world.services[1])
     result = _handle(world, _stuck_event(world, world.services[1]))
     assert result["alarms"][0]["remediation"] == "deployed", json.dumps(result["alarms"][0])
     age_deployments(world.cluster, world.services[1], 3600)
@@ -318,6 +326,7 @@ def stop_tasks(world: World) -> None:
     from toolkit.verdictrecord import VerdictRecord
 
     service = world.services[2]
+    _ready_again(world, service)
     # moto advances a task's status on every DescribeTasks: keep it RUNNING, as on ECS
     state_manager.set_transition(model_name="ecs::task",
                                  transition={"progression": "manual", "times": 10**9})
@@ -389,8 +398,10 @@ def _press(world: World, monkeypatch: pytest.MonkeyPatch, action: str, service: 
 
 
 def _ready_again(world: World, service: str) -> None:
-    """Forget the last press's remedy (through moto's backends: the principal may not), so
-    that the next run of the case acts again instead of meeting the cooldown."""
+    """Forget the last remedy of ``service`` (through moto's backends: the principal may not),
+    so that the next run of a case acts again instead of meeting the cooldown. Called before
+    each remedying case too: a reduced-policy run that deployed and then failed leaves the
+    service in its cooldown, and the cases run in any order under pytest-xdist."""
     from moto.dynamodb.models import dynamodb_backends
     from moto.ecs.models import ecs_backends
 
@@ -405,6 +416,7 @@ def _ready_again(world: World, service: str) -> None:
 def press_redeploy(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """"Redeploy now" on service d: the forced deployment and its remediated-at tag."""
     service = world.services[3]
+    _ready_again(world, service)
     reply = _press(world, monkeypatch, "celery-ecs-redeploy", service)
     assert f"Redeployed by <@{PRESSER}>" in reply, reply
     _ready_again(world, service)
@@ -420,6 +432,7 @@ def press_stop(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from toolkit.verdictrecord import VerdictRecord
 
     service = world.services[4]
+    _ready_again(world, service)
     state_manager.set_transition(model_name="ecs::task",
                                  transition={"progression": "manual", "times": 10**9})
     ecs = ecs_backends[ACCOUNT][REGION]
