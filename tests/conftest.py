@@ -131,3 +131,17 @@ def _atomic_moto_dynamodb() -> None:
 
 
 _atomic_moto_dynamodb()
+
+
+@pytest.fixture(autouse=True)
+def _celery_join_may_block() -> Iterator[None]:
+    """A test that runs a worker in this process (its bootsteps, ``setup_worker_optimizations``)
+    leaves Celery's process-wide "in a worker: result.get() would deadlock" flag set; every
+    later ``result.get()`` in the same xdist worker then raises "Never call result.get() within
+    a task!". Each test starts outside a worker, as a producer does."""
+    import sys
+
+    state = sys.modules.get("celery._state")
+    if state is not None:
+        state._set_task_join_will_block(False)
+    yield
