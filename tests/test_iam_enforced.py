@@ -314,18 +314,16 @@ def handler_without_state_table(world: World, monkeypatch: pytest.MonkeyPatch) -
     age_deployments(world.cluster, world.services[1], 3600)
 
 
-def stop_tasks(world: World) -> None:
-    """lambdas/alarm_handler/handler.py: a WorkersStuck ALARM of a degraded service stops exactly
-    the task its verdict record names (DescribeTasks, then StopTask, this cluster only). The
-    task and the record are put in place through moto's backends: the handler's principal may
-    not run tasks or write records, and must not need to."""
+def _one_hung_task(world: World, service: str, reason: str, backlog: tuple[int, ...]) -> Any:
+    """Two RUNNING tasks of ``service`` and a fresh ``degraded`` verdict record naming the first
+    (through moto's backends: the principals under test may not run tasks or write records, and
+    must not need to). Task states stay put until ``state_manager.unset_transition``."""
     from moto.dynamodb.models import dynamodb_backends
     from moto.ecs.models import ecs_backends
     from moto.moto_api import state_manager
 
     from toolkit.verdictrecord import VerdictRecord
 
-    service = world.services[2]
     _ready_again(world, service)
     # moto advances a task's status on every DescribeTasks: keep it RUNNING, as on ECS
     state_manager.set_transition(model_name="ecs::task",
@@ -335,9 +333,21 @@ def stop_tasks(world: World) -> None:
                             {"awsvpcConfiguration": {"subnets": [world.subnet]}},
                             group=f"service:{service}")[0] for _ in range(2))
     record = VerdictRecord(world.env, world.cluster, service, "degraded", time.time(), 60.0,
-                           ("1 of 2 workers dead or hung while 1 make progress",),
-                           (hung.task_arn,), (3, 4, 5))
+                           (reason,), (hung.task_arn,), backlog)
     dynamodb_backends[ACCOUNT][REGION].put_item(world.table, record.to_item())
+    return hung
+
+
+def stop_tasks(world: World) -> None:
+    """lambdas/alarm_handler/handler.py: a WorkersStuck ALARM of a degraded service stops exactly
+    the task its verdict record names (DescribeTasks, then StopTask, this cluster only). The
+    task and the record are put in place through moto's backends: the handler's principal may
+    not run tasks or write records, and must not need to."""
+    from moto.moto_api import state_manager
+
+    service = world.services[2]
+    hung = _one_hung_task(world, service, "1 of 2 workers dead or hung while 1 make progress",
+                          (3, 4, 5))
     event = _stuck_event(world, service)
     text = json.dumps(event).replace("-WorkerStuck", "-WorkersStuck").replace(
         '"WorkerStuck"', '"WorkersStuck"')
@@ -425,23 +435,10 @@ def press_redeploy(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
 def press_stop(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """"Stop stuck tasks" on service e: DescribeTasks, then StopTask of the recorded task (the
     task and the verdict record put in place through moto's backends)."""
-    from moto.dynamodb.models import dynamodb_backends
-    from moto.ecs.models import ecs_backends
     from moto.moto_api import state_manager
 
-    from toolkit.verdictrecord import VerdictRecord
-
     service = world.services[4]
-    _ready_again(world, service)
-    state_manager.set_transition(model_name="ecs::task",
-                                 transition={"progression": "manual", "times": 10**9})
-    ecs = ecs_backends[ACCOUNT][REGION]
-    hung, _ = (ecs.run_task(world.cluster, f"{world.env}-td", 1, None, "", None, "FARGATE",
-                            {"awsvpcConfiguration": {"subnets": [world.subnet]}},
-                            group=f"service:{service}")[0] for _ in range(2))
-    record = VerdictRecord(world.env, world.cluster, service, "degraded", time.time(), 60.0,
-                           ("1 of 2 workers dead or hung",), (hung.task_arn,), (3, 4))
-    dynamodb_backends[ACCOUNT][REGION].put_item(world.table, record.to_item())
+    hung = _one_hung_task(world, service, "1 of 2 workers dead or hung", (3, 4))
     try:
         reply = _press(world, monkeypatch, "celery-ecs-stop-tasks", service, (hung.task_arn,))
     finally:
